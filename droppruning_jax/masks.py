@@ -1,0 +1,253 @@
+"""Masks: boolean pytrees that mirror a parameter tree.
+
+A mask tree has exactly the structure of the params it belongs to. A prunable leaf
+gets a boolean array of the leaf's shape (``True`` = the weight is kept); every
+other leaf gets a scalar ``True`` marker, so that ``jax.tree.map(f, params, masks)``
+works without ``None`` leaves and non-prunable leaves broadcast as "keep all".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+PrunablePredicate = Callable[[str, Any], bool]
+
+
+def path_to_str(path: tuple[Any, ...]) -> str:
+  """Returns a readable ``"a/b/kernel"`` string for a ``jax.tree_util`` key path."""
+  parts = []
+  for key in path:
+    if isinstance(key, jax.tree_util.DictKey):
+      parts.append(str(key.key))
+    elif isinstance(key, jax.tree_util.GetAttrKey):
+      parts.append(str(key.name))
+    elif isinstance(key, jax.tree_util.SequenceKey):
+      parts.append(str(key.idx))
+    elif isinstance(key, jax.tree_util.FlattenedIndexKey):
+      parts.append(str(key.key))
+    else:
+      parts.append(str(key))
+  return "/".join(parts)
+
+
+def leaf_paths(tree: PyTree) -> list[str]:
+  """Returns the ``"a/b/kernel"`` path of every leaf, in ``jax.tree.leaves`` order."""
+  with_path, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return [path_to_str(path) for path, _ in with_path]
+
+
+def default_prunable(path: str, leaf: Any) -> bool:
+  """Default predicate: prune weight matrices and kernels (``ndim >= 2``).
+
+  Biases, batch-norm scales and other vectors are left dense: they hold few
+  parameters and pruning them hurts accuracy disproportionately.
+
+  Args:
+    path: the leaf's ``"a/b/kernel"`` path (unused by the default).
+    leaf: the parameter array.
+
+  Returns:
+    Whether the leaf is pruned.
+  """
+  del path
+  return np.ndim(leaf) >= 2
+
+
+def _marker() -> jax.Array:
+  return jnp.ones((), dtype=jnp.bool_)
+
+
+def is_prunable_mask(mask: Any) -> bool:
+  """Whether a mask leaf is a real mask (an array) rather than the scalar marker."""
+  return np.ndim(mask) > 0
+
+
+def init_masks(params: PyTree, prunable: PrunablePredicate | None = None) -> PyTree:
+  """Creates all-``True`` masks mirroring ``params``.
+
+  Args:
+    params: a pytree of arrays (e.g. Flax ``variables['params']``).
+    prunable: ``prunable(path, leaf) -> bool`` selecting the pruned leaves, where
+      ``path`` is the ``"a/b/kernel"`` path string. Defaults to
+      :func:`default_prunable` (leaves with ``ndim >= 2``).
+
+  Returns:
+    A tree of the same structure: a boolean array of the leaf's shape for every
+    prunable leaf and a scalar ``True`` marker for every other leaf.
+
+  Raises:
+    ValueError: if a prunable leaf is not floating point or is a scalar.
+  """
+  prunable = default_prunable if prunable is None else prunable
+  with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
+  masks = []
+  for path, leaf in with_path:
+    name = path_to_str(path)
+    if prunable(name, leaf):
+      dtype = getattr(leaf, "dtype", None)
+      if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            f"prunable leaf {name!r} has dtype {dtype}; only floating point "
+            "leaves can be pruned (adjust the `prunable` predicate)."
+        )
+      if np.ndim(leaf) == 0:
+        raise ValueError(
+            f"prunable leaf {name!r} is a scalar; only arrays with ndim >= 1 "
+            "can be pruned (adjust the `prunable` predicate)."
+        )
+      masks.append(jnp.ones(np.shape(leaf), dtype=jnp.bool_))
+    else:
+      masks.append(_marker())
+  return jax.tree_util.tree_unflatten(treedef, masks)
+
+
+def check_masks_match(params: PyTree, masks: PyTree) -> None:
+  """Raises ``ValueError`` unless ``masks`` is a valid mask tree for ``params``.
+
+  Runs on shapes only, so it is free inside ``jit`` (it runs at trace time).
+  """
+  params_def = jax.tree.structure(params)
+  masks_def = jax.tree.structure(masks)
+  if params_def != masks_def:
+    raise ValueError(
+        "masks do not match params: the tree structures differ.\n"
+        f"  params: {params_def}\n  masks:  {masks_def}"
+    )
+  for name, leaf, mask in zip(
+      leaf_paths(params), jax.tree.leaves(params), jax.tree.leaves(masks)
+  ):
+    if is_prunable_mask(mask) and np.shape(mask) != np.shape(leaf):
+      raise ValueError(
+          f"mask for {name!r} has shape {np.shape(mask)} but the parameter has "
+          f"shape {np.shape(leaf)}."
+      )
+    if getattr(mask, "dtype", jnp.bool_) != jnp.bool_:
+      raise ValueError(f"mask for {name!r} has dtype {mask.dtype}, expected bool.")
+
+
+def apply_masks(params: PyTree, masks: PyTree) -> PyTree:
+  """Zeroes the pruned entries of ``params``.
+
+  Args:
+    params: a pytree of arrays.
+    masks: a mask tree from :func:`init_masks` (or the optimizer state).
+
+  Returns:
+    ``params`` with every entry whose mask is ``False`` set to exactly ``0``.
+
+  Raises:
+    ValueError: if the trees or the leaf shapes do not match.
+  """
+  check_masks_match(params, masks)
+  return jax.tree.map(
+      lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)) if is_prunable_mask(m) else p,
+      params,
+      masks,
+  )
+
+
+def _prunable_masks(masks: PyTree) -> list[tuple[str, Any]]:
+  return [
+      (name, mask)
+      for name, mask in zip(leaf_paths(masks), jax.tree.leaves(masks))
+      if is_prunable_mask(mask)
+  ]
+
+
+def layer_sparsity(masks: PyTree) -> dict[str, float]:
+  """Fraction of pruned weights of every prunable leaf.
+
+  Args:
+    masks: a mask tree (not replicated; see :func:`droppruning_jax.get_masks`).
+
+  Returns:
+    ``{"a/b/kernel": fraction_pruned}`` for the prunable leaves only.
+  """
+  return {
+      name: float(1.0 - np.mean(np.asarray(mask))) for name, mask in _prunable_masks(masks)
+  }
+
+
+def sparsity(masks: PyTree) -> float:
+  """Fraction of pruned weights over all prunable leaves together.
+
+  Args:
+    masks: a mask tree (not replicated).
+
+  Returns:
+    ``pruned / total`` over the prunable leaves (0.0 when there are none).
+  """
+  prunable = _prunable_masks(masks)
+  total = sum(int(np.size(mask)) for _, mask in prunable)
+  if total == 0:
+    return 0.0
+  kept = sum(int(np.count_nonzero(np.asarray(mask))) for _, mask in prunable)
+  return 1.0 - kept / total
+
+
+def count_params(params: PyTree, masks: PyTree | None = None) -> dict[str, int]:
+  """Counts all parameters and the nonzero (kept) ones.
+
+  Args:
+    params: a pytree of arrays.
+    masks: optional mask tree; without it, nonzero entries of ``params`` count.
+
+  Returns:
+    ``{"total": ..., "nonzero": ..., "prunable": ..., "pruned": ...}``.
+  """
+  total = sum(int(np.size(p)) for p in jax.tree.leaves(params))
+  if masks is None:
+    nonzero = sum(int(np.count_nonzero(np.asarray(p))) for p in jax.tree.leaves(params))
+    return {"total": total, "nonzero": nonzero}
+  check_masks_match(params, masks)
+  prunable = _prunable_masks(masks)
+  n_prunable = sum(int(np.size(m)) for _, m in prunable)
+  pruned = n_prunable - sum(int(np.count_nonzero(np.asarray(m))) for _, m in prunable)
+  return {
+      "total": total,
+      "nonzero": total - pruned,
+      "prunable": n_prunable,
+      "pruned": pruned,
+  }
+
+
+def resolve_leaf_targets(
+    masks: PyTree, targets: Mapping[str, float], default: float | None = None
+) -> dict[str, float]:
+  """Maps every prunable path to a target using exact names or ``fnmatch`` patterns.
+
+  Raises:
+    ValueError: if a pattern matches no prunable leaf, or (without ``default``)
+      a prunable leaf matches no pattern.
+  """
+  import fnmatch  # local: only needed for custom maps
+
+  names = [name for name, _ in _prunable_masks(masks)]
+  out: dict[str, float] = {}
+  used = set()
+  for name in names:
+    if name in targets:
+      out[name] = float(targets[name])
+      used.add(name)
+      continue
+    for pattern, value in targets.items():
+      if fnmatch.fnmatchcase(name, pattern):
+        out[name] = float(value)
+        used.add(pattern)
+        break
+    else:
+      if default is None:
+        raise ValueError(f"no per-layer target given for prunable leaf {name!r}.")
+      out[name] = float(default)
+  unused = [k for k in targets if k not in used]
+  if unused:
+    raise ValueError(
+        f"per-layer targets {unused} match no prunable leaf; prunable leaves are {names}."
+    )
+  return out

@@ -1,0 +1,222 @@
+"""Flax models used in the Drop Pruning experiments.
+
+Every model is called as ``model.apply(variables, x, train=...)`` so that one
+training loop can drive all of them; models without batch norm ignore ``train``.
+Layers carry explicit names, so parameter paths read like
+``params/dense1/kernel`` or ``params/conv3/kernel``, which is what masks and
+per-layer sparsity reports print.
+
+Parameter counts (``params`` collection only):
+
+* ``LeNet300100``: 266,610.
+* ``LeNet5`` on 28x28x1 input: 431,080.
+* ``VGG16`` on 32x32x3 input, ``width_multiplier=1.0``: 14,986,698
+  (plus 8,448 batch-norm running statistics in ``batch_stats``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+
+# Image size of MNIST-like inputs; LeNet-5 reshapes flat (B, 784) input to it.
+_MNIST_IMAGE_SHAPE = (28, 28, 1)
+
+# VGG-16 feature extractor: an int is a 3x3 conv with that many output
+# channels, "M" is a 2x2 max pool with stride 2.
+VGG16_CONFIG: tuple[int | str, ...] = (
+    64, 64, "M",
+    128, 128, "M",
+    256, 256, 256, "M",
+    512, 512, 512, "M",
+    512, 512, 512, "M",
+)  # fmt: skip
+
+# Width of VGG-16's hidden classifier layer at width_multiplier=1.0.
+VGG16_HIDDEN_UNITS = 512
+
+
+def _flatten(x: jax.Array) -> jax.Array:
+  """Flattens all but the leading batch axis."""
+  return x.reshape((x.shape[0], -1))
+
+
+def scaled_width(width: int, multiplier: float) -> int:
+  """Returns ``width`` scaled by ``multiplier``, rounded, at least 1.
+
+  Args:
+    width: Channel or unit count at multiplier 1.0.
+    multiplier: Scale factor, e.g. ``0.25`` for a quarter-width network.
+
+  Returns:
+    ``max(1, int(round(width * multiplier)))``.
+  """
+  return max(1, int(round(width * multiplier)))
+
+
+class LeNet300100(nn.Module):
+  """LeNet-300-100: a 784-300-100-10 fully connected network with ReLU.
+
+  Accepts images of shape ``(B, 28, 28, 1)`` or already flat ``(B, 784)``
+  input. 266,610 parameters.
+
+  Attributes:
+    num_classes: Number of output logits.
+  """
+
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Returns logits of shape ``(B, num_classes)``.
+
+    Args:
+      x: Input batch, ``(B, 28, 28, 1)`` or ``(B, 784)``.
+      train: Ignored; accepted so that all models share one call signature.
+    """
+    del train  # No dropout or batch norm.
+    x = _flatten(x)
+    x = nn.relu(nn.Dense(300, name="dense1")(x))
+    x = nn.relu(nn.Dense(100, name="dense2")(x))
+    return nn.Dense(self.num_classes, name="dense3")(x)
+
+
+class LeNet5(nn.Module):
+  """LeNet-5 in the Caffe variant used by the pruning literature.
+
+  conv 20@5x5 (VALID) -> max pool 2 -> conv 50@5x5 (VALID) -> max pool 2 ->
+  flatten -> dense 500 (ReLU) -> dense ``num_classes``. As in Caffe's
+  ``lenet_train_test.prototxt`` the convolutions have no activation.
+  431,080 parameters on 28x28x1 input.
+
+  Attributes:
+    num_classes: Number of output logits.
+  """
+
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Returns logits of shape ``(B, num_classes)``.
+
+    Args:
+      x: Input batch, ``(B, 28, 28, 1)``, or flat ``(B, 784)`` MNIST images.
+      train: Ignored; accepted so that all models share one call signature.
+    """
+    del train  # No dropout or batch norm.
+    if x.ndim == 2:
+      x = x.reshape((x.shape[0], *_MNIST_IMAGE_SHAPE))
+    x = nn.Conv(20, (5, 5), padding="VALID", name="conv1")(x)
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = nn.Conv(50, (5, 5), padding="VALID", name="conv2")(x)
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = _flatten(x)
+    x = nn.relu(nn.Dense(500, name="dense1")(x))
+    return nn.Dense(self.num_classes, name="dense2")(x)
+
+
+class VGG16(nn.Module):
+  """VGG-16 for CIFAR-10 (32x32x3 input) with batch norm.
+
+  Thirteen 3x3 SAME convolutions, each followed by batch norm and ReLU, with
+  2x2 max pooling per ``VGG16_CONFIG``; the five pools reduce 32x32 to 1x1, so
+  the classifier sees ``512 * width_multiplier`` features: dense 512 (ReLU) ->
+  dense ``num_classes``.
+
+  The convolutions have no bias: the batch-norm shift that follows makes a
+  bias redundant. At ``width_multiplier=1.0`` the model has 14,986,698
+  parameters in ``params`` (14,710,464 conv kernels, 8,448 batch-norm
+  scales/biases, 267,786 dense weights and biases) and 8,448 running
+  statistics in ``batch_stats``.
+
+  Layer names are ``conv1`` ... ``conv13``, ``bn1`` ... ``bn13``, ``dense1``
+  and ``dense2``. Initialise with ``model.init(key, x, train=False)`` and train
+  with ``model.apply(variables, x, train=True, mutable=["batch_stats"])``.
+
+  Attributes:
+    num_classes: Number of output logits.
+    width_multiplier: Scales every conv width and the hidden dense width
+      (``max(1, int(round(width * width_multiplier)))``); small values give
+      cheap models for tests.
+  """
+
+  num_classes: int = 10
+  width_multiplier: float = 1.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Returns logits of shape ``(B, num_classes)``.
+
+    Args:
+      x: Input batch, ``(B, 32, 32, 3)``.
+      train: If True, batch norm uses batch statistics and updates the
+        running averages (the ``batch_stats`` collection must be mutable);
+        otherwise it uses the running averages.
+    """
+    conv_index = 0
+    for layer in VGG16_CONFIG:
+      if layer == "M":
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        continue
+      conv_index += 1
+      x = nn.Conv(
+          scaled_width(layer, self.width_multiplier),
+          (3, 3),
+          padding="SAME",
+          use_bias=False,
+          name=f"conv{conv_index}",
+      )(x)
+      x = nn.BatchNorm(
+          use_running_average=not train,
+          momentum=0.9,
+          name=f"bn{conv_index}",
+      )(x)
+      x = nn.relu(x)
+    x = _flatten(x)
+    hidden_units = scaled_width(VGG16_HIDDEN_UNITS, self.width_multiplier)
+    x = nn.relu(nn.Dense(hidden_units, name="dense1")(x))
+    return nn.Dense(self.num_classes, name="dense2")(x)
+
+
+_MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {
+    "lenet300": LeNet300100,
+    "lenet5": LeNet5,
+    "vgg16": VGG16,
+}
+
+MODEL_NAMES: Sequence[str] = tuple(_MODEL_FACTORIES)
+
+
+def get_model(name: str, **kwargs) -> nn.Module:
+  """Returns a model instance by name.
+
+  Args:
+    name: One of ``"lenet300"``, ``"lenet5"``, ``"vgg16"``.
+    **kwargs: Passed to the model constructor, e.g. ``num_classes`` or
+      ``width_multiplier`` (VGG16 only).
+
+  Returns:
+    An unbound ``flax.linen.Module``.
+
+  Raises:
+    ValueError: If ``name`` is not a known model.
+  """
+  try:
+    factory = _MODEL_FACTORIES[name]
+  except KeyError:
+    raise ValueError(
+        f"Unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}."
+    ) from None
+  return factory(**kwargs)
+
+
+def count_params(params) -> int:
+  """Returns the total number of scalars in a parameter pytree.
+
+  Works on concrete arrays and on ``jax.ShapeDtypeStruct`` leaves (the output
+  of ``jax.eval_shape``).
+  """
+  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
