@@ -215,15 +215,17 @@ def check_reachable(
       if point.shortfall > _REACHABILITY_TOLERANCE:
         s, p, q, t = point.sparsity_before, point.drop_away_prob, point.drop_back_prob, point.target
         max_q = max(0.0, (s + p * (1.0 - s) - t) / s) if s > 0 else 0.0
+        if drop_back_scale == "active":
+          max_q = max_q * s / (1.0 - s)  # back to the user's rate relative to |A|
         min_p = (t - s * (1.0 - q)) / (1.0 - s)
+        hint = "" if drop_back_scale == "active" else ", or drop_back_scale='active'"
         raise ValueError(
             f"drop pruning cannot follow the sparsity schedule: at pruning step {point.step} "
             f"the target sparsity is {t:.4f} (leaf target {leaf_target}) but the expected "
             f"sparsity is {s:.4f} before the step; drop back revives a fraction {q * s:.4f} "
             f"of the weights while drop away (p={p:.3f}) can remove at most {p * (1 - s):.4f}, "
-            f"so the step ends at {point.expected_sparsity:.4f}. Fix it with a per-weight "
-            f"drop-back probability <= {max_q:.4g} at this step (e.g. anneal drop_back_prob, "
-            f"or use drop_back_scale='active'), a drop_away_prob >= {min(min_p, 1.0):.4g}"
-            f"{'' if min_p <= 1 else ' (impossible: > 1)'}, or more pruning steps "
-            "(a smaller update_every or a later end_step)."
+            f"so the step ends at {point.expected_sparsity:.4f}. Fix it with "
+            f"drop_back_prob <= {max_q:.4g} at this step (e.g. anneal it{hint}), "
+            f"drop_away_prob >= {min(min_p, 1.0):.4g}{'' if min_p <= 1 else ' (impossible: > 1)'}, "
+            "or more pruning steps (a smaller update_every or a later end_step)."
         )

@@ -1,0 +1,1 @@
+"""Experiment scripts and their data pipeline (not part of the library)."""

@@ -1,0 +1,184 @@
+"""The pure jax.random transforms: drop away, drop back, drop step, exact prune."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import droppruning_jax as dp
+
+N = 10_000
+
+
+def _half_pruned_mask(seed=0):
+  rng = np.random.default_rng(seed)
+  mask = np.ones(N, bool)
+  mask[rng.permutation(N)[: N // 2]] = False
+  return jnp.asarray(mask)
+
+
+def _binomial_bounds(trials, prob, sigmas=5.0):
+  mean = trials * prob
+  sd = np.sqrt(trials * prob * (1 - prob))
+  return mean - sigmas * sd, mean + sigmas * sd
+
+
+def test_drop_back_revives_within_binomial_bounds():
+  mask = _half_pruned_mask()
+  new = dp.drop_back(jax.random.PRNGKey(0), mask, 0.2)
+  revived = int(jnp.sum(new & ~mask))
+  low, high = _binomial_bounds(N // 2, 0.2)
+  assert low <= revived <= high
+  assert bool(jnp.all(new[mask]))  # active weights stay active
+
+
+def test_drop_back_with_zero_prob_revives_none():
+  mask = _half_pruned_mask()
+  new = dp.drop_back(jax.random.PRNGKey(0), mask, 0.0)
+  np.testing.assert_array_equal(np.asarray(new), np.asarray(mask))
+
+
+def test_drop_away_removes_about_p_times_pool_from_the_pool():
+  mask = _half_pruned_mask()
+  scores = jnp.asarray(np.random.default_rng(1).random(N), jnp.float32)
+  pool_size, prob = 2000, 0.3
+  new = dp.drop_away(jax.random.PRNGKey(3), mask, scores, pool_size, prob)
+  removed = np.asarray(mask & ~new)
+  low, high = _binomial_bounds(pool_size, prob)
+  assert low <= removed.sum() <= high
+  # Only the pool (the pool_size lowest-scoring active weights) can be removed.
+  active_scores = np.where(np.asarray(mask), np.asarray(scores), np.inf)
+  pool_threshold = np.sort(active_scores)[pool_size - 1]
+  assert np.all(np.asarray(scores)[removed] <= pool_threshold)
+  assert not np.any(removed & ~np.asarray(mask))
+
+
+def test_drop_away_with_p_one_removes_exactly_the_pool():
+  mask = _half_pruned_mask()
+  scores = jnp.asarray(np.random.default_rng(1).random(N), jnp.float32)
+  new = dp.drop_away(jax.random.PRNGKey(3), mask, scores, 1234, 1.0)
+  assert int(jnp.sum(mask & ~new)) == 1234
+
+
+def test_mean_sparsity_after_a_step_is_within_4_sigma_of_target():
+  mask = _half_pruned_mask()
+  scores = jnp.asarray(np.random.default_rng(2).random(N), jnp.float32)
+  draws = 200
+  p, q, target = 0.5, 0.1, 0.6
+
+  def one(key):
+    new, info = dp.drop_step(
+        key, mask, scores, target_sparsity=target, drop_away_prob=p,
+        drop_back_prob=q, drop_back_scale="pruned",
+    )
+    return 1.0 - jnp.mean(new), info
+
+  sparsities, infos = jax.vmap(one)(jax.random.split(jax.random.PRNGKey(0), draws))
+  pool = int(infos.pool_size[0])
+  assert pool == round(N * (target - 0.5 * (1 - q)) / p)
+  var = (pool * p * (1 - p) + (N // 2) * q * (1 - q)) / N**2
+  sigma_of_mean = np.sqrt(var / draws)
+  assert abs(float(jnp.mean(sparsities)) - target) <= 4 * sigma_of_mean
+  assert float(jnp.max(infos.shortfall)) == 0.0
+
+
+def test_drop_step_active_scale_revives_q_times_active_count():
+  mask = _half_pruned_mask()
+  scores = jnp.ones(N)
+  new, info = dp.drop_step(
+      jax.random.PRNGKey(5), mask, scores, target_sparsity=0.5, drop_away_prob=1.0,
+      drop_back_prob=0.05, drop_back_scale="active",
+  )
+  # q_eff = 0.05 * |A| / |P| = 0.05: about 250 of the 5000 pruned weights come back.
+  low, high = _binomial_bounds(N // 2, 0.05)
+  assert low <= int(info.dropped_back) <= high
+  assert int(info.dropped_back) == int(jnp.sum(new & ~mask))
+
+
+def test_drop_step_records_shortfall_when_clip_binds():
+  mask = jnp.asarray(np.arange(N) < 100)  # 99 % sparse, 100 active weights
+  new, info = dp.drop_step(
+      jax.random.PRNGKey(0), mask, jnp.ones(N), target_sparsity=0.995,
+      drop_away_prob=1.0, drop_back_prob=0.5, drop_back_scale="pruned",
+  )
+  assert int(info.pool_size) == 100  # clipped at |A|
+  assert float(info.shortfall) > 0.4
+  assert int(jnp.sum(mask & ~new)) == 100
+
+
+def test_prune_exact_hits_target_with_deterministic_ties():
+  mask = jnp.ones(1000, bool)
+  scores = jnp.zeros(1000)  # all tied: lowest flat indices go first
+  new = dp.prune_exact(mask, scores, 0.25)
+  np.testing.assert_array_equal(np.asarray(new), np.arange(1000) >= 250)
+
+
+def test_prune_exact_keeps_pruned_weights_pruned_first():
+  mask = jnp.asarray(np.arange(100) % 2 == 0)  # 50 % pruned
+  scores = jnp.asarray(np.arange(100.0)[::-1])
+  new = dp.prune_exact(mask, scores, 0.7)
+  assert int(jnp.sum(~new)) == 70
+  assert not bool(jnp.any(new & ~mask))  # nothing revived
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    n=st.integers(min_value=1, max_value=300),
+    active_fraction=st.floats(min_value=0.0, max_value=1.0),
+    target=st.floats(min_value=0.0, max_value=0.99),
+    p=st.floats(min_value=0.01, max_value=1.0),
+    q=st.floats(min_value=0.0, max_value=1.0),
+    seed=st.integers(min_value=0, max_value=2**31 - 1),
+)
+def test_drop_step_invariants(n, active_fraction, target, p, q, seed):
+  rng = np.random.default_rng(seed)
+  mask = jnp.asarray(rng.random(n) < active_fraction)
+  scores = jnp.asarray(rng.random(n), jnp.float32)
+  new, info = dp.drop_step(
+      jax.random.PRNGKey(seed), mask, scores, target_sparsity=target,
+      drop_away_prob=p, drop_back_prob=q, drop_back_scale="pruned",
+  )
+  mask, new = np.asarray(mask), np.asarray(new)
+  removed, revived = mask & ~new, new & ~mask
+  assert 0 <= int(info.pool_size) <= mask.sum()
+  assert removed.sum() == int(info.dropped_away) <= int(info.pool_size)
+  assert revived.sum() == int(info.dropped_back)
+  assert float(info.shortfall) >= 0.0
+  # Removed weights are among the pool: no kept active weight scores below a removed one
+  # unless it was outside the pool by the tie-break.
+  if removed.any():
+    pool_rank = np.argsort(np.lexsort((np.asarray(scores), ~mask)))
+    assert pool_rank[removed].max() < int(info.pool_size)
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    n=st.integers(min_value=1, max_value=500),
+    active_fraction=st.floats(min_value=0.0, max_value=1.0),
+    target=st.floats(min_value=0.0, max_value=0.999),
+    seed=st.integers(min_value=0, max_value=2**31 - 1),
+)
+def test_prune_exact_count_property(n, active_fraction, target, seed):
+  rng = np.random.default_rng(seed)
+  mask = jnp.asarray(rng.random(n) < active_fraction)
+  new = dp.prune_exact(mask, jnp.asarray(rng.random(n), jnp.float32), target)
+  assert int(jnp.sum(~new)) == round(n * target)
+
+
+class DropStepVariantsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_same_key_same_mask_with_and_without_jit(self):
+    mask = _half_pruned_mask()
+    scores = jnp.asarray(np.random.default_rng(4).random(N), jnp.float32)
+
+    def step(key):
+      return dp.drop_step(key, mask, scores, target_sparsity=0.6, drop_away_prob=0.5,
+                          drop_back_prob=0.1)[0]
+
+    reference = jax.jit(step)(jax.random.PRNGKey(7))
+    chex.assert_trees_all_equal(self.variant(step)(jax.random.PRNGKey(7)), reference)
+    self.assertFalse(bool(jnp.all(step(jax.random.PRNGKey(8)) == reference)))
