@@ -1,0 +1,32 @@
+# `make demo`: set everything up and run the main job (offline, real Fashion-MNIST).
+# `make test`: set everything up and run the whole test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo data clean
+
+$(STAMP): pyproject.toml requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest tests
+
+# Real Fashion-MNIST IDX files from the Debian package dataset-fashion-mnist
+# (apt-get download + dpkg-deb -x into .cache/, no install needed).
+data: install
+	$(PY) -c "from experiments.data import fetch_fashion_mnist; print(fetch_fashion_mnist())"
+
+demo: install
+	$(PY) -m experiments.main --config experiments/configs/demo.py --workdir runs/demo \
+	  --config.idx_dir="$$($(PY) -c 'from experiments.data import fetch_fashion_mnist; print(fetch_fashion_mnist())')"
+
+clean:
+	rm -rf runs/demo .pytest_cache
