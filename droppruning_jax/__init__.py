@@ -20,6 +20,11 @@ from droppruning_jax.drop import drop_away
 from droppruning_jax.drop import drop_back
 from droppruning_jax.drop import drop_step
 from droppruning_jax.drop import prune_exact
+from droppruning_jax.export import SparseLeaf
+from droppruning_jax.export import export_sparse
+from droppruning_jax.export import nbytes as params_nbytes
+from droppruning_jax.export import to_bcoo
+from droppruning_jax.export import to_dense as sparse_to_dense
 from droppruning_jax.importance import magnitude
 from droppruning_jax.importance import random as random_importance
 from droppruning_jax.masks import apply_masks
@@ -44,6 +49,7 @@ __all__ = [
     "DropInfo",
     "DropPruningState",
     "DropStats",
+    "SparseLeaf",
     "apply_masks",
     "count_params",
     "default_prunable",
@@ -55,6 +61,7 @@ __all__ = [
     "drop_step",
     "erk_sparsities",
     "expected_trajectory",
+    "export_sparse",
     "find_state",
     "get_masks",
     "get_stats",
@@ -62,10 +69,13 @@ __all__ = [
     "init_masks",
     "layer_sparsity",
     "magnitude",
+    "params_nbytes",
     "polynomial_sparsity",
     "prune_exact",
     "pruning_steps",
     "random_importance",
     "random_pruning",
+    "sparse_to_dense",
     "sparsity",
+    "to_bcoo",
 ]
