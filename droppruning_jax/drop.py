@@ -38,29 +38,79 @@ class DropInfo(NamedTuple):
   shortfall: jax.Array
 
 
+def sortable_keys(scores: jax.Array) -> jax.Array:
+  """Maps float32 scores to uint32 keys with the same order (``-inf < ... < -0 < +0 < ... < inf``).
+
+  The usual IEEE-754 trick: flip every bit of negative numbers and only the sign
+  bit of the others. Integer keys make an exact threshold search possible.
+  """
+  bits = jax.lax.bitcast_convert_type(scores.astype(jnp.float32), jnp.uint32)
+  flip = jnp.where(bits >> 31 == 1, jnp.uint32(0xFFFFFFFF), jnp.uint32(0x80000000))
+  return bits ^ flip
+
+
+def select_lowest(keys: jax.Array, eligible: jax.Array, k) -> jax.Array:
+  """Selects the ``k`` eligible entries of lowest key; ties go to the lowest flat index.
+
+  Exact and sort-free: a 32-step bisection over the uint32 key range finds the
+  ``k``-th smallest eligible key ``T`` (each step is one pass counting keys
+  ``<= mid``), then every eligible key ``< T`` is selected plus the first entries
+  equal to ``T`` in index order. ``O(32 n)`` elementwise work instead of an
+  ``O(n log n)`` sort, which is 20-30x slower on CPU for a 10^5-weight layer.
+
+  Args:
+    keys: flat uint32 keys from :func:`sortable_keys`.
+    eligible: flat bool array; only these entries can be selected.
+    k: number to select (may be traced); clipped to the eligible count.
+
+  Returns:
+    A flat bool array with ``min(k, eligible.sum())`` ``True`` entries.
+  """
+  k = jnp.asarray(k, jnp.int32)
+
+  def bisect(_, bounds):
+    low, high = bounds
+    mid = low + (high - low) // 2
+    enough = jnp.sum(eligible & (keys <= mid), dtype=jnp.int32) >= k
+    return jnp.where(enough, low, mid + 1), jnp.where(enough, mid, high)
+
+  threshold, _ = jax.lax.fori_loop(
+      0, 32, bisect, (jnp.uint32(0), jnp.uint32(0xFFFFFFFF))
+  )
+  below = eligible & (keys < threshold)
+  at = eligible & (keys == threshold)
+  room = k - jnp.sum(below, dtype=jnp.int32)
+  take_at = at & (jnp.cumsum(at, dtype=jnp.int32) <= room)
+  return (below | take_at) & (k > 0)
+
+
 def lowest_scores(mask: jax.Array, scores: jax.Array, k, *, pruned_first: bool) -> jax.Array:
   """Selects the ``k`` entries of lowest score, with a deterministic tie-break.
 
   Args:
-    mask: current mask; decides which group sorts first.
+    mask: current mask; decides which group comes first.
     scores: importance scores, same shape as ``mask``.
     k: number of entries to select (may be traced).
-    pruned_first: if ``True`` pruned entries (``mask == False``) come before every
-      active entry; otherwise active entries come first. Within a group entries
-      are ordered by score and then by flat index, so equal scores never make the
-      result depend on the backend.
+    pruned_first: if ``True`` every pruned entry (``mask == False``) comes before
+      every active entry; otherwise only active entries are eligible (``k`` is
+      clipped to the active count). Within a group entries are ordered by score,
+      then by flat index, so equal scores never make the result depend on the
+      backend.
 
   Returns:
-    A boolean array, ``True`` for the ``k`` selected entries.
+    A boolean array of ``mask``'s shape, ``True`` for the selected entries.
   """
   flat_mask = mask.reshape(-1)
-  flat_scores = scores.reshape(-1).astype(jnp.float32)
-  group = flat_mask if pruned_first else ~flat_mask
-  # lexsort is stable and its last key is the primary key: group, then score, then index.
-  order = jnp.lexsort((flat_scores, group))
-  selected_sorted = jnp.arange(flat_mask.size) < k
-  selected = jnp.zeros_like(flat_mask).at[order].set(selected_sorted)
-  return selected.reshape(mask.shape)
+  keys = sortable_keys(scores.reshape(-1))
+  k = jnp.asarray(k, jnp.int32)
+  if not pruned_first:
+    return select_lowest(keys, flat_mask, k).reshape(mask.shape)
+  pruned_count = jnp.sum(~flat_mask, dtype=jnp.int32)
+  # All pruned entries, then the lowest active ones; or only some pruned ones when
+  # k is smaller than the pruned count.
+  with_active = ~flat_mask | select_lowest(keys, flat_mask, k - pruned_count)
+  only_pruned = select_lowest(keys, ~flat_mask, k)
+  return jnp.where(k >= pruned_count, with_active, only_pruned).reshape(mask.shape)
 
 
 def drop_away(key: jax.Array, mask: jax.Array, scores: jax.Array, pool_size, prob) -> jax.Array:
@@ -76,7 +126,6 @@ def drop_away(key: jax.Array, mask: jax.Array, scores: jax.Array, pool_size, pro
   Returns:
     The new mask (a subset of ``mask``).
   """
-  pool_size = jnp.clip(pool_size, 0, jnp.sum(mask))
   pool = lowest_scores(mask, scores, pool_size, pruned_first=False)
   removed = pool & jax.random.bernoulli(key, prob, mask.shape)
   return mask & ~removed

@@ -1,0 +1,1 @@
+"""Benchmarks: plain scripts, results in docs/performance.md."""

@@ -1,0 +1,78 @@
+"""Shared benchmark helpers: models, a train step, interleaved timing."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from droppruning_jax import models
+
+MODEL_INPUTS = {
+    "lenet300": ((28, 28, 1), lambda: models.LeNet300100()),
+    "lenet5": ((28, 28, 1), lambda: models.LeNet5()),
+    "vgg16_w0.25": ((32, 32, 3), lambda: models.VGG16(width_multiplier=0.25)),
+    "vgg16": ((32, 32, 3), lambda: models.VGG16()),
+}
+
+
+def device_description() -> str:
+  device = jax.devices()[0]
+  return f"{device.platform}:{device.device_kind} x{jax.device_count()} ({platform.processor() or platform.machine()})"
+
+
+def init_model(name: str, batch_size: int, seed: int = 0):
+  shape, make = MODEL_INPUTS[name]
+  model = make()
+  x = jax.random.normal(jax.random.PRNGKey(seed), (batch_size, *shape))
+  y = jax.random.randint(jax.random.PRNGKey(seed + 1), (batch_size,), 0, 10)
+  variables = model.init(jax.random.PRNGKey(seed), x[:1], train=False)
+  return model, variables, x, y
+
+
+def make_train_step(model, tx: optax.GradientTransformation) -> Callable:
+  """A jitted train step (params, batch_stats, opt_state, x, y) -> (..., loss)."""
+
+  def loss_fn(params, batch_stats, x, y):
+    variables = {"params": params}
+    if batch_stats is not None:
+      variables["batch_stats"] = batch_stats
+      logits, new_vars = model.apply(variables, x, train=True, mutable=["batch_stats"])
+      new_stats = new_vars["batch_stats"]
+    else:
+      logits, new_stats = model.apply(variables, x, train=True), None
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, new_stats
+
+  @jax.jit
+  def step(params, batch_stats, opt_state, x, y):
+    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, x, y)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_stats, opt_state, loss
+
+  return step
+
+
+def time_call(fn: Callable, *args) -> float:
+  start = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - start
+
+
+def interleaved_median(fns: dict[str, Callable], repeats: int, warmup: int = 3) -> dict[str, float]:
+  """Median seconds per call of each function, alternating the order every repeat."""
+  names = list(fns)
+  for _ in range(warmup):
+    for name in names:
+      fns[name]()
+  samples = {name: [] for name in names}
+  for r in range(repeats):
+    order = names if r % 2 == 0 else names[::-1]
+    for name in order:
+      samples[name].append(fns[name]())
+  return {name: statistics.median(values) for name, values in samples.items()}
