@@ -336,52 +336,27 @@ def drop_pruning(
       raise ValueError("drop_pruning needs params: call tx.update(grads, state, params).")
     masks = state.masks
     masks_lib.check_masks_match(params, masks)
-    # Pruned weights get no gradient, so the inner optimizer's moments never see them.
+    # Pruned weights get no gradient: clipping, norms and moments ignore them.
     grads = masks_lib.apply_masks(updates, masks)
     inner_updates, inner_state = inner.update(grads, state.inner_state, params)
     count = state.count
 
+    # Only the mask change sits inside the conditional (it returns small bool masks);
+    # the elementwise masking below runs every step outside it, where XLA fuses it
+    # into the optimizer update instead of copying the state through a branch.
     def keep_masks():
-      # updates = -p on pruned entries: p + (-p) is exactly 0.0 after apply_updates.
-      masked_updates = jax.tree.map(
-          lambda u, p, m: jnp.where(m, u, -p).astype(u.dtype) if masks_lib.is_prunable_mask(m) else u,
-          inner_updates, params, masks,
-      )
-      return masks, masked_updates, inner_state, state.stash, state.stats
+      return masks, state.stash, state.stats
 
     def change_masks(final_step: bool):
       candidate = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, inner_updates)
       key = jax.random.fold_in(jax.random.PRNGKey(seed), count)
       new_masks, infos = update_masks(key, count, candidate, masks, final_step)
-      revived = jax.tree.map(
-          lambda new, old: new & ~old if masks_lib.is_prunable_mask(old) else jnp.zeros((), bool),
-          new_masks, masks,
-      )
       stash = state.stash
-      if stash is not None:
+      if stash is not None:  # remember the value of every weight pruned now
         stash = jax.tree.map(
             lambda s, c, new, old: jnp.where(old & ~new, c, s) if masks_lib.is_prunable_mask(old) else s,
             stash, candidate, new_masks, masks,
         )
-        regrow = stash
-      else:
-        regrow = jax.tree.map(jnp.zeros_like, params)
-
-      def leaf_update(u, p, new, rev, g):
-        if not masks_lib.is_prunable_mask(new):
-          return u
-        return jnp.where(new, jnp.where(rev, g - p, u), -p).astype(u.dtype)
-
-      new_updates = jax.tree.map(leaf_update, inner_updates, params, new_masks, revived, regrow)
-      # A revived weight starts afresh: zero its momentum / Adam moments / ...
-      reset_state = optax.tree_utils.tree_map_params(
-          inner,
-          lambda x, rev: jnp.where(rev, jnp.zeros_like(x), x)
-          if isinstance(x, jax.Array) and masks_lib.is_prunable_mask(rev) and x.shape == rev.shape
-          else x,
-          inner_state,
-          revived,
-      )
       dropped_away = sum((info.dropped_away for info in infos), jnp.zeros((), jnp.int32))
       dropped_back = sum((info.dropped_back for info in infos), jnp.zeros((), jnp.int32))
       shortfall = functools.reduce(
@@ -395,18 +370,41 @@ def drop_pruning(
           total_dropped_away=state.stats.total_dropped_away + dropped_away,
           total_dropped_back=state.stats.total_dropped_back + dropped_back,
       )
-      return new_masks, new_updates, reset_state, stash, stats
+      return new_masks, stash, stats
 
     pruning = schedules.is_pruning_step(count, begin_step, end_step, update_every)
     branch = jnp.where(pruning, jnp.where(count == end_step, 2, 1), 0)
-    new_masks, new_updates, new_inner, stash, stats = jax.lax.switch(
+    new_masks, stash, stats = jax.lax.switch(
         branch,
         [keep_masks, functools.partial(change_masks, False), functools.partial(change_masks, True)],
+    )
+
+    def leaf_update(u, p, new, old, *stashed):
+      if not masks_lib.is_prunable_mask(new):
+        return u
+      # Kept weights take the optimizer's update; pruned ones get -p, so p + (-p) is
+      # exactly 0.0; revived ones were exactly 0 and restart at 0 ("zero") or at
+      # their stashed value ("restore").
+      pruned_value = jnp.where(new, stashed[0] - p, -p) if stashed else -p
+      return jnp.where(new & old, u, pruned_value).astype(u.dtype)
+
+    extra = (stash,) if stash is not None else ()
+    new_updates = jax.tree.map(leaf_update, inner_updates, params, new_masks, masks, *extra)
+    # Moments of pruned weights are zeroed every step (fused into the optimizer's own
+    # elementwise update), so a revived weight always starts with zero momentum /
+    # Adam moments, for any optax transformation with params-shaped state.
+    inner_state = optax.tree_utils.tree_map_params(
+        inner,
+        lambda x, m: jnp.where(m, x, jnp.zeros_like(x))
+        if isinstance(x, jax.Array) and masks_lib.is_prunable_mask(m) and x.shape == m.shape
+        else x,
+        inner_state,
+        new_masks,
     )
     new_state = DropPruningState(
         count=optax.safe_int32_increment(count),
         masks=new_masks,
-        inner_state=new_inner,
+        inner_state=inner_state,
         stash=stash,
         stats=stats,
     )
