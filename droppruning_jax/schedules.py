@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Union
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -30,8 +31,9 @@ def as_schedule(value: ScalarOrSchedule) -> Schedule:
 
 
 def evaluate(schedule: Schedule, step: int) -> float:
-  """Evaluates a schedule at a static step as a Python float."""
-  return float(np.asarray(schedule(step)))
+  """Evaluates a schedule at a static step as a Python float (also inside a trace)."""
+  with jax.ensure_compile_time_eval():
+    return float(np.asarray(schedule(step)))
 
 
 def polynomial_sparsity(
@@ -134,7 +136,8 @@ def schedule_values(schedule: Schedule, steps: Sequence[int]) -> np.ndarray:
   """Evaluates a schedule at many static steps (vectorised when the schedule allows it)."""
   step_array = np.asarray(steps, dtype=np.int64)
   try:
-    values = np.asarray(schedule(jnp.asarray(step_array)), dtype=np.float64)
+    with jax.ensure_compile_time_eval():  # static values even when init is traced
+      values = np.asarray(schedule(jnp.asarray(step_array)), dtype=np.float64)
     if values.shape == step_array.shape:
       return values
     if values.shape == ():

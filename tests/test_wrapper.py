@@ -313,3 +313,13 @@ def test_update_with_mismatched_params_is_an_error():
   other = {"dense": params["dense"]}
   with pytest.raises(ValueError):
     tx.update(other, state, other)
+
+
+def test_init_can_be_traced():
+  # Schedules are evaluated at compile time, so init works under jit and eval_shape.
+  tx = dp.drop_pruning(optax.adam(1e-2), target_sparsity=0.8, end_step=20, update_every=2,
+                       sparsity_distribution="erk")
+  params = toy_params()
+  chex.assert_trees_all_equal(jax.jit(tx.init)(params), tx.init(params))
+  shapes = jax.eval_shape(tx.init, params)
+  assert shapes.masks["dense"]["kernel"].shape == (30, 20)

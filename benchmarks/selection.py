@@ -1,0 +1,96 @@
+"""Cost of selecting the c lowest-importance active weights, against the weight count.
+
+Compares the library's sort-free bisection (``dp.drop.lowest_scores``) with a full
+sort (lexsort by (group, score)), ``lax.top_k`` and ``lax.approx_min_k`` (the last two
+need a static k, as at the exact final step), and times a whole ``dp.drop_step``.
+Fits the scaling exponent ``t ~ n^a`` by least squares in log-log space.
+
+  python -m benchmarks.selection --sizes 1e4,1e5,1e6,3e6,1e7,3e7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from droppruning_jax import drop
+from benchmarks import common
+
+
+def sort_select(mask, scores, k):
+  order = jnp.lexsort((scores, ~mask))
+  return jnp.zeros_like(mask).at[order].set(jnp.arange(mask.size) < k)
+
+
+def make_methods(k_static):
+  return {
+      "bisection (default)": jax.jit(lambda m, s, k: drop.lowest_scores(m, s, k, pruned_first=False)),
+      "full sort": jax.jit(sort_select),
+      "lax.top_k": jax.jit(lambda m, s, k: jax.lax.top_k(-jnp.where(m, s, jnp.inf), k_static)[1]),
+      "lax.approx_min_k": jax.jit(
+          lambda m, s, k: jax.lax.approx_min_k(jnp.where(m, s, jnp.inf), k_static)[1]),
+      "drop_step (whole)": jax.jit(lambda m, s, k: drop.drop_step(
+          jax.random.PRNGKey(0), m, s, target_sparsity=0.6, drop_away_prob=0.5,
+          drop_back_prob=0.1)[0]),
+  }
+
+
+def median_seconds(fn, args, repeats):
+  jax.block_until_ready(fn(*args))
+  samples = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    samples.append(time.perf_counter() - start)
+  return statistics.median(samples)
+
+
+def fit_exponent(sizes, times):
+  if len(sizes) < 2:
+    return float("nan")
+  return float(np.polyfit(np.log(sizes), np.log(times), 1)[0])
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--sizes", default="1e4,1e5,1e6,3e6,1e7,3e7")
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--max-sort-size", type=float, default=3e6,
+                      help="skip sort-based methods above this size (slow on CPU)")
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args()
+  sizes = [int(float(s)) for s in args.sizes.split(",")]
+  results = {}
+  print(f"device: {common.device_description()}")
+  for n in sizes:
+    rng = np.random.default_rng(0)
+    mask = jnp.asarray(rng.random(n) < 0.5)
+    scores = jnp.asarray(rng.random(n), jnp.float32)
+    k = n // 10
+    for name, fn in make_methods(k).items():
+      if name in ("full sort", "lax.top_k", "lax.approx_min_k") and n > args.max_sort_size:
+        continue
+      seconds = median_seconds(fn, (mask, scores, k), args.repeats)
+      results.setdefault(name, {})[n] = seconds
+      print(f"n={n:>10,}  {name:<20} {seconds * 1e3:10.2f} ms", flush=True)
+  print("\n| method | " + " | ".join(f"n={n:.0e}" for n in sizes) + " | exponent |")
+  print("|---|" + "---|" * (len(sizes) + 1))
+  for name, by_size in results.items():
+    cells = [f"{by_size[n] * 1e3:.2f} ms" if n in by_size else "—" for n in sizes]
+    exponent = fit_exponent(list(by_size), list(by_size.values()))
+    print(f"| {name} | " + " | ".join(cells) + f" | {exponent:.2f} |")
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump({"device": common.device_description(),
+                 "seconds": {m: {str(n): t for n, t in v.items()} for m, v in results.items()}},
+                f, indent=1)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,330 @@
+"""End-to-end tests of the experiment runner (experiments/train.py and friends).
+
+Every run is tiny (a few hundred mocked or synthetic examples, a few steps); most
+of the time goes into compiling the train step. The process has two simulated CPU
+devices (tests/conftest.py), so 1-device and 2-device runs can be compared here.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import chex
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import droppruning_jax as dp
+from experiments import data as data_lib
+from experiments import report
+from experiments import train
+from experiments.configs import default
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+METRICS_KEYS = {
+    "epoch", "step", "learning_rate", "train_loss", "train_accuracy", "test_loss",
+    "test_error", "sparsity", "layer_sparsity", "dropped_away", "dropped_back",
+    "max_shortfall", "train_time_s", "epoch_time_s",
+}
+SUMMARY_KEYS = {
+    "test_error", "sparsity", "compression", "nonzero_params", "total_params",
+    "layer_sparsity", "wall_time_s", "device_kind", "device_count", "config",
+}
+
+
+def _small(config, **overrides):
+  """A config shrunk to a few steps; ``overrides`` win."""
+  config.progress = False
+  config.num_epochs = 1
+  config.batch_size = 32
+  config.eval_batch_size = 64
+  config.max_train_examples = 128
+  config.max_test_examples = 64
+  config.prune_begin_epoch = 0.0
+  config.prune_end_epoch = 1.0
+  config.update_every = 1
+  for name, value in overrides.items():
+    config[name] = value
+  return config
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+  path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture(scope="module")
+def idx_dir(tmp_path_factory) -> Path:
+  """Synthetic MNIST-layout IDX files whose labels are learnable (mean brightness)."""
+  folder = tmp_path_factory.mktemp("idx")
+  rng = np.random.default_rng(0)
+  for split, count in (("train", 256), ("test", 100)):
+    labels = rng.integers(0, 10, size=count)
+    images = rng.integers(0, 100, size=(count, 28, 28)) + 15 * labels[:, None, None]
+    images_name, labels_name = data_lib.IDX_FILENAMES[split]
+    _write_idx(folder / f"{images_name}.gz", images)
+    _write_idx(folder / f"{labels_name}.gz", labels)
+  return folder
+
+
+def _idx_config(idx_dir: Path, **overrides):
+  config = _small(default.get_config(), dataset="fashion_mnist", model="lenet300",
+                  idx_dir=str(idx_dir), max_train_examples=None, max_test_examples=None)
+  for name, value in overrides.items():
+    config[name] = value
+  return config
+
+
+def _final_state(workdir: Path) -> dict:
+  checkpoint = train.restore_checkpoint(workdir)
+  assert checkpoint is not None
+  return checkpoint["state"]
+
+
+# --- smoke runs of every config ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("lenet300", {}),
+        ("lenet5", {}),
+        ("vgg16", {"width_multiplier": 1 / 16, "eval_batch_size": 32}),
+    ],
+)
+def test_config_smoke_run(name, overrides, tmp_path):
+  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  config = _small(config, data_dir=str(tmp_path / "tfds"), **overrides)
+  workdir = tmp_path / "run"
+  with tfds.testing.mock_data(num_examples=128):
+    summary = train.train_and_evaluate(config, workdir)
+
+  assert SUMMARY_KEYS <= set(summary)
+  assert summary == json.loads((workdir / "summary.json").read_text())
+  assert 0.0 <= summary["test_error"] <= 1.0
+  # The last pruning step is exact: every layer has round(n * target) pruned.
+  assert summary["sparsity"] == pytest.approx(config.target_sparsity, abs=1e-3)
+  for sparsity in summary["layer_sparsity"].values():
+    assert sparsity == pytest.approx(config.target_sparsity, abs=1e-2)
+  assert summary["compression"] == pytest.approx(
+      summary["total_params"] / summary["nonzero_params"])
+  assert summary["compression"] > 5
+  assert summary["device_count"] == jax.local_device_count()
+  assert summary["config"]["model"] == name
+
+  lines = report.read_metrics(workdir)
+  assert [line["epoch"] for line in lines] == [1]
+  assert METRICS_KEYS <= set(lines[0])
+  assert lines[0]["step"] == 128 // 32
+  assert lines[0]["dropped_away"] > 0
+  for file_name in ("results_row.md", "curves.png", "layers.png", "config.json"):
+    assert (workdir / file_name).stat().st_size > 0
+  assert "| " + workdir.name + " |" in (workdir / "results_row.md").read_text()
+
+  state = _final_state(workdir)
+  masks = state["opt_state"]["masks"]
+  # Pruned weights are exactly zero in the saved params.
+  for param, mask in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(masks)):
+    if np.ndim(mask):
+      assert np.all(param[~mask] == 0)
+  if name == "vgg16":
+    assert jax.tree.leaves(state["batch_stats"])  # batch norm statistics are saved
+
+
+def test_han_method_run(idx_dir, tmp_path):
+  config = _idx_config(idx_dir, method="han", han_cycles=3, num_epochs=2,
+                       target_sparsity=0.9, prune_end_epoch=1.5)
+  summary = train.train_and_evaluate(config, tmp_path / "han")
+  lines = report.read_metrics(tmp_path / "han")
+  assert all(line["dropped_back"] == 0 for line in lines)
+  assert summary["sparsity"] == pytest.approx(0.9, abs=1e-3)
+  sparsities = [line["sparsity"] for line in lines]
+  assert sparsities == sorted(sparsities)
+
+
+# --- resume -----------------------------------------------------------------
+
+
+def test_interrupted_runs_resume_bitwise(idx_dir, tmp_path):
+  """A run stopped mid-epoch, then after an epoch, then finished == an uninterrupted run."""
+  overrides = dict(num_epochs=3, prune_end_epoch=2.0, update_every=2, drop_back_prob=0.2)
+  straight = train.train_and_evaluate(_idx_config(idx_dir, **overrides), tmp_path / "a")
+
+  resumed_dir = tmp_path / "b"
+  steps_per_epoch = 256 // 32
+  first = train.train_and_evaluate(
+      _idx_config(idx_dir, stop_after_steps=steps_per_epoch + 3, **overrides), resumed_dir)
+  assert first == {"stopped": True, "last_epoch": 1}
+  second = train.train_and_evaluate(
+      _idx_config(idx_dir, stop_after_epochs=2, **overrides), resumed_dir)
+  assert second == {"stopped": True, "last_epoch": 2}
+  resumed = train.train_and_evaluate(_idx_config(idx_dir, **overrides), resumed_dir)
+
+  state_a, state_b = _final_state(tmp_path / "a"), _final_state(resumed_dir)
+  chex.assert_trees_all_equal(state_a["params"], state_b["params"])
+  chex.assert_trees_all_equal(state_a["opt_state"], state_b["opt_state"])  # masks included
+  assert resumed["test_error"] == straight["test_error"]
+  assert resumed["sparsity"] == straight["sparsity"]
+  assert straight["layer_sparsity"] == resumed["layer_sparsity"]
+
+  def without_times(lines):
+    return [{k: v for k, v in line.items() if not k.endswith("_time_s")} for line in lines]
+
+  assert without_times(report.read_metrics(resumed_dir)) == without_times(
+      report.read_metrics(tmp_path / "a"))
+  # Only the last two checkpoints are kept.
+  assert sorted(p.name for p in (resumed_dir / "checkpoints").iterdir()
+                if p.name.isdigit()) == ["2", "3"]
+
+
+# --- devices ----------------------------------------------------------------
+
+
+@pytest.mark.skipif(jax.local_device_count() < 2, reason="needs 2 (simulated) devices")
+def test_two_devices_match_one(idx_dir, tmp_path):
+  summaries, states = [], []
+  for devices in (1, 2):
+    workdir = tmp_path / f"devices{devices}"
+    summaries.append(train.train_and_evaluate(
+        _idx_config(idx_dir, num_devices=devices, update_every=2), workdir))
+    states.append(_final_state(workdir))
+  assert [s["device_count"] for s in summaries] == [1, 2]
+  chex.assert_trees_all_close(states[0]["params"], states[1]["params"], atol=1e-5)
+  chex.assert_trees_all_equal(states[0]["opt_state"]["masks"], states[1]["opt_state"]["masks"])
+  assert summaries[0]["test_error"] == pytest.approx(summaries[1]["test_error"], abs=0.02)
+
+
+# --- errors -----------------------------------------------------------------
+
+
+def test_missing_tfds_dataset_is_a_clear_error(tmp_path):
+  config = _small(default.get_config(), dataset="mnist", data_dir=str(tmp_path / "none"))
+  with pytest.raises(data_lib.DatasetError, match="'mnist'.*not available.*To get it"):
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_idx_folder_with_missing_file(idx_dir, tmp_path):
+  broken = tmp_path / "idx"
+  broken.mkdir()
+  for path in idx_dir.iterdir():
+    if not path.name.startswith("t10k-labels"):
+      (broken / path.name).write_bytes(path.read_bytes())
+  with pytest.raises(data_lib.DatasetError, match="t10k-labels-idx1-ubyte.*not found"):
+    train.train_and_evaluate(_idx_config(broken), tmp_path / "run")
+
+
+def test_idx_folder_with_corrupt_file(idx_dir, tmp_path):
+  broken = tmp_path / "idx"
+  broken.mkdir()
+  for path in idx_dir.iterdir():
+    (broken / path.name).write_bytes(path.read_bytes())
+  images = broken / "train-images-idx3-ubyte.gz"
+  raw = gzip.decompress(images.read_bytes())
+  images.write_bytes(gzip.compress(raw[:-100]))  # truncated
+  with pytest.raises(data_lib.DatasetError, match="train-images.*corrupt.*truncated"):
+    train.train_and_evaluate(_idx_config(broken), tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"method": "prune_everything"}, "method='prune_everything'"),
+        ({"num_devices": 2, "batch_size": 33}, "batch_size=33 is not divisible by the 2"),
+        ({"optimizer": "rmsprop"}, "optimizer='rmsprop'"),
+        ({"lr_schedule": "linear"}, "lr_schedule='linear'"),
+        ({"model": "vgg16"}, "cannot read dataset='fashion_mnist'"),
+        ({"prune_end_epoch": 5.0}, "prune_end_epoch=5.0"),
+        ({"target_sparsity": 1.0}, "target_sparsity=1.0"),
+        ({"num_devices": 3}, "num_devices=3"),
+        ({"sparsity_distribution": "fancy"}, "sparsity_distribution='fancy'"),
+    ],
+)
+def test_invalid_config_fails_before_training(overrides, message, tmp_path):
+  # idx_dir does not exist: a config error must be reported before any data is read.
+  config = _idx_config(tmp_path / "no-such-folder", **overrides)
+  with pytest.raises(ValueError, match="invalid config: " + message.replace("(", r"\(")):
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
+def test_unreachable_schedule_fails_before_training(idx_dir, tmp_path):
+  # 99 % in 4 pruning steps is too steep for p = 0.5, q = 0.1.
+  config = _idx_config(idx_dir, target_sparsity=0.99, update_every=2)
+  with pytest.raises(ValueError, match="drop_back_prob|drop_away_prob|pruning steps"):
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# --- several processes --------------------------------------------------------
+
+_WORKER = textwrap.dedent(
+    """
+    import sys
+    import jax
+    jax.config.update("jax_num_cpu_devices", 1)
+    from experiments import train
+    from experiments.configs import default
+    config = default.get_config()
+    config.update_from_flattened_dict(__import__("json").loads(sys.argv[1]))
+    train.train_and_evaluate(config, sys.argv[2])
+    """
+)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.skipif(jax.local_device_count() < 2, reason="needs 2 (simulated) devices")
+def test_two_processes_match_one_process_with_two_devices(idx_dir, tmp_path):
+  """2 processes x 1 CPU device (jax.distributed, gloo) == 1 process x 2 devices."""
+  fields = {name: value for name, value in _idx_config(idx_dir, update_every=2).items()}
+  port = _free_port()
+  env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": str(REPO_ROOT)}
+  workers = []
+  for process_id in range(2):
+    worker_fields = {
+        **fields, "multihost": True, "coordinator_address": f"localhost:{port}",
+        "num_processes": 2, "process_id": process_id,
+    }
+    workers.append(subprocess.Popen(
+        [sys.executable, "-c", _WORKER, json.dumps(worker_fields), str(tmp_path / "multi")],
+        env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ))
+  outputs = []
+  for worker in workers:
+    try:
+      outputs.append(worker.communicate(timeout=120)[0])
+    except subprocess.TimeoutExpired:
+      for w in workers:
+        w.kill()
+      pytest.fail("the two processes did not finish in 120 s")
+  if any(w.returncode for w in workers) and any(
+      "collective" in out.lower() and "not implemented" in out.lower() for out in outputs):
+    pytest.skip("this JAX's CPU backend has no cross-process collectives")
+  assert [w.returncode for w in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+
+  single = train.train_and_evaluate(_idx_config(idx_dir, update_every=2, num_devices=2),
+                                    tmp_path / "single")
+  multi = report.read_summary(tmp_path / "multi")
+  assert multi["process_count"] == 2 and multi["device_count"] == 2
+  # Process 0 alone wrote the per-epoch lines.
+  assert [line["epoch"] for line in report.read_metrics(tmp_path / "multi")] == [1]
+  state_multi, state_single = _final_state(tmp_path / "multi"), _final_state(tmp_path / "single")
+  chex.assert_trees_all_close(state_multi["params"], state_single["params"], atol=1e-6)
+  chex.assert_trees_all_equal(state_multi["opt_state"]["masks"],
+                              state_single["opt_state"]["masks"])
+  assert multi["test_error"] == pytest.approx(single["test_error"], abs=1e-6)
