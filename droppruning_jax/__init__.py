@@ -25,6 +25,8 @@ from droppruning_jax.export import export_sparse
 from droppruning_jax.export import nbytes as params_nbytes
 from droppruning_jax.export import to_bcoo
 from droppruning_jax.export import to_dense as sparse_to_dense
+from droppruning_jax.han import HanPruningState
+from droppruning_jax.han import han_pruning
 from droppruning_jax.importance import magnitude
 from droppruning_jax.importance import random as random_importance
 from droppruning_jax.masks import apply_masks
@@ -49,6 +51,7 @@ __all__ = [
     "DropInfo",
     "DropPruningState",
     "DropStats",
+    "HanPruningState",
     "SparseLeaf",
     "apply_masks",
     "count_params",
@@ -66,6 +69,7 @@ __all__ = [
     "get_masks",
     "get_stats",
     "gradual_magnitude_pruning",
+    "han_pruning",
     "init_masks",
     "layer_sparsity",
     "magnitude",

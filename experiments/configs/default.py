@@ -1,0 +1,102 @@
+"""Every config field, with its default; the other configs start from here.
+
+Any field can be overridden on the command line, e.g.
+``--config.target_sparsity=0.98 --config.method=gradual``.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The defaults: LeNet-300-100 on Fashion-MNIST with Drop Pruning to 95 %."""
+  config = ml_collections.ConfigDict()
+
+  # ---- data ----------------------------------------------------------------
+  # "mnist", "fashion_mnist" or "cifar10".
+  config.dataset = "fashion_mnist"
+  # Folder with MNIST-layout IDX files (MNIST-like datasets; works offline). When
+  # unset, TensorFlow Datasets is used.
+  config.idx_dir = config_dict.placeholder(str)
+  # TFDS data folder; unset = TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
+  config.data_dir = config_dict.placeholder(str)
+  # Let TFDS download and prepare a missing dataset (needs network and TensorFlow).
+  config.download = False
+  # Use only the first N examples of a split (tests, quick looks); unset = all.
+  config.max_train_examples = config_dict.placeholder(int)
+  config.max_test_examples = config_dict.placeholder(int)
+  # Random crop (4 px padding) and horizontal flip of training images.
+  config.augment = False
+
+  # ---- model ---------------------------------------------------------------
+  # "lenet300", "lenet5" or "vgg16".
+  config.model = "lenet300"
+  # VGG-16 only: scales every layer's width.
+  config.width_multiplier = 1.0
+
+  # ---- optimisation ----------------------------------------------------------
+  config.num_epochs = 20
+  # Global batch size (over all devices and processes); must divide by their count.
+  config.batch_size = 128
+  config.eval_batch_size = 1000
+  # "sgd" (with momentum) or "adam" (adamw when weight_decay > 0).
+  config.optimizer = "sgd"
+  config.learning_rate = 0.05
+  config.momentum = 0.9
+  config.nesterov = False
+  config.weight_decay = 0.0
+  # "constant", "cosine" (to 0 at the last step) or "step" (x lr_step_factor at
+  # each of lr_step_fractions of the training, so that it scales with num_epochs).
+  config.lr_schedule = "cosine"
+  config.lr_step_fractions = (0.5, 0.75)
+  config.lr_step_factor = 0.1
+  config.seed = 0
+
+  # ---- pruning ----------------------------------------------------------------
+  # "dense", "drop" (Drop Pruning), "gradual" (Zhu & Gupta), "drop_away_only",
+  # "drop_back_only", "random" or "han" (Han et al. 2015 prune-retrain).
+  config.method = "drop"
+  config.target_sparsity = 0.95
+  # The pruning window in epochs (fractions allowed); masks are frozen after it.
+  config.prune_begin_epoch = 1.0
+  config.prune_end_epoch = 12.0
+  # Steps between pruning steps.
+  config.update_every = 100
+  config.drop_away_prob = 0.5
+  config.drop_back_prob = 0.1
+  # "active" (q |A| weights come back per step) or "pruned" (each pruned weight
+  # with probability q); see docs/algorithm.md.
+  config.drop_back_scale = "active"
+  # "zero" or "restore": the value a revived weight starts from.
+  config.regrow_init = "zero"
+  # "uniform", "global" or "erk".
+  config.sparsity_distribution = "uniform"
+  # method="han": prune-retrain cycles spread over the pruning window, and the
+  # quality parameter (prune |w| < quality * std of the layer). Without a quality,
+  # every cycle prunes by magnitude towards target_sparsity in equal increments.
+  config.han_cycles = 5
+  config.han_quality = config_dict.placeholder(float)
+
+  # ---- devices ---------------------------------------------------------------
+  # Simulated CPU devices (set before JAX starts; only main.py can apply it).
+  # 0 = leave JAX's default.
+  config.host_devices = 0
+  # Use only the first N local devices; unset = all.
+  config.num_devices = config_dict.placeholder(int)
+  # Multi-host data parallelism: calls jax.distributed.initialize(). The workdir
+  # must be on a file system that every process sees (the checkpoints are shared).
+  config.multihost = False
+  # Explicit cluster (e.g. several processes on one machine); unset = autodetect.
+  config.coordinator_address = config_dict.placeholder(str)
+  config.num_processes = config_dict.placeholder(int)
+  config.process_id = config_dict.placeholder(int)
+
+  # ---- run control -------------------------------------------------------------
+  # Show a tqdm progress bar per epoch.
+  config.progress = True
+  # Stop cleanly after this epoch (its checkpoint is written); rerun to resume.
+  config.stop_after_epochs = config_dict.placeholder(int)
+  # Stop abruptly before this global step, saving nothing of the unfinished epoch
+  # (simulates a crash; used by the resume test).
+  config.stop_after_steps = config_dict.placeholder(int)
+  return config

@@ -1,0 +1,1 @@
+"""Study grids for ``python -m experiments.study``."""

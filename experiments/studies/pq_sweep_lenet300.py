@@ -1,0 +1,31 @@
+"""(p, q) sweep for Drop Pruning: LeNet-300-100, real Fashion-MNIST, 98 % per layer.
+
+Chooses the documented defaults. p = drop-away probability, q = drop-back rate
+(relative to the active count, the library default). Unreachable combinations are
+rejected by the library at construction and so are not in the grid.
+"""
+
+PROBS_AWAY = (0.25, 0.5, 0.75, 1.0)
+RATES_BACK = (0.0, 0.05, 0.1, 0.2)
+
+
+def get_study() -> dict:
+  cells = [
+      {"name": f"p{p:g}_q{q:g}", "method": "drop", "target_sparsity": 0.98,
+       "drop_away_prob": p, "drop_back_prob": q}
+      for p in PROBS_AWAY for q in RATES_BACK if p - q > 0.1
+  ]
+  return {
+      "name": "pq_sweep_lenet300",
+      "config": "experiments/configs/lenet300.py",
+      "overrides": {
+          "dataset": "fashion_mnist",
+          "num_epochs": 20,
+          "prune_begin_epoch": 1.0,
+          "prune_end_epoch": 14.0,
+          "update_every": 100,
+          "progress": False,
+      },
+      "cells": cells,
+      "seeds": [0, 1, 2],
+  }

@@ -1,0 +1,225 @@
+r"""Runs a grid of experiments, resumably, and writes its report.
+
+  python -m experiments.study --study experiments/studies/lenet300_fmnist.py
+  python -m experiments.study --study ... --report_only   # regenerate from run folders
+
+A study file defines ``get_study()`` returning a dict with ``name``, ``config`` (a
+config file), ``overrides`` (applied to every run), and either ``methods`` x
+``targets`` x ``seeds`` or an explicit ``cells`` list of ``{"name": ..., **overrides}``
+(each run for every seed). Each run lives in ``ROOT/<cell>_seed<k>``; a run with a
+``summary.json`` is done and skipped, an interrupted one resumes from its checkpoint.
+The report (``docs/studies/<name>.md`` and its plots) is a pure function of the run
+folders, so it can be regenerated at any time, also while the grid is running.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("study", None, "Path of a study file defining get_study().")
+flags.DEFINE_string("root", None, "Run folders go here (default runs/studies/<name>).")
+flags.DEFINE_string("report_dir", "docs/studies", "Where the Markdown report and plots go.")
+flags.DEFINE_string("idx_dir", None, "IDX folder for MNIST-like data (default: fetched Fashion-MNIST).")
+flags.DEFINE_bool("report_only", False, "Only regenerate the report from the run folders.")
+flags.DEFINE_integer("max_runs", None, "Stop after starting this many runs (for time-boxing).")
+
+
+def load_module(path: str):
+  spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+  if spec is None or spec.loader is None:
+    raise ValueError(f"cannot load {path!r} as a Python file.")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def study_cells(study: dict[str, Any]) -> list[dict[str, Any]]:
+  """The grid as a list of cells ``{"name", "seed", **overrides}``."""
+  cells = []
+  seeds = study.get("seeds", [0])
+  if "cells" in study:
+    base = study["cells"]
+  else:
+    base = []
+    for method in study["methods"]:
+      if method == "dense":
+        base.append({"name": "dense", "method": "dense"})
+        continue
+      for target in study["targets"]:
+        base.append({"name": f"{method}_t{target:g}", "method": method, "target_sparsity": target})
+  for cell in base:
+    for seed in seeds:
+      cells.append({**cell, "seed": seed, "run": f"{cell['name']}_seed{seed}"})
+  return cells
+
+
+def make_config(study: dict[str, Any], cell: dict[str, Any], idx_dir: str | None):
+  config = load_module(study["config"]).get_config()
+  overrides = {**study.get("overrides", {}),
+               **{k: v for k, v in cell.items() if k not in ("name", "run")}}
+  if idx_dir and config.get("dataset", overrides.get("dataset")) in ("mnist", "fashion_mnist"):
+    overrides.setdefault("idx_dir", idx_dir)
+  with config.unlocked():
+    for key, value in overrides.items():
+      if key not in config:
+        raise ValueError(f"study override {key!r} is not a config field.")
+      config[key] = value
+  return config
+
+
+def run_grid(study: dict[str, Any], root: Path, idx_dir: str | None, max_runs: int | None):
+  from experiments import train  # imported here: --report_only needs no JAX start-up
+
+  started = 0
+  for cell in study_cells(study):
+    workdir = root / cell["run"]
+    if (workdir / "summary.json").exists():
+      continue
+    if max_runs is not None and started >= max_runs:
+      logging.info("max_runs reached; rerun to continue.")
+      return
+    started += 1
+    start = time.time()
+    logging.info("run %s", cell["run"])
+    train.train_and_evaluate(make_config(study, cell, idx_dir), workdir)
+    logging.info("run %s done in %.0f s", cell["run"], time.time() - start)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+  if not values:
+    return math.nan, math.nan
+  return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
+  """One row per cell: mean/std over the finished seeds."""
+  by_cell: dict[str, list[dict]] = collections.defaultdict(list)
+  cell_of = {}
+  for cell in study_cells(study):
+    path = root / cell["run"] / "summary.json"
+    cell_of[cell["name"]] = cell
+    if path.exists():
+      by_cell[cell["name"]].append(json.loads(path.read_text()))
+  rows = []
+  for name, cell in cell_of.items():
+    runs = by_cell.get(name, [])
+    if not runs:
+      continue
+    error_mean, error_std = _mean_std([100 * r["test_error"] for r in runs])
+    compression_mean, _ = _mean_std([r["compression"] for r in runs])
+    layers = collections.defaultdict(list)
+    for r in runs:
+      for layer, value in r["layer_sparsity"].items():
+        layers[layer].append(value)
+    rows.append({
+        "cell": name,
+        "method": runs[0]["method"],
+        "target": runs[0].get("target_sparsity"),
+        "overrides": {k: v for k, v in cell.items() if k not in ("name", "seed", "run")},
+        "seeds": len(runs),
+        "error_mean": error_mean,
+        "error_std": error_std,
+        "errors": [100 * r["test_error"] for r in runs],
+        "compression": compression_mean,
+        "sparsity": statistics.fmean(r["sparsity"] for r in runs),
+        "layer_sparsity": {k: statistics.fmean(v) for k, v in layers.items()},
+        "wall_time_s": sum(r["wall_time_s"] for r in runs),
+        "device": f"{runs[0]['platform']}:{runs[0]['device_kind']} x{runs[0]['device_count']}",
+    })
+  return rows
+
+
+def plot_error_vs_compression(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  methods = sorted({r["method"] for r in rows})
+  for method in methods:
+    points = sorted((r["compression"], r["error_mean"], r["error_std"])
+                    for r in rows if r["method"] == method)
+    xs, ys, es = zip(*points)
+    style = "s" if method == "dense" else "o-"
+    ax.errorbar(xs, ys, yerr=es, fmt=style, capsize=3, label=method)
+  ax.set_xscale("log")
+  ax.set_xlabel("compression (all params / nonzero params)")
+  ax.set_ylabel("test error (%)")
+  ax.set_title(title)
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def markdown_report(study: dict[str, Any], rows: list[dict[str, Any]], plot: Path | None) -> str:
+  lines = [f"# Study `{study['name']}`", "",
+           f"Generated by `python -m experiments.study --study ...` from the run folders; "
+           f"config `{study['config']}` with overrides `{json.dumps(study.get('overrides', {}))}`.",
+           ""]
+  if not rows:
+    return "\n".join(lines + ["No finished runs yet.", ""])
+  total = sum(r["wall_time_s"] for r in rows)
+  lines += [f"Finished runs: {sum(r['seeds'] for r in rows)}; compute: {total / 60:.1f} min of "
+            f"training+evaluation on {rows[0]['device']}.", ""]
+  layer_names = list(rows[0]["layer_sparsity"])
+  header = ("| cell | method | target | seeds | test error % (mean ± std) | compression | sparsity | "
+            + " | ".join(f"{n}" for n in layer_names) + " |")
+  lines += [header, "|" + "---|" * (7 + len(layer_names))]
+  for r in rows:
+    target = "—" if r["target"] is None else f"{r['target']:.0%}"
+    layers = " | ".join(f"{r['layer_sparsity'].get(n, 0):.1%}" for n in layer_names)
+    lines.append(f"| {r['cell']} | {r['method']} | {target} | {r['seeds']} | "
+                 f"{r['error_mean']:.2f} ± {r['error_std']:.2f} | {r['compression']:.1f}x | "
+                 f"{r['sparsity']:.2%} | {layers} |")
+  if plot is not None:
+    lines += ["", f"![error vs compression]({plot.name})"]
+  return "\n".join(lines) + "\n"
+
+
+def write_report(study: dict[str, Any], root: Path, report_dir: Path) -> Path:
+  rows = aggregate(study, root)
+  report_dir.mkdir(parents=True, exist_ok=True)
+  plot = None
+  if rows and "methods" in study:
+    plot = plot_error_vs_compression(rows, report_dir / f"{study['name']}.png", study["name"])
+  (report_dir / f"{study['name']}.json").write_text(json.dumps(rows, indent=1))
+  path = report_dir / f"{study['name']}.md"
+  path.write_text(markdown_report(study, rows, plot))
+  return path
+
+
+def main(argv):
+  del argv
+  if FLAGS.study is None:
+    raise app.UsageError("--study is required.")
+  study = load_module(FLAGS.study).get_study()
+  root = Path(FLAGS.root or f"runs/studies/{study['name']}")
+  if not FLAGS.report_only:
+    idx_dir = FLAGS.idx_dir
+    if idx_dir is None and study.get("overrides", {}).get("dataset") == "fashion_mnist":
+      from experiments import data
+      idx_dir = data.fetch_fashion_mnist()
+    run_grid(study, root, idx_dir, FLAGS.max_runs)
+  path = write_report(study, root, Path(FLAGS.report_dir))
+  print(f"report: {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,816 @@
+"""The one training loop shared by every experiment.
+
+``train_and_evaluate(config, workdir)`` trains a model from ``droppruning_jax.models``
+on a dataset from ``experiments.data`` with one of the pruning methods (or none),
+data-parallel over the local devices with ``jax.pmap``, and writes into ``workdir``:
+
+* ``metrics.jsonl``: one JSON line per epoch (losses, test error, sparsity, drop counts);
+* ``checkpoints/``: an Orbax checkpoint after every epoch (the last two are kept);
+  rerunning the same command resumes from the latest one;
+* ``summary.json``, ``results_row.md``, ``curves.png``, ``layers.png`` at the end
+  (the last three written by :mod:`experiments.report`).
+
+Determinism: the data order and augmentation of an epoch are a pure function of
+``(config.seed, epoch)``, and the pruning randomness a pure function of
+``(config.seed, step)`` (see ``droppruning_jax.drop_pruning``), so a checkpoint holds
+all the state there is: a run that is interrupted at any point and resumed ends with
+exactly the bits of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple, Optional
+
+from absl import logging
+import flax.jax_utils
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import tqdm
+
+import droppruning_jax as dp
+from droppruning_jax import han as han_lib
+from droppruning_jax import masks as masks_lib
+from droppruning_jax import models
+from experiments import data as data_lib
+from experiments import report
+
+PyTree = Any
+
+METHODS = ("dense", "drop", "gradual", "drop_away_only", "drop_back_only", "random", "han")
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "cosine", "step")
+SPARSITY_DISTRIBUTIONS = ("uniform", "global", "erk")
+# Datasets each model can read: LeNet-5 expects 28x28x1 images and VGG-16's five
+# poolings need 32x32; LeNet-300-100 flattens anything.
+MODEL_DATASETS = {
+    "lenet300": data_lib.DATASET_NAMES,
+    "lenet5": data_lib.MNIST_LIKE_NAMES,
+    "vgg16": ("cifar10",),
+}
+# Config fields that only steer one invocation; a resume may change them freely.
+RUN_CONTROL_FIELDS = (
+    "stop_after_epochs", "stop_after_steps", "progress", "host_devices",
+    "coordinator_address", "num_processes", "process_id", "download",
+    "idx_dir", "data_dir",
+)
+
+METRICS_FILE = report.METRICS_FILE
+SUMMARY_FILE = report.SUMMARY_FILE
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINTS_TO_KEEP = 2
+
+
+class TrainState(NamedTuple):
+  """Everything that changes during training (one replica's view).
+
+  Attributes:
+    params: the model's ``params`` collection.
+    batch_stats: the ``batch_stats`` collection (``{}`` for models without batch norm).
+    opt_state: the optimizer state; holds the masks for the pruning methods.
+  """
+
+  params: PyTree
+  batch_stats: PyTree
+  opt_state: optax.OptState
+
+
+class StopTraining(Exception):
+  """Raised internally by ``config.stop_after_steps`` to simulate a crash."""
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+
+def _is_unset(value: Any) -> bool:
+  return value is None or value == ""
+
+
+def _global_device_count(config: ml_collections.ConfigDict) -> int:
+  local = config.num_devices if config.num_devices else jax.local_device_count()
+  return local * jax.process_count()
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks a config before any data is loaded or any step is compiled.
+
+  Must run after ``jax.distributed.initialize`` (it counts devices).
+
+  Raises:
+    ValueError: naming the field and the value that is wrong.
+  """
+
+  def fail(message: str):
+    raise ValueError(f"invalid config: {message}")
+
+  if config.method not in METHODS:
+    fail(f"method={config.method!r} is not one of {METHODS}.")
+  if config.optimizer not in OPTIMIZERS:
+    fail(f"optimizer={config.optimizer!r} is not one of {OPTIMIZERS}.")
+  if config.lr_schedule not in LR_SCHEDULES:
+    fail(f"lr_schedule={config.lr_schedule!r} is not one of {LR_SCHEDULES}.")
+  if config.model not in models.MODEL_NAMES:
+    fail(f"model={config.model!r} is not one of {tuple(models.MODEL_NAMES)}.")
+  if config.dataset not in data_lib.DATASET_NAMES:
+    fail(f"dataset={config.dataset!r} is not one of {data_lib.DATASET_NAMES}.")
+  if config.dataset not in MODEL_DATASETS[config.model]:
+    fail(
+        f"model={config.model!r} cannot read dataset={config.dataset!r}; it takes "
+        f"{MODEL_DATASETS[config.model]}."
+    )
+  for name in ("batch_size", "eval_batch_size", "num_epochs"):
+    value = config[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      fail(f"{name}={value!r} must be a positive integer.")
+  for name in ("max_train_examples", "max_test_examples", "stop_after_epochs",
+               "stop_after_steps"):
+    value = config[name]
+    if value is not None and (not isinstance(value, int) or value < 1):
+      fail(f"{name}={value!r} must be unset or a positive integer.")
+  if config.learning_rate <= 0 or not math.isfinite(config.learning_rate):
+    fail(f"learning_rate={config.learning_rate!r} must be a finite number > 0.")
+  if not 0.0 <= config.momentum < 1.0:
+    fail(f"momentum={config.momentum!r} is outside [0, 1).")
+  if config.weight_decay < 0:
+    fail(f"weight_decay={config.weight_decay!r} must be >= 0.")
+  if config.lr_schedule == "step":
+    fractions = list(config.lr_step_fractions)
+    if not fractions or any(not 0 < f < 1 for f in fractions) or fractions != sorted(fractions):
+      fail(
+          f"lr_step_fractions={tuple(fractions)!r} must be increasing fractions of the "
+          "training inside (0, 1)."
+      )
+  if config.num_devices is not None:
+    if config.multihost:
+      fail("num_devices cannot be combined with multihost=True (every process uses all "
+           "its local devices).")
+    if not 1 <= config.num_devices <= jax.local_device_count():
+      fail(
+          f"num_devices={config.num_devices!r} is outside [1, {jax.local_device_count()}] "
+          f"(the local devices: {jax.local_devices()})."
+      )
+  devices = _global_device_count(config)
+  for name in ("batch_size", "eval_batch_size"):
+    if config[name] % devices:
+      fail(
+          f"{name}={config[name]} is not divisible by the {devices} devices "
+          f"({jax.process_count()} process(es) x {devices // jax.process_count()} local); "
+          "pick a multiple, or set num_devices / host_devices."
+      )
+  if config.method != "dense":
+    if not 0.0 <= config.target_sparsity < 1.0:
+      fail(f"target_sparsity={config.target_sparsity!r} is outside [0, 1).")
+    begin, end = config.prune_begin_epoch, config.prune_end_epoch
+    if not 0 <= begin <= end <= config.num_epochs:
+      fail(
+          f"need 0 <= prune_begin_epoch={begin} <= prune_end_epoch={end} <= "
+          f"num_epochs={config.num_epochs}."
+      )
+    if config.sparsity_distribution not in SPARSITY_DISTRIBUTIONS:
+      fail(
+          f"sparsity_distribution={config.sparsity_distribution!r} is not one of "
+          f"{SPARSITY_DISTRIBUTIONS}."
+      )
+  if config.method == "han":
+    if not isinstance(config.han_cycles, int) or config.han_cycles < 1:
+      fail(f"han_cycles={config.han_cycles!r} must be a positive integer.")
+    if config.han_quality is None and config.sparsity_distribution == "global":
+      fail("method='han' prunes per layer: sparsity_distribution='global' is not "
+           "supported (use 'uniform' or 'erk', or set han_quality).")
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+
+class Data(NamedTuple):
+  """Normalised float32 images and int32 labels of both splits."""
+
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  image_shape: tuple[int, ...]
+  num_classes: int
+
+
+def load_data(config: ml_collections.ConfigDict) -> Data:
+  """Loads and normalises the dataset named by the config.
+
+  Raises:
+    DatasetError: if the data is missing or corrupt (the message says how to get it).
+  """
+  idx_dir = None if _is_unset(config.idx_dir) else config.idx_dir
+  data_dir = None if _is_unset(config.data_dir) else config.data_dir
+  dataset = data_lib.load_dataset(
+      config.dataset, idx_dir=idx_dir, data_dir=data_dir, download=config.download
+  )
+  train_images, train_labels = dataset["train"]
+  test_images, test_labels = dataset["test"]
+  if config.max_train_examples:
+    train_images = train_images[: config.max_train_examples]
+    train_labels = train_labels[: config.max_train_examples]
+  if config.max_test_examples:
+    test_images = test_images[: config.max_test_examples]
+    test_labels = test_labels[: config.max_test_examples]
+  if len(train_images) < config.batch_size:
+    raise ValueError(
+        f"invalid config: batch_size={config.batch_size} is larger than the "
+        f"{len(train_images)} training examples."
+    )
+  return Data(
+      train_images=data_lib.normalize(train_images, config.dataset),
+      train_labels=train_labels,
+      test_images=data_lib.normalize(test_images, config.dataset),
+      test_labels=test_labels,
+      image_shape=tuple(dataset["image_shape"]),
+      num_classes=dataset["num_classes"],
+  )
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+  """The generator of one epoch's order and augmentation: a function of (seed, epoch)."""
+  return np.random.default_rng([seed, epoch])
+
+
+def train_batches(
+    config: ml_collections.ConfigDict, data: Data, epoch: int, num_local_devices: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """This process's share of every global batch of an epoch, split per device.
+
+  The global batch (order and augmentation) does not depend on how many processes
+  or devices share it, so runs on different hardware see the same data.
+
+  Yields:
+    ``(images, labels)`` of shape ``(num_local_devices, per_device, ...)``.
+  """
+  rng = epoch_rng(config.seed, epoch)
+  per_process = config.batch_size // jax.process_count()
+  start = jax.process_index() * per_process
+  for images, labels in data_lib.batches(
+      data.train_images, data.train_labels, config.batch_size, rng=rng
+  ):
+    if config.augment:
+      images = data_lib.random_crop_flip(rng, images)
+    images = images[start : start + per_process]
+    labels = labels[start : start + per_process]
+    yield (
+        images.reshape(num_local_devices, -1, *images.shape[1:]),
+        labels.reshape(num_local_devices, -1),
+    )
+
+
+def eval_batches(
+    config: ml_collections.ConfigDict, images: np.ndarray, labels: np.ndarray,
+    num_local_devices: int,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """This process's share of the test set in global batches, zero-padded at the end.
+
+  Yields:
+    ``(images, labels, weights)`` split per device; padding has weight 0.
+  """
+  batch = config.eval_batch_size
+  per_process = batch // jax.process_count()
+  start = jax.process_index() * per_process
+  for offset in range(0, len(images), batch):
+    chunk_images = images[offset : offset + batch]
+    chunk_labels = labels[offset : offset + batch]
+    weights = np.ones(len(chunk_images), np.float32)
+    pad = batch - len(chunk_images)
+    if pad:
+      chunk_images = np.concatenate(
+          [chunk_images, np.zeros((pad, *chunk_images.shape[1:]), chunk_images.dtype)])
+      chunk_labels = np.concatenate([chunk_labels, np.zeros(pad, chunk_labels.dtype)])
+      weights = np.concatenate([weights, np.zeros(pad, np.float32)])
+    chunk = slice(start, start + per_process)
+    yield (
+        chunk_images[chunk].reshape(num_local_devices, -1, *chunk_images.shape[1:]),
+        chunk_labels[chunk].reshape(num_local_devices, -1),
+        weights[chunk].reshape(num_local_devices, -1),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Model, optimizer, pruning method
+# ---------------------------------------------------------------------------
+
+
+def make_model(config: ml_collections.ConfigDict, num_classes: int):
+  kwargs = {"num_classes": num_classes}
+  if config.model == "vgg16":
+    kwargs["width_multiplier"] = config.width_multiplier
+  return models.get_model(config.model, **kwargs)
+
+
+def make_learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+  total_steps = config.num_epochs * steps_per_epoch
+  if config.lr_schedule == "constant":
+    return optax.constant_schedule(config.learning_rate)
+  if config.lr_schedule == "cosine":
+    return optax.cosine_decay_schedule(config.learning_rate, total_steps)
+  boundaries = {
+      int(round(fraction * total_steps)): config.lr_step_factor
+      for fraction in config.lr_step_fractions
+  }
+  return optax.piecewise_constant_schedule(config.learning_rate, boundaries)
+
+
+def make_inner_optimizer(config: ml_collections.ConfigDict, learning_rate: optax.Schedule):
+  if config.optimizer == "adam":
+    if config.weight_decay:
+      return optax.adamw(learning_rate, weight_decay=config.weight_decay)
+    return optax.adam(learning_rate)
+  sgd = optax.sgd(learning_rate, momentum=config.momentum or None, nesterov=config.nesterov)
+  if config.weight_decay:
+    # Coupled L2 decay, as in the usual CIFAR recipes; pruned weights are 0, so
+    # it adds nothing to them.
+    return optax.chain(optax.add_decayed_weights(config.weight_decay), sgd)
+  return sgd
+
+
+def pruning_window(config: ml_collections.ConfigDict, steps_per_epoch: int) -> tuple[int, int]:
+  """``(begin_step, end_step)`` of the pruning schedule, from epochs."""
+  begin = int(round(config.prune_begin_epoch * steps_per_epoch))
+  end = int(round(config.prune_end_epoch * steps_per_epoch))
+  total = config.num_epochs * steps_per_epoch
+  # The step count of the last update is total - 1; a window that ends with the
+  # training must prune no later than that.
+  end = min(end, total - 1)
+  begin = min(begin, end)
+  return begin, end
+
+
+def han_prune_steps(config: ml_collections.ConfigDict, begin: int, end: int) -> list[int]:
+  """``han_cycles`` pruning steps spread evenly over ``[begin, end]`` (the last at ``end``)."""
+  if config.han_cycles == 1:
+    return [end]
+  steps = np.linspace(begin, end, config.han_cycles).round().astype(int)
+  return sorted(set(int(s) for s in steps))
+
+
+def make_optimizer(
+    config: ml_collections.ConfigDict, steps_per_epoch: int, params: PyTree
+) -> optax.GradientTransformation:
+  """The inner optimizer wrapped by the method's pruning transformation.
+
+  Raises:
+    ValueError: from the pruning transformation, e.g. a schedule that drop away
+      cannot follow with these probabilities.
+  """
+  inner = make_inner_optimizer(config, make_learning_rate(config, steps_per_epoch))
+  if config.method == "dense":
+    return inner
+  begin, end = pruning_window(config, steps_per_epoch)
+  if config.method == "han":
+    if config.han_quality is not None:
+      return han_lib.han_pruning(inner, prune_steps=han_prune_steps(config, begin, end),
+                                 quality=config.han_quality)
+    if config.sparsity_distribution == "erk":
+      shapes = {
+          name: np.shape(leaf)
+          for name, leaf in zip(masks_lib.leaf_paths(params), jax.tree.leaves(params))
+          if dp.default_prunable(name, leaf)
+      }
+      rates = dp.erk_sparsities(shapes, config.target_sparsity)
+    else:
+      rates = {"*": config.target_sparsity}
+    return han_lib.han_pruning(inner, prune_steps=han_prune_steps(config, begin, end),
+                               layer_rates=rates)
+  common = dict(
+      target_sparsity=config.target_sparsity,
+      begin_step=begin,
+      end_step=end,
+      update_every=config.update_every,
+      seed=config.seed,
+      sparsity_distribution=config.sparsity_distribution,
+  )
+  if config.method == "drop":
+    return dp.drop_pruning(
+        inner, drop_away_prob=config.drop_away_prob, drop_back_prob=config.drop_back_prob,
+        drop_back_scale=config.drop_back_scale, regrow_init=config.regrow_init, **common)
+  if config.method == "gradual":
+    return dp.gradual_magnitude_pruning(inner, **common)
+  if config.method == "drop_away_only":
+    return dp.drop_away_only(inner, drop_away_prob=config.drop_away_prob, **common)
+  if config.method == "drop_back_only":
+    return dp.drop_back_only(inner, drop_back_prob=config.drop_back_prob,
+                             drop_back_scale=config.drop_back_scale, **common)
+  return dp.random_pruning(inner, **common)
+
+
+def init_variables(config: ml_collections.ConfigDict, model, image_shape) -> tuple[PyTree, PyTree]:
+  """``(params, batch_stats)`` of a fresh model; ``batch_stats`` is ``{}`` without batch norm."""
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.PRNGKey(config.seed), jnp.zeros((1, *image_shape), jnp.float32)
+  )
+  return variables["params"], variables.get("batch_stats", {})
+
+
+# ---------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------
+
+
+def _has_pruning(config) -> bool:
+  return config.method != "dense"
+
+
+def make_train_step(model, tx: optax.GradientTransformation, has_pruning: bool, devices):
+  """The pmapped train step ``(state, images, labels) -> (state, metrics)``."""
+
+  def train_step(state: TrainState, images, labels):
+    def loss_fn(params):
+      variables = {"params": params}
+      if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+        logits, updated = model.apply(variables, images, train=True, mutable=["batch_stats"])
+        batch_stats = updated["batch_stats"]
+      else:
+        logits = model.apply(variables, images, train=True)
+        batch_stats = state.batch_stats
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      return loss, (logits, batch_stats)
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = jax.lax.pmean(grads, "batch")
+    # Every replica must keep the same running statistics.
+    batch_stats = jax.lax.pmean(batch_stats, "batch")
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": loss,
+        "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+    }
+    if has_pruning:
+      before = dp.find_state(state.opt_state)
+      stats = dp.get_stats(opt_state)
+      # Only a pruning step taken now counts; the stats persist between steps.
+      metrics["shortfall"] = jnp.where(stats.last_step == before.count, stats.shortfall, 0.0)
+    metrics = jax.lax.pmean(metrics, "batch")
+    return TrainState(params, batch_stats, opt_state), metrics
+
+  return jax.pmap(train_step, axis_name="batch", devices=devices)
+
+
+def make_eval_step(model, devices):
+  """The pmapped eval step ``(params, batch_stats, images, labels, weights) -> sums``."""
+
+  def eval_step(params, batch_stats, images, labels, weights):
+    variables = {"params": params}
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+    logits = model.apply(variables, images, train=False)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    sums = {
+        "loss": jnp.sum(losses * weights),
+        "correct": jnp.sum(correct * weights),
+        "count": jnp.sum(weights),
+    }
+    return jax.lax.psum(sums, "batch")
+
+  return jax.pmap(eval_step, axis_name="batch", devices=devices)
+
+
+def evaluate(eval_step, state: TrainState, config, data: Data, num_local_devices: int) -> dict:
+  totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+  for images, labels, weights in eval_batches(
+      config, data.test_images, data.test_labels, num_local_devices
+  ):
+    sums = jax.device_get(eval_step(state.params, state.batch_stats, images, labels, weights))
+    for key in totals:
+      totals[key] += float(sums[key][0])
+  count = max(totals["count"], 1.0)
+  return {"test_loss": totals["loss"] / count, "test_error": 1.0 - totals["correct"] / count}
+
+
+# ---------------------------------------------------------------------------
+# Host-side views of the state
+# ---------------------------------------------------------------------------
+
+
+def unreplicate(tree: PyTree) -> PyTree:
+  """Replica 0 of a pmapped tree as host NumPy arrays (a copy)."""
+  return jax.tree.map(lambda x: np.array(x[0]), tree)
+
+
+def masks_of(config, state: TrainState) -> PyTree:
+  """The masks of an unreplicated state; all-``True`` masks for the dense method."""
+  if _has_pruning(config):
+    return dp.get_masks(state.opt_state)
+  return dp.init_masks(state.params)
+
+
+def drop_totals(config, state: TrainState) -> tuple[int, int]:
+  if not _has_pruning(config):
+    return 0, 0
+  stats = dp.get_stats(state.opt_state)
+  return int(stats.total_dropped_away), int(stats.total_dropped_back)
+
+
+# ---------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------
+
+
+def _is_writer() -> bool:
+  return jax.process_index() == 0
+
+
+def _truncate_metrics(workdir: Path, last_epoch: int) -> None:
+  """Drops lines of epochs after the checkpoint we resume from (they will be redone)."""
+  lines = [line for line in report.read_metrics(workdir) if line["epoch"] <= last_epoch]
+  _write_atomic(workdir / METRICS_FILE, "".join(json.dumps(line) + "\n" for line in lines))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def _append_metrics(workdir: Path, line: dict) -> None:
+  with open(workdir / METRICS_FILE, "a") as f:
+    f.write(json.dumps(line) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _check_resumed_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
+  """Warns when a resumed run's config differs from the one that started it."""
+  path = workdir / CONFIG_FILE
+  new = config.to_dict()
+  if path.exists():
+    old = json.loads(path.read_text())
+    changed = sorted(
+        key for key in set(old) | set(new)
+        if key not in RUN_CONTROL_FIELDS and json.dumps(old.get(key)) != json.dumps(new.get(key))
+    )
+    if changed:
+      logging.warning(
+          "Resuming %s with a different config (fields %s); the result will not match "
+          "an uninterrupted run with either config.", workdir, changed)
+  if _is_writer():
+    _write_atomic(path, json.dumps(new, indent=2, default=str))
+
+
+def checkpoint_manager(workdir: Path) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      (workdir / CHECKPOINT_DIR).resolve(),
+      options=ocp.CheckpointManagerOptions(max_to_keep=CHECKPOINTS_TO_KEEP, create=True),
+  )
+
+
+def restore_checkpoint(workdir: str | Path, target: Optional[PyTree] = None) -> Optional[dict]:
+  """The latest checkpoint of a run folder, or ``None`` if there is none.
+
+  Args:
+    workdir: the run folder.
+    target: a tree of the saved structure (``{"state": TrainState, "epoch": ...}``)
+      to restore into; without it the raw tree comes back (named tuples as dicts).
+
+  Returns:
+    ``{"state": ..., "epoch": int}`` with NumPy leaves.
+  """
+  manager = checkpoint_manager(Path(workdir))
+  try:
+    step = manager.latest_step()
+    if step is None:
+      return None
+    args = ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
+    return manager.restore(step, args=args)
+  finally:
+    manager.close()
+
+
+# ---------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------
+
+
+def initialize_multihost(config: ml_collections.ConfigDict) -> None:
+  """``jax.distributed.initialize`` when ``config.multihost`` (once per process)."""
+  if not config.multihost or jax.distributed.is_initialized():
+    return
+  kwargs = {}
+  if not _is_unset(config.coordinator_address):
+    kwargs = dict(
+        coordinator_address=config.coordinator_address,
+        num_processes=config.num_processes,
+        process_id=config.process_id,
+    )
+  # Without arguments JAX detects the cluster (Cloud TPU pods, SLURM, ...).
+  jax.distributed.initialize(**kwargs)
+
+
+def select_devices(config: ml_collections.ConfigDict) -> Optional[list]:
+  """The devices the pmaps run on; ``None`` means all local devices."""
+  if config.num_devices is None:
+    return None
+  return jax.local_devices()[: config.num_devices]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+  """Trains, evaluates every epoch, checkpoints, and writes the run's reports.
+
+  Args:
+    config: see ``experiments/configs/default.py`` for the fields.
+    workdir: run folder; created if needed. If it holds a checkpoint, training
+      resumes from it.
+
+  Returns:
+    The summary dict also written to ``workdir/summary.json``; if the run stopped
+    early (``stop_after_epochs`` / ``stop_after_steps``) a dict with
+    ``"stopped": True`` and the last finished epoch instead.
+
+  Raises:
+    ValueError: for an invalid config, before any data is loaded or compiled.
+    experiments.data.DatasetError: if the dataset is missing or corrupt.
+  """
+  run_start = time.perf_counter()
+  initialize_multihost(config)
+  validate_config(config)
+  workdir = Path(workdir)
+  if _is_writer():
+    workdir.mkdir(parents=True, exist_ok=True)
+  devices = select_devices(config)
+  num_local_devices = len(devices) if devices is not None else jax.local_device_count()
+
+  data = load_data(config)
+  steps_per_epoch = len(data.train_images) // config.batch_size
+  total_steps = config.num_epochs * steps_per_epoch
+  model = make_model(config, data.num_classes)
+  params, batch_stats = init_variables(config, model, data.image_shape)
+  tx = make_optimizer(config, steps_per_epoch, params)
+  state = TrainState(params, batch_stats, tx.init(params))
+  state = jax.tree.map(np.asarray, state)
+
+  manager = checkpoint_manager(workdir)
+  start_epoch = 0
+  latest = manager.latest_step()
+  if latest is not None:
+    restored = manager.restore(
+        latest, args=ocp.args.StandardRestore({"state": state, "epoch": np.array(0, np.int64)}))
+    state = restored["state"]
+    start_epoch = int(restored["epoch"])
+    logging.info("Resuming %s from the checkpoint after epoch %d.", workdir, start_epoch)
+  if _is_writer():
+    _check_resumed_config(workdir, config)
+    _truncate_metrics(workdir, start_epoch)
+
+  learning_rate = make_learning_rate(config, steps_per_epoch)
+  replicated = flax.jax_utils.replicate(state, devices)
+  host_state = state
+
+  train_step = make_train_step(model, tx, _has_pruning(config), devices)
+  eval_step = make_eval_step(model, devices)
+  # Compile before the loop so that epoch times measure training only, with calls
+  # whose results are thrown away (every later batch has the same shapes). Two
+  # train calls: the replicated state's sharding names another mesh axis than a
+  # pmap output's, and each variant compiles once. Not .lower().compile(): with
+  # several processes a compiled pmap expects global shapes, while a pmap call
+  # takes each process's local arrays.
+  compile_start = time.perf_counter()
+  if start_epoch < config.num_epochs:
+    sample = next(train_batches(config, data, 1, num_local_devices))
+    warm, _ = train_step(replicated, *sample)
+    warm, _ = jax.block_until_ready(train_step(warm, *sample))
+    jax.block_until_ready(eval_step(
+        warm.params, warm.batch_stats,
+        *next(eval_batches(config, data.test_images, data.test_labels, num_local_devices))))
+    del warm, sample
+  compile_time = time.perf_counter() - compile_start
+
+  stopped = False
+  try:
+    for epoch in range(start_epoch + 1, config.num_epochs + 1):
+      epoch_start = time.perf_counter()
+      away_before, back_before = drop_totals(config, host_state)
+      sums = {"loss": 0.0, "accuracy": 0.0}
+      max_shortfall = 0.0
+      step = (epoch - 1) * steps_per_epoch
+      bar = tqdm.tqdm(
+          total=steps_per_epoch, desc=f"epoch {epoch}/{config.num_epochs}", unit="step",
+          disable=not (config.progress and _is_writer()), leave=False, dynamic_ncols=True,
+      )
+      with bar:
+        for images, labels in train_batches(config, data, epoch, num_local_devices):
+          if config.stop_after_steps is not None and step >= config.stop_after_steps:
+            raise StopTraining()
+          replicated, metrics = train_step(replicated, images, labels)
+          # Fetching the metrics blocks on this step: with several (simulated) CPU
+          # devices, collectives stall when ~100 steps are queued unawaited.
+          metrics = {key: float(value[0]) for key, value in jax.device_get(metrics).items()}
+          sums["loss"] += metrics["loss"]
+          sums["accuracy"] += metrics["accuracy"]
+          max_shortfall = max(max_shortfall, metrics.get("shortfall", 0.0))
+          step += 1
+          bar.update()
+          if step % 20 == 0:
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+
+      train_time = time.perf_counter() - epoch_start
+      host_state = unreplicate(replicated)
+      eval_metrics = evaluate(eval_step, replicated, config, data, num_local_devices)
+      masks = masks_of(config, host_state)
+      away_after, back_after = drop_totals(config, host_state)
+      line = {
+          "epoch": epoch,
+          "step": step,
+          "learning_rate": float(learning_rate(step - 1)),
+          "train_loss": sums["loss"] / steps_per_epoch,
+          "train_accuracy": sums["accuracy"] / steps_per_epoch,
+          **eval_metrics,
+          "sparsity": dp.sparsity(masks),
+          "layer_sparsity": dp.layer_sparsity(masks),
+          "dropped_away": away_after - away_before,
+          "dropped_back": back_after - back_before,
+          "max_shortfall": max_shortfall,
+          "train_time_s": train_time,
+          "epoch_time_s": time.perf_counter() - epoch_start,
+      }
+      # Metrics first, then the checkpoint: if we die in between, the resume
+      # restarts from the previous checkpoint and drops this line.
+      if _is_writer():
+        _append_metrics(workdir, line)
+      manager.save(epoch, args=ocp.args.StandardSave({"state": host_state, "epoch": np.array(epoch, np.int64)}))
+      logging.info(
+          "epoch %d/%d: train loss %.4f, test error %.2f%%, sparsity %.2f%% (%.1fs)",
+          epoch, config.num_epochs, line["train_loss"], 100 * line["test_error"],
+          100 * line["sparsity"], line["epoch_time_s"])
+      if config.stop_after_epochs is not None and epoch >= config.stop_after_epochs:
+        if epoch < config.num_epochs:
+          stopped = True
+          break
+  except StopTraining:
+    stopped = True
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+
+  if stopped:
+    finished = report.read_metrics(workdir)
+    return {"stopped": True, "last_epoch": finished[-1]["epoch"] if finished else 0}
+
+  summary = build_summary(config, workdir, host_state, total_steps, run_start)
+  summary["compile_time_s"] = compile_time
+  # Round-trip through JSON so the returned dict equals the file (tuples -> lists).
+  summary = json.loads(json.dumps(summary, default=str))
+  if _is_writer():
+    _write_atomic(workdir / SUMMARY_FILE, json.dumps(summary, indent=2))
+    report.write_report(workdir)
+  return summary
+
+
+def build_summary(config, workdir: Path, state: TrainState, total_steps: int, run_start: float) -> dict:
+  """The final numbers of a run, JSON-serialisable."""
+  metrics = report.read_metrics(workdir)
+  last = metrics[-1] if metrics else {}
+  masks = masks_of(config, state)
+  counts = dp.count_params(state.params, masks)
+  epoch_time = sum(line["epoch_time_s"] for line in metrics)
+  train_time = sum(line["train_time_s"] for line in metrics)
+  device = jax.local_devices()[0]
+  device_count = (config.num_devices or jax.local_device_count()) * jax.process_count()
+  return {
+      "name": workdir.name,
+      "model": config.model,
+      "dataset": config.dataset,
+      "method": config.method,
+      "epochs": config.num_epochs,
+      "steps": total_steps,
+      "test_error": last.get("test_error"),
+      "test_loss": last.get("test_loss"),
+      "train_loss": last.get("train_loss"),
+      "train_accuracy": last.get("train_accuracy"),
+      "sparsity": dp.sparsity(masks),
+      "target_sparsity": None if config.method == "dense" else config.target_sparsity,
+      "compression": counts["total"] / max(counts["nonzero"], 1),
+      "nonzero_params": counts["nonzero"],
+      "total_params": counts["total"],
+      "prunable_params": counts.get("prunable", 0),
+      "layer_sparsity": dp.layer_sparsity(masks),
+      # Training and evaluation over all epochs, summed over resumes (no start-up).
+      "wall_time_s": epoch_time,
+      "run_wall_time_s": time.perf_counter() - run_start,
+      "steps_per_s": total_steps / train_time if train_time else None,
+      "device_kind": device.device_kind,
+      "platform": device.platform,
+      "device_count": device_count,
+      "process_count": jax.process_count(),
+      "config": config.to_dict(),
+  }
