@@ -43,7 +43,7 @@ def measure(name: str, batch_size: int, repeats: int, epoch_steps: int, update_e
   per_step = common.interleaved_median({k: run(k) for k in txs}, repeats)
 
   # (c) an epoch: the state is fed back, pruning every `update_every` steps.
-  epoch_tx = dp.drop_pruning(inner, target_sparsity=0.9, end_step=10 * epoch_steps,
+  epoch_tx = dp.drop_pruning(inner, target_sparsity=0.9, end_step=50 * update_every,
                              update_every=update_every)
   epoch_step = common.make_train_step(model, epoch_tx)
 

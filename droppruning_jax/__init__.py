@@ -35,6 +35,7 @@ from droppruning_jax.masks import default_prunable
 from droppruning_jax.masks import init_masks
 from droppruning_jax.masks import layer_sparsity
 from droppruning_jax.masks import sparsity
+from droppruning_jax.schedules import cosine_anneal
 from droppruning_jax.schedules import expected_trajectory
 from droppruning_jax.schedules import polynomial_sparsity
 from droppruning_jax.schedules import pruning_steps
@@ -54,6 +55,7 @@ __all__ = [
     "HanPruningState",
     "SparseLeaf",
     "apply_masks",
+    "cosine_anneal",
     "count_params",
     "default_prunable",
     "drop_away",

@@ -71,6 +71,17 @@ def polynomial_sparsity(
   )
 
 
+def cosine_anneal(start: float, end: float, begin_step: int, end_step: int) -> Schedule:
+  """Cosine interpolation from ``start`` at ``begin_step`` to ``end`` at ``end_step``.
+
+  Constant outside the window. E.g. ``drop_back_prob=cosine_anneal(0.1, 0.0, b, e)``
+  anneals drop back away and ``drop_away_prob=cosine_anneal(0.5, 1.0, b, e)`` makes
+  drop away deterministic by the end of the schedule.
+  """
+  decay = optax.cosine_decay_schedule(1.0, max(end_step - begin_step, 1))
+  return lambda step: end + (start - end) * decay(jnp.maximum(step - begin_step, 0))
+
+
 def pruning_steps(begin_step: int, end_step: int, update_every: int) -> list[int]:
   """The step counts at which masks change: ``begin, begin + k*every, ..., end``.
 

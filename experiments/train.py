@@ -179,6 +179,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
           f"need 0 <= prune_begin_epoch={begin} <= prune_end_epoch={end} <= "
           f"num_epochs={config.num_epochs}."
       )
+    if config.drop_anneal not in ("none", "cosine"):
+      fail(f"drop_anneal={config.drop_anneal!r} is not one of ('none', 'cosine').")
     if config.sparsity_distribution not in SPARSITY_DISTRIBUTIONS:
       fail(
           f"sparsity_distribution={config.sparsity_distribution!r} is not one of "
@@ -398,16 +400,20 @@ def make_optimizer(
       seed=config.seed,
       sparsity_distribution=config.sparsity_distribution,
   )
+  away, back = config.drop_away_prob, config.drop_back_prob
+  if config.drop_anneal == "cosine":
+    away = dp.cosine_anneal(away, 1.0, begin, end)
+    back = dp.cosine_anneal(back, 0.0, begin, end)
   if config.method == "drop":
     return dp.drop_pruning(
-        inner, drop_away_prob=config.drop_away_prob, drop_back_prob=config.drop_back_prob,
+        inner, drop_away_prob=away, drop_back_prob=back,
         drop_back_scale=config.drop_back_scale, regrow_init=config.regrow_init, **common)
   if config.method == "gradual":
     return dp.gradual_magnitude_pruning(inner, **common)
   if config.method == "drop_away_only":
-    return dp.drop_away_only(inner, drop_away_prob=config.drop_away_prob, **common)
+    return dp.drop_away_only(inner, drop_away_prob=away, **common)
   if config.method == "drop_back_only":
-    return dp.drop_back_only(inner, drop_back_prob=config.drop_back_prob,
+    return dp.drop_back_only(inner, drop_back_prob=back,
                              drop_back_scale=config.drop_back_scale, **common)
   return dp.random_pruning(inner, **common)
 

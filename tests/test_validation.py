@@ -107,3 +107,16 @@ def test_erk_unreachable_is_caught_at_init():
                        sparsity_distribution="erk")
   with pytest.raises(ValueError, match="cannot follow.*leaf target 0.83"):
     tx.init(params)
+
+
+def test_cosine_anneal_schedules_are_accepted_and_end_where_asked():
+  p = dp.cosine_anneal(0.5, 1.0, 100, 1100)
+  q = dp.cosine_anneal(0.3, 0.0, 100, 1100)
+  assert float(p(0)) == pytest.approx(0.5) and float(p(1100)) == pytest.approx(1.0)
+  assert float(q(600)) == pytest.approx(0.15) and float(q(5000)) == pytest.approx(0.0)
+  # A rate that is unreachable as a constant becomes reachable once annealed.
+  with pytest.raises(ValueError, match="cannot follow"):
+    dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.98, begin_step=100, end_step=1100,
+                    update_every=50, drop_away_prob=0.5, drop_back_prob=0.3)
+  dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.98, begin_step=100, end_step=1100,
+                  update_every=50, drop_away_prob=p, drop_back_prob=q)

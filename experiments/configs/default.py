@@ -64,6 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.update_every = 100
   config.drop_away_prob = 0.5
   config.drop_back_prob = 0.1
+  # "none" (constant p and q) or "cosine": over the pruning window p rises to 1 and
+  # q falls to 0 along a cosine, so the drop calms down as the target nears.
+  config.drop_anneal = "none"
   # "active" (q |A| weights come back per step) or "pruned" (each pruned weight
   # with probability q); see docs/algorithm.md.
   config.drop_back_scale = "active"
