@@ -1,0 +1,80 @@
+"""The study runner: runs a grid resumably, records rejected cells, writes a report."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import data as data_lib
+from experiments import study as study_lib
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+  path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture()
+def idx_dir(tmp_path) -> Path:
+  rng = np.random.default_rng(0)
+  for split, count in (("train", 64), ("test", 32)):
+    labels = rng.integers(0, 10, size=count)
+    images = rng.integers(0, 255, size=(count, 28, 28))
+    images_name, labels_name = data_lib.IDX_FILENAMES[split]
+    _write_idx(tmp_path / f"{images_name}.gz", images)
+    _write_idx(tmp_path / f"{labels_name}.gz", labels)
+  return tmp_path
+
+
+def _study():
+  return {
+      "name": "tiny",
+      "config": "experiments/configs/lenet300.py",
+      "overrides": {"dataset": "mnist", "num_epochs": 1, "batch_size": 8, "eval_batch_size": 32,
+                    "prune_begin_epoch": 0.0, "prune_end_epoch": 1.0, "update_every": 1,
+                    "progress": False, "target_sparsity": 0.5},
+      "cells": [
+          {"name": "gradual", "method": "gradual"},
+          # p - q too small for 8 pruning steps to 95 %: the library rejects it.
+          {"name": "unreachable", "method": "drop", "target_sparsity": 0.95,
+           "drop_away_prob": 0.2, "drop_back_prob": 0.15},
+      ],
+      "seeds": [0],
+  }
+
+
+def test_grid_runs_skips_finished_and_reports_rejected(tmp_path, idx_dir):
+  study = _study()
+  root = tmp_path / "runs"
+  study_lib.run_grid(study, root, str(idx_dir), max_runs=None)
+  summary = root / "gradual_seed0" / "summary.json"
+  assert summary.exists()
+  assert "cannot follow" in (root / "unreachable_seed0" / study_lib.REJECTED).read_text()
+  before = summary.stat().st_mtime_ns
+  study_lib.run_grid(study, root, str(idx_dir), max_runs=None)  # nothing left to do
+  assert summary.stat().st_mtime_ns == before
+
+  report = study_lib.write_report(study, root, tmp_path / "report").read_text()
+  row = json.loads(summary.read_text())
+  assert f"{100 * row['test_error']:.2f} ± 0.00" in report
+  assert "`unreachable`" in report and "Rejected" in report
+
+
+def test_grid_cells_cover_methods_targets_and_seeds():
+  cells = study_lib.study_cells({"methods": ["dense", "drop"], "targets": [0.9, 0.99],
+                                 "seeds": [0, 1]})
+  assert [c["run"] for c in cells] == [
+      "dense_seed0", "dense_seed1", "drop_t0.9_seed0", "drop_t0.9_seed1",
+      "drop_t0.99_seed0", "drop_t0.99_seed1"]
+
+
+def test_unknown_override_is_rejected():
+  study = _study()
+  study["overrides"]["no_such_field"] = 1
+  with pytest.raises(ValueError, match="no_such_field"):
+    study_lib.make_config(study, study_lib.study_cells(study)[0], None)
