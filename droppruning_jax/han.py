@@ -232,11 +232,8 @@ def han_pruning(
       return jax.tree.unflatten(treedef, new_leaves), stats
 
     new_masks, stats = jax.lax.cond(jnp.any(is_step), prune, keep_masks)
-    # updates = -p on pruned entries: p + (-p) is exactly 0.0 after apply_updates.
-    masked_updates = jax.tree.map(
-        lambda u, p, m: jnp.where(m, u, -p).astype(u.dtype) if masks_lib.is_prunable_mask(m) else u,
-        inner_updates, params, new_masks,
-    )
+    # Pruned weights never return: the old masks do not matter here.
+    masked_updates = masks_lib.masked_updates(inner_updates, params, new_masks)
     new_state = DropPruningState(
         count=optax.safe_int32_increment(count),
         masks=new_masks,

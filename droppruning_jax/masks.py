@@ -152,6 +152,41 @@ def apply_masks(params: PyTree, masks: PyTree) -> PyTree:
   )
 
 
+def masked_updates(
+    updates: PyTree,
+    params: PyTree,
+    new_masks: PyTree,
+    old_masks: PyTree | None = None,
+    regrow: PyTree | None = None,
+) -> PyTree:
+  """Updates after which ``optax.apply_updates(params, updates)`` is exactly masked.
+
+  Kept weights take ``u``; pruned weights get ``-p`` (so ``p + (-p)`` is exactly
+  ``0.0``); weights revived now (in ``new_masks`` but not ``old_masks``) were exactly
+  ``0`` and get ``regrow - p``, i.e. they restart at ``regrow`` (``0`` without it).
+
+  Args:
+    updates: the inner optimizer's updates.
+    params: the current params.
+    new_masks: masks after this step.
+    old_masks: masks before this step (``None``: nothing is revived).
+    regrow: values revived weights restart from (``None``: zero).
+
+  Returns:
+    The masked updates, in the updates' dtypes.
+  """
+
+  def leaf(u, p, new, *rest):
+    if not is_prunable_mask(new):
+      return u
+    old = rest[0] if old_masks is not None else new
+    pruned_value = jnp.where(new, rest[-1] - p, -p) if regrow is not None else -p
+    return jnp.where(new & old, u, pruned_value).astype(u.dtype)
+
+  rest = [t for t in (old_masks, regrow) if t is not None]
+  return jax.tree.map(leaf, updates, params, new_masks, *rest)
+
+
 def _prunable_masks(masks: PyTree) -> list[tuple[str, Any]]:
   return [
       (name, mask)

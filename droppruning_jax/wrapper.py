@@ -379,17 +379,7 @@ def drop_pruning(
         [keep_masks, functools.partial(change_masks, False), functools.partial(change_masks, True)],
     )
 
-    def leaf_update(u, p, new, old, *stashed):
-      if not masks_lib.is_prunable_mask(new):
-        return u
-      # Kept weights take the optimizer's update; pruned ones get -p, so p + (-p) is
-      # exactly 0.0; revived ones were exactly 0 and restart at 0 ("zero") or at
-      # their stashed value ("restore").
-      pruned_value = jnp.where(new, stashed[0] - p, -p) if stashed else -p
-      return jnp.where(new & old, u, pruned_value).astype(u.dtype)
-
-    extra = (stash,) if stash is not None else ()
-    new_updates = jax.tree.map(leaf_update, inner_updates, params, new_masks, masks, *extra)
+    new_updates = masks_lib.masked_updates(inner_updates, params, new_masks, masks, stash)
     # Moments of pruned weights are zeroed every step (fused into the optimizer's own
     # elementwise update), so a revived weight always starts with zero momentum /
     # Adam moments, for any optax transformation with params-shaped state.
