@@ -216,9 +216,13 @@ def drop_step(
   wanted = pool_size_for_target(n, pruned_count, target_sparsity, p, q)
   pool_size = jnp.clip(wanted, 0, active_count).astype(jnp.int32)
 
-  away_key, back_key = jax.random.split(key)
-  after_away = drop_away(away_key, mask, scores, pool_size, p)
-  revived = drop_back(back_key, mask, q) & ~mask
+  # The active and the pruned set are disjoint, so one uniform draw per weight serves
+  # both drops independently: it decides removal for pool members and revival for
+  # pruned weights. Half the random bits of two draws, and half the compile time.
+  uniforms = jax.random.uniform(key, mask.shape)
+  pool = lowest_scores(mask, scores, pool_size, pruned_first=False)
+  after_away = mask & ~(pool & (uniforms < p))
+  revived = ~mask & (uniforms < q)
   new_mask = after_away | revived
 
   expected = (pruned_count * (1.0 - q) + p * pool_size) / n
