@@ -78,3 +78,16 @@ def test_unknown_override_is_rejected():
   study["overrides"]["no_such_field"] = 1
   with pytest.raises(ValueError, match="no_such_field"):
     study_lib.make_config(study, study_lib.study_cells(study)[0], None)
+
+
+def test_comparison_marks_only_differences_beyond_two_standard_errors():
+  def row(method, target, mean, std, compression=10.0):
+    return {"method": method, "target": target, "error_mean": mean, "error_std": std,
+            "seeds": 3, "compression": compression}
+  rows = [row("dense", None, 10.0, 0.1, 1.0),
+          row("gradual", 0.9, 11.0, 0.1), row("drop", 0.9, 10.4, 0.1),
+          row("gradual", 0.98, 12.0, 0.5), row("drop", 0.98, 11.9, 0.5, 50.0)]
+  text = "\n".join(study_lib.comparison_lines(rows))
+  assert "| drop | -0.60 ± 0.08* | -0.10 ± 0.41 |" in text
+  assert "- `drop`: 10.0x (90%, 10.40 ± 0.10 %)" in text
+  assert "- `gradual`: none of the targets" in text
