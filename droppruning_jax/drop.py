@@ -92,10 +92,10 @@ def lowest_scores(mask: jax.Array, scores: jax.Array, k, *, pruned_first: bool) 
     scores: importance scores, same shape as ``mask``.
     k: number of entries to select (may be traced).
     pruned_first: if ``True`` every pruned entry (``mask == False``) comes before
-      every active entry; otherwise only active entries are eligible (``k`` is
-      clipped to the active count). Within a group entries are ordered by score,
-      then by flat index, so equal scores never make the result depend on the
-      backend.
+      every active entry, pruned entries in flat-index order; otherwise only
+      active entries are eligible (``k`` is clipped to the active count). Active
+      entries are ordered by score, then by flat index, so equal scores never
+      make the result depend on the backend.
 
   Returns:
     A boolean array of ``mask``'s shape, ``True`` for the selected entries.
@@ -105,12 +105,11 @@ def lowest_scores(mask: jax.Array, scores: jax.Array, k, *, pruned_first: bool) 
   k = jnp.asarray(k, jnp.int32)
   if not pruned_first:
     return select_lowest(keys, flat_mask, k).reshape(mask.shape)
-  pruned_count = jnp.sum(~flat_mask, dtype=jnp.int32)
-  # All pruned entries, then the lowest active ones; or only some pruned ones when
-  # k is smaller than the pruned count.
-  with_active = ~flat_mask | select_lowest(keys, flat_mask, k - pruned_count)
-  only_pruned = select_lowest(keys, ~flat_mask, k)
-  return jnp.where(k >= pruned_count, with_active, only_pruned).reshape(mask.shape)
+  # Pruned entries get the lowest key, 0, so they come first (in index order); an
+  # active entry's key is at least 1 (key 0 is only the all-ones NaN pattern). One
+  # bisection then serves both groups.
+  keys = jnp.where(flat_mask, jnp.maximum(keys, jnp.uint32(1)), jnp.uint32(0))
+  return select_lowest(keys, jnp.ones_like(flat_mask), k).reshape(mask.shape)
 
 
 def drop_away(key: jax.Array, mask: jax.Array, scores: jax.Array, pool_size, prob) -> jax.Array:
@@ -150,8 +149,8 @@ def prune_exact(mask: jax.Array, scores: jax.Array, target_sparsity: float) -> j
 
   Already pruned weights stay pruned first (``p = 1, q = 0``), then the least
   important active weights are removed; ties break by flat index. Only when more
-  weights are pruned than the target allows (a stochastic overshoot) do the
-  lowest-index pruned weights come back.
+  weights are pruned than the target allows (a stochastic overshoot) do some pruned
+  weights come back: those with the highest flat indices.
 
   Args:
     mask: current mask.

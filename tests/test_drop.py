@@ -182,3 +182,9 @@ class DropStepVariantsTest(chex.TestCase):
     reference = jax.jit(step)(jax.random.PRNGKey(7))
     chex.assert_trees_all_equal(self.variant(step)(jax.random.PRNGKey(7)), reference)
     self.assertFalse(bool(jnp.all(step(jax.random.PRNGKey(8)) == reference)))
+
+
+def test_prune_exact_after_an_overshoot_revives_the_highest_index_pruned_weights():
+  mask = jnp.asarray(np.arange(10) >= 6)  # 6 pruned (indices 0-5), target 4
+  new = dp.prune_exact(mask, jnp.ones(10), 0.4)
+  np.testing.assert_array_equal(np.asarray(new), np.arange(10) >= 4)
