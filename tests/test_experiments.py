@@ -39,6 +39,7 @@ METRICS_KEYS = {
 SUMMARY_KEYS = {
     "test_error", "sparsity", "compression", "nonzero_params", "total_params",
     "layer_sparsity", "wall_time_s", "device_kind", "device_count", "config",
+    "dense_bytes", "sparse_bytes",
 }
 
 
@@ -160,6 +161,8 @@ def test_config_smoke_run(name, overrides, tmp_path):
   assert summary["compression"] == pytest.approx(
       summary["total_params"] / summary["nonzero_params"])
   assert summary["compression"] > 5
+  # The exported model stores the kept weights plus their (narrow) indices only.
+  assert summary["sparse_bytes"] < summary["dense_bytes"] / 2
   assert summary["device_count"] == jax.local_device_count()
   assert summary["config"]["model"] == name
 
