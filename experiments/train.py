@@ -743,10 +743,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
           **eval_metrics,
           "sparsity": dp.sparsity(masks),
           "layer_sparsity": dp.layer_sparsity(masks),
-      # Model size as float32 arrays, and as exported by dp.export_sparse
-      # (kept values + smallest-integer flat indices of every pruned leaf).
-      "dense_bytes": dp.params_nbytes(state.params),
-      "sparse_bytes": dp.params_nbytes(dp.export_sparse(state.params, masks)),
           "dropped_away": away_after - away_before,
           "dropped_back": back_after - back_before,
           "max_shortfall": max_shortfall,
