@@ -84,7 +84,9 @@ def make_config(study: dict[str, Any], cell: dict[str, Any], idx_dir: str | None
 
 
 def run_grid(study: dict[str, Any], root: Path, idx_dir: str | None, max_runs: int | None):
-  from experiments import train  # imported here: --report_only needs no JAX start-up
+  import jax  # imported here: --report_only needs no JAX start-up
+
+  from experiments import train
 
   started = 0
   for cell in study_cells(study):
@@ -109,6 +111,9 @@ def run_grid(study: dict[str, Any], root: Path, idx_dir: str | None, max_runs: i
       logging.warning("run %s rejected: %s", cell["run"], error)
       continue
     logging.info("run %s done in %.0f s", cell["run"], time.time() - start)
+    # Every run compiles new programs; without this a long grid in one process ran
+    # out of LLVM code memory after ~60 runs ("Unable to allocate section memory").
+    jax.clear_caches()
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
