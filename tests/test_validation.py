@@ -94,8 +94,13 @@ def test_defaults_reach_99_percent():
 
 def test_annealed_drop_back_relative_to_pruned_set_is_reachable():
   q = optax.cosine_decay_schedule(0.02, decay_steps=20_000)
-  dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.98, end_step=20_000, update_every=200,
-                  drop_back_prob=q, drop_back_scale="pruned", drop_away_prob=0.8)
+  tx = dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.98, end_step=20_000,
+                       update_every=200, drop_back_prob=q, drop_back_scale="pruned",
+                       drop_away_prob=0.8)
+  assert isinstance(tx, optax.GradientTransformation)
+  with pytest.raises(ValueError, match="cannot follow"):  # the same q held constant
+    dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.98, end_step=20_000, update_every=200,
+                    drop_back_prob=0.02, drop_back_scale="pruned", drop_away_prob=0.8)
 
 
 def test_erk_unreachable_is_caught_at_init():
