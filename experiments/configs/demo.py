@@ -6,24 +6,14 @@
 
 import ml_collections
 
-from experiments.configs import default
+from experiments.configs import lenet300
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = default.get_config()
+  config = lenet300.get_config()
   config.dataset = "fashion_mnist"
-  config.model = "lenet300"
-  config.num_epochs = 30
-  config.batch_size = 128
-  config.optimizer = "sgd"
-  config.learning_rate = 0.05
-  config.momentum = 0.9
-  config.lr_schedule = "cosine"
-  config.method = "drop"
+  config.weight_decay = 0.0
   config.target_sparsity = 0.97
   # 468 steps per epoch: pruning from epoch 2 to 20 at every 100th step gives 86
   # pruning steps; ten epochs of fine-tuning with frozen masks follow.
-  config.prune_begin_epoch = 2.0
-  config.prune_end_epoch = 20.0
-  config.update_every = 100
   return config

@@ -9,20 +9,13 @@ from experiments.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = default.get_config()
+  config = default.get_config()  # SGD momentum 0.9, lr 0.05 cosine, batch 128, drop
   config.dataset = "mnist"
   config.model = "lenet300"
   config.num_epochs = 30
-  config.batch_size = 128
-  config.optimizer = "sgd"
-  config.learning_rate = 0.05
-  config.momentum = 0.9
   config.weight_decay = 1e-4
-  config.lr_schedule = "cosine"
-  config.method = "drop"
   config.target_sparsity = 0.95
   # 468 steps per epoch: epochs 2-20 give 83 pruning steps.
   config.prune_begin_epoch = 2.0
   config.prune_end_epoch = 20.0
-  config.update_every = 100
   return config

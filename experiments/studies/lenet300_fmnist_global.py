@@ -4,20 +4,14 @@ LeNet-300-100 is dominated by its first layer (235,200 of 266,200 prunable weigh
 global pool can leave the small last layer denser. Gradual vs Drop Pruning, 3 seeds.
 """
 
+from experiments.studies import FASHION_MNIST_PROTOCOL
+
 
 def get_study() -> dict:
   return {
       "name": "lenet300_fmnist_global",
       "config": "experiments/configs/lenet300.py",
-      "overrides": {
-          "dataset": "fashion_mnist",
-          "num_epochs": 20,
-          "prune_begin_epoch": 1.0,
-          "prune_end_epoch": 14.0,
-          "update_every": 100,
-          "progress": False,
-          "sparsity_distribution": "global",
-      },
+      "overrides": {**FASHION_MNIST_PROTOCOL, "sparsity_distribution": "global"},
       "methods": ["gradual", "drop"],
       "targets": [0.95, 0.98, 0.99],
       "seeds": [0, 1, 2],

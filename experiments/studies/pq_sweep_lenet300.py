@@ -5,6 +5,9 @@ Chooses the documented defaults. p = drop-away probability, q = drop-back rate
 rejects as unreachable at construction are listed as such in the report.
 """
 
+from experiments.studies import FASHION_MNIST_PROTOCOL
+
+
 PROBS_AWAY = (0.25, 0.5, 0.75, 1.0)
 RATES_BACK = (0.0, 0.05, 0.1, 0.2)
 
@@ -23,14 +26,7 @@ def get_study() -> dict:
   return {
       "name": "pq_sweep_lenet300",
       "config": "experiments/configs/lenet300.py",
-      "overrides": {
-          "dataset": "fashion_mnist",
-          "num_epochs": 20,
-          "prune_begin_epoch": 1.0,
-          "prune_end_epoch": 14.0,
-          "update_every": 100,
-          "progress": False,
-      },
+      "overrides": FASHION_MNIST_PROTOCOL,
       "cells": cells,
       "seeds": [0, 1],
   }
