@@ -38,6 +38,11 @@ flags.DEFINE_string("report_dir", "docs/studies", "Where the Markdown report and
 flags.DEFINE_string("idx_dir", None, "IDX folder for MNIST-like data (default: fetched Fashion-MNIST).")
 flags.DEFINE_bool("report_only", False, "Only regenerate the report from the run folders.")
 flags.DEFINE_integer("max_runs", None, "Stop after starting this many runs (for time-boxing).")
+flags.DEFINE_float("time_budget_s", None, "Start no new run after this many seconds (for time-boxing).")
+flags.DEFINE_string(
+    "shard", None,
+    "'I/N': run only cells I, I+N, I+2N, ... of the grid, so that N processes (on one "
+    "accelerator or several machines) share a grid; each cell has its own run folder.")
 
 
 def load_module(path: str):
@@ -50,7 +55,7 @@ def load_module(path: str):
 
 
 def study_cells(study: dict[str, Any]) -> list[dict[str, Any]]:
-  """The grid as a list of cells ``{"name", "seed", **overrides}``."""
+  """The grid as a list of cells ``{"name", "seed", "run", **overrides}``, seed by seed."""
   cells = []
   seeds = study.get("seeds", [0])
   if "cells" in study:
@@ -63,8 +68,10 @@ def study_cells(study: dict[str, Any]) -> list[dict[str, Any]]:
         continue
       for target in study["targets"]:
         base.append({"name": f"{method}_t{target:g}", "method": method, "target_sparsity": target})
-  for cell in base:
-    for seed in seeds:
+  # Seed-major: a time-boxed or sharded grid covers every cell once before it
+  # repeats seeds.
+  for seed in seeds:
+    for cell in base:
       cells.append({**cell, "seed": seed, "run": f"{cell['name']}_seed{seed}"})
   return cells
 
@@ -83,18 +90,42 @@ def make_config(study: dict[str, Any], cell: dict[str, Any], idx_dir: str | None
   return config
 
 
-def run_grid(study: dict[str, Any], root: Path, idx_dir: str | None, max_runs: int | None):
+def parse_shard(shard: str | None) -> tuple[int, int]:
+  """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; ``None`` -> ``(0, 1)``."""
+  if shard is None:
+    return 0, 1
+  try:
+    index, count = (int(part) for part in shard.split("/"))
+  except ValueError:
+    raise ValueError(f"--shard must look like 'I/N' (e.g. '0/4'), got {shard!r}.") from None
+  if count < 1 or not 0 <= index < count:
+    raise ValueError(f"--shard {shard!r} needs N >= 1 and 0 <= I < N.")
+  return index, count
+
+
+def shard_cells(cells: list[dict[str, Any]], shard: tuple[int, int]) -> list[dict[str, Any]]:
+  """Cells ``I, I+N, I+2N, ...``: shards are disjoint, cover the grid and stay balanced."""
+  index, count = shard
+  return cells[index::count]
+
+
+def run_grid(study: dict[str, Any], root: Path, idx_dir: str | None, max_runs: int | None,
+             shard: tuple[int, int] = (0, 1), time_budget_s: float | None = None):
   import jax  # imported here: --report_only needs no JAX start-up
 
   from experiments import train
 
+  grid_start = time.time()
   started = 0
-  for cell in study_cells(study):
+  for cell in shard_cells(study_cells(study), shard):
     workdir = root / cell["run"]
     if (workdir / "summary.json").exists() or (workdir / REJECTED).exists():
       continue
     if max_runs is not None and started >= max_runs:
       logging.info("max_runs reached; rerun to continue.")
+      return
+    if time_budget_s is not None and time.time() - grid_start > time_budget_s:
+      logging.info("time_budget_s reached; rerun to continue.")
       return
     started += 1
     start = time.time()
@@ -286,12 +317,17 @@ def main(argv):
     raise app.UsageError("--study is required.")
   study = load_module(FLAGS.study).get_study()
   root = Path(FLAGS.root or f"runs/studies/{study['name']}")
+  shard = parse_shard(FLAGS.shard)
   if not FLAGS.report_only:
     idx_dir = FLAGS.idx_dir
     if idx_dir is None and study.get("overrides", {}).get("dataset") == "fashion_mnist":
       from experiments import data
       idx_dir = data.fetch_fashion_mnist()
-    run_grid(study, root, idx_dir, FLAGS.max_runs)
+    run_grid(study, root, idx_dir, FLAGS.max_runs, shard, FLAGS.time_budget_s)
+    if shard[1] > 1:
+      # Shards of one grid run side by side; one --report_only call writes the report.
+      print(f"shard {FLAGS.shard} done; write the report with --report_only.")
+      return
   path = write_report(study, root, Path(FLAGS.report_dir))
   print(f"report: {path}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -69,8 +70,24 @@ def test_grid_cells_cover_methods_targets_and_seeds():
   cells = study_lib.study_cells({"methods": ["dense", "drop"], "targets": [0.9, 0.99],
                                  "seeds": [0, 1]})
   assert [c["run"] for c in cells] == [
-      "dense_seed0", "dense_seed1", "drop_t0.9_seed0", "drop_t0.9_seed1",
-      "drop_t0.99_seed0", "drop_t0.99_seed1"]
+      "dense_seed0", "drop_t0.9_seed0", "drop_t0.99_seed0",
+      "dense_seed1", "drop_t0.9_seed1", "drop_t0.99_seed1"]
+
+
+def test_shards_partition_the_grid():
+  cells = study_lib.study_cells({"methods": ["dense", "gradual", "drop"], "targets": [0.9, 0.99],
+                                 "seeds": [0, 1, 2]})
+  shards = [study_lib.shard_cells(cells, study_lib.parse_shard(f"{i}/4")) for i in range(4)]
+  runs = [c["run"] for shard in shards for c in shard]
+  assert sorted(runs) == sorted(c["run"] for c in cells) and len(set(runs)) == len(cells)
+  assert max(map(len, shards)) - min(map(len, shards)) <= 1
+  assert study_lib.parse_shard(None) == (0, 1)
+
+
+@pytest.mark.parametrize("shard", ["4/4", "-1/2", "1/0", "a/b", "1", "0/2/3"])
+def test_bad_shard_is_rejected(shard):
+  with pytest.raises(ValueError, match=re.escape(repr(shard))):
+    study_lib.parse_shard(shard)
 
 
 def test_unknown_override_is_rejected():
