@@ -35,8 +35,15 @@ def init_model(name: str, batch_size: int, seed: int = 0):
   return model, variables, x, y
 
 
-def make_train_step(model, tx: optax.GradientTransformation) -> Callable:
-  """A jitted train step (params, batch_stats, opt_state, x, y) -> (..., loss)."""
+def make_train_step(model, tx: optax.GradientTransformation, donate: bool = True,
+                    **update_kwargs) -> Callable:
+  """A jitted train step (params, batch_stats, opt_state, x, y) -> (..., loss).
+
+  ``donate`` donates params, batch stats and optimizer state, as a training loop
+  does (state that the step passes through unchanged, like the masks between
+  pruning steps, is then aliased instead of copied). ``update_kwargs`` go to
+  ``tx.update`` (e.g. ``skip_mask_update=True``).
+  """
 
   def loss_fn(params, batch_stats, x, y):
     variables = {"params": params}
@@ -49,13 +56,17 @@ def make_train_step(model, tx: optax.GradientTransformation) -> Callable:
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, new_stats
 
-  @jax.jit
   def step(params, batch_stats, opt_state, x, y):
     (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, x, y)
-    updates, opt_state = tx.update(grads, opt_state, params)
+    updates, opt_state = tx.update(grads, opt_state, params, **update_kwargs)
     return optax.apply_updates(params, updates), new_stats, opt_state, loss
 
-  return step
+  return jax.jit(step, donate_argnums=(0, 1, 2) if donate else ())
+
+
+def fresh_copy(tree):
+  """A copy that a donating step may consume."""
+  return jax.tree.map(jnp.copy, tree)
 
 
 def time_call(fn: Callable, *args) -> float:

@@ -29,6 +29,8 @@ from droppruning_jax.han import HanPruningState
 from droppruning_jax.han import han_pruning
 from droppruning_jax.importance import magnitude
 from droppruning_jax.importance import random as random_importance
+from droppruning_jax.masked import MaskChange
+from droppruning_jax.masked import masked_pruning
 from droppruning_jax.masks import apply_masks
 from droppruning_jax.masks import count_params
 from droppruning_jax.masks import default_prunable
@@ -53,6 +55,7 @@ __all__ = [
     "DropPruningState",
     "DropStats",
     "HanPruningState",
+    "MaskChange",
     "SparseLeaf",
     "apply_masks",
     "cosine_anneal",
@@ -75,6 +78,7 @@ __all__ = [
     "init_masks",
     "layer_sparsity",
     "magnitude",
+    "masked_pruning",
     "params_nbytes",
     "polynomial_sparsity",
     "prune_exact",

@@ -19,10 +19,11 @@ Two ways of choosing the threshold:
   with rate ``r`` has exactly ``round(n * r * k / K)`` pruned weights (Han et al.'s
   per-layer LeNet rates can be given this way).
 
-The masked update is the one of :func:`droppruning_jax.drop_pruning`: gradients
-are masked before the inner optimizer, and the returned updates are ``-p`` on
-pruned entries so that ``optax.apply_updates`` leaves them exactly ``0.0``. The
-masks change inside the same jitted update (``lax.cond`` on the step count).
+The masked update is the one of :func:`droppruning_jax.drop_pruning` (both are
+policies of :func:`droppruning_jax.masked.masked_pruning`): gradients are masked
+before the inner optimizer, and the returned updates are ``-p`` on pruned entries so
+that ``optax.apply_updates`` leaves them exactly ``0.0``. The masks change inside the
+same jitted update.
 
 The state is a :class:`droppruning_jax.DropPruningState` (``stash`` is always
 ``None`` and ``stats.dropped_back`` always 0), so :func:`droppruning_jax.get_masks`
@@ -42,8 +43,8 @@ import optax
 
 from droppruning_jax import drop
 from droppruning_jax import masks as masks_lib
-from droppruning_jax.wrapper import DropPruningState
-from droppruning_jax.wrapper import DropStats
+from droppruning_jax import masked
+from droppruning_jax.masked import DropPruningState
 
 PyTree = Any
 
@@ -105,7 +106,7 @@ def han_pruning(
     quality: Optional[float] = None,
     layer_rates: Optional[Mapping[str, float]] = None,
     prunable: Optional[masks_lib.PrunablePredicate] = None,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
   """Wraps an optax transformation with Han et al.'s iterative magnitude pruning.
 
   At each step count in ``prune_steps`` the weights after this step's update are
@@ -125,8 +126,10 @@ def han_pruning(
       leaves with ``ndim >= 2``.
 
   Returns:
-    An ``optax.GradientTransformation`` whose state is a
-    :class:`droppruning_jax.DropPruningState`. Its ``update`` needs ``params``.
+    An ``optax.GradientTransformationExtraArgs`` whose state is a
+    :class:`droppruning_jax.DropPruningState`. Its ``update`` needs ``params`` and
+    takes ``skip_mask_update`` like :func:`droppruning_jax.drop_pruning`'s (pass
+    ``True`` on steps not in ``prune_steps``).
 
   Raises:
     ValueError: for invalid arguments (at construction), or ``layer_rates`` that
@@ -168,79 +171,44 @@ def han_pruning(
     newly_pruned = drop.lowest_scores(mask, jnp.abs(candidate), extra, pruned_first=False)
     return mask & ~newly_pruned
 
-  def init_fn(params: PyTree) -> DropPruningState:
-    masks = masks_lib.init_masks(params, prunable)
+  def prune(change: masked.MaskChange):
+    count, masks = change.count, change.masks
+    cycle = jnp.argmax(count == jnp.asarray(steps, jnp.int32))
+    mask_leaves, treedef = jax.tree.flatten(masks)
+    candidate_leaves = jax.tree.leaves(change.candidate)
+    prunable_idx = [i for i, m in enumerate(mask_leaves) if masks_lib.is_prunable_mask(m)]
+    new_leaves = list(mask_leaves)
+    if rates is not None:
+      for i, rate in zip(prunable_idx, leaf_rates(masks)):
+        new_leaves[i] = rate_mask(candidate_leaves[i], mask_leaves[i], rate, cycle)
+    else:
+      for i in prunable_idx:
+        new_leaves[i] = quality_mask(candidate_leaves[i], mask_leaves[i])
+    dropped = sum(
+        (jnp.sum(mask_leaves[i] & ~new_leaves[i], dtype=jnp.int32) for i in prunable_idx),
+        jnp.zeros((), jnp.int32),
+    )
+    stats = change.stats._replace(
+        last_step=count.astype(jnp.int32),
+        dropped_away=dropped,
+        dropped_back=jnp.zeros((), jnp.int32),
+        shortfall=jnp.zeros((), jnp.float32),
+        total_dropped_away=change.stats.total_dropped_away + dropped,
+    )
+    return jax.tree.unflatten(treedef, new_leaves), None, stats
+
+  def branch_index(count):
+    return jnp.any(count == jnp.asarray(steps, jnp.int32)).astype(jnp.int32)
+
+  def check_masks(masks):
     if rates is not None:
       leaf_rates(masks)  # raises for leaves without a rate or unused patterns
-    zero = jnp.zeros((), jnp.int32)
-    return DropPruningState(
-        count=zero,
-        masks=masks,
-        inner_state=inner.init(params),
-        stash=None,
-        stats=DropStats(
-            last_step=jnp.full((), -1, jnp.int32),
-            dropped_away=zero,
-            dropped_back=zero,
-            shortfall=jnp.zeros((), jnp.float32),
-            total_dropped_away=zero,
-            total_dropped_back=zero,
-        ),
-    )
 
-  def update_fn(updates, state: DropPruningState, params=None):
-    if params is None:
-      raise ValueError("han_pruning needs params: call tx.update(grads, state, params).")
-    masks = state.masks
-    masks_lib.check_masks_match(params, masks)
-    # Pruned weights get no gradient, so the inner optimizer's moments never see them.
-    grads = masks_lib.apply_masks(updates, masks)
-    inner_updates, inner_state = inner.update(grads, state.inner_state, params)
-    count = state.count
-    steps_array = jnp.asarray(steps, jnp.int32)
-    is_step = count == steps_array
-    cycle = jnp.argmax(is_step)
-
-    def keep_masks():
-      return masks, state.stats
-
-    def prune():
-      candidate = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, inner_updates)
-      mask_leaves, treedef = jax.tree.flatten(masks)
-      candidate_leaves = jax.tree.leaves(candidate)
-      prunable_idx = [i for i, m in enumerate(mask_leaves) if masks_lib.is_prunable_mask(m)]
-      new_leaves = list(mask_leaves)
-      if rates is not None:
-        for i, rate in zip(prunable_idx, leaf_rates(masks)):
-          new_leaves[i] = rate_mask(candidate_leaves[i], mask_leaves[i], rate, cycle)
-      else:
-        for i in prunable_idx:
-          new_leaves[i] = quality_mask(candidate_leaves[i], mask_leaves[i])
-      dropped = sum(
-          (jnp.sum(mask_leaves[i] & ~new_leaves[i], dtype=jnp.int32) for i in prunable_idx),
-          jnp.zeros((), jnp.int32),
-      )
-      zero = jnp.zeros((), jnp.int32)
-      stats = DropStats(
-          last_step=count.astype(jnp.int32),
-          dropped_away=dropped,
-          dropped_back=zero,
-          shortfall=jnp.zeros((), jnp.float32),
-          total_dropped_away=state.stats.total_dropped_away + dropped,
-          total_dropped_back=state.stats.total_dropped_back,
-      )
-      return jax.tree.unflatten(treedef, new_leaves), stats
-
-    new_masks, stats = jax.lax.cond(jnp.any(is_step), prune, keep_masks)
-    # Pruned weights never return: the old masks do not matter here.
-    masked_updates = masks_lib.masked_updates(inner_updates, params, new_masks)
-    new_state = DropPruningState(
-        count=optax.safe_int32_increment(count),
-        masks=new_masks,
-        inner_state=inner_state,
-        stash=None,
-        stats=stats,
-    )
-    return masked_updates, new_state
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return masked.masked_pruning(
+      inner,
+      name="han_pruning",
+      branch_index=branch_index,
+      branches=[prune],
+      prunable=prunable,
+      check_masks=check_masks,
+  )

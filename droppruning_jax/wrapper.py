@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import numbers
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -22,64 +22,14 @@ import optax
 from droppruning_jax import distribution as distribution_lib
 from droppruning_jax import drop
 from droppruning_jax import importance as importance_lib
+from droppruning_jax import masked
 from droppruning_jax import masks as masks_lib
 from droppruning_jax import schedules
+from droppruning_jax.masked import DropPruningState
+from droppruning_jax.masked import DropStats
 
 PyTree = Any
 REGROW_INITS = ("zero", "restore")
-
-
-class DropStats(NamedTuple):
-  """What the most recent pruning step did, summed over leaves, plus running totals.
-
-  Attributes:
-    last_step: step count of the most recent pruning step (``-1`` before the first).
-    dropped_away: weights removed at that step.
-    dropped_back: weights revived at that step.
-    shortfall: largest ``target - expected sparsity`` over leaves at that step;
-      positive when the target was not reachable with the given ``p`` and ``q``.
-    total_dropped_away: weights removed since the start.
-    total_dropped_back: weights revived since the start.
-  """
-
-  last_step: jax.Array
-  dropped_away: jax.Array
-  dropped_back: jax.Array
-  shortfall: jax.Array
-  total_dropped_away: jax.Array
-  total_dropped_back: jax.Array
-
-
-class DropPruningState(NamedTuple):
-  """State of :func:`drop_pruning`.
-
-  Attributes:
-    count: number of updates applied so far (int32); the pruning schedule is a
-      function of it.
-    masks: boolean mask tree mirroring the params (``True`` = kept).
-    inner_state: state of the wrapped transformation.
-    stash: only with ``regrow_init="restore"``: for each prunable leaf, the value
-      every weight had when it was last pruned; ``None`` otherwise.
-    stats: :class:`DropStats` of the most recent pruning step.
-  """
-
-  count: jax.Array
-  masks: PyTree
-  inner_state: optax.OptState
-  stash: Optional[PyTree]
-  stats: DropStats
-
-
-def _zero_stats() -> DropStats:
-  zero = jnp.zeros((), jnp.int32)
-  return DropStats(
-      last_step=jnp.full((), -1, jnp.int32),
-      dropped_away=zero,
-      dropped_back=zero,
-      shortfall=jnp.zeros((), jnp.float32),
-      total_dropped_away=zero,
-      total_dropped_back=zero,
-  )
 
 
 def _check_number(name: str, value: Any, low: float, high: float, *, low_open: bool, high_open: bool):
@@ -131,7 +81,7 @@ def drop_pruning(
     importance: Union[str, importance_lib.ImportanceFn] = "magnitude",
     prunable: Optional[masks_lib.PrunablePredicate] = None,
     sparsity_distribution: distribution_lib.Distribution = "uniform",
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
   """Wraps an optax transformation with Drop Pruning (Jia et al., arXiv 1812.02035).
 
   At pruning steps ``begin_step, begin_step + update_every, ..., end_step`` every
@@ -176,8 +126,14 @@ def drop_pruning(
       ``{path or fnmatch pattern: sparsity}``.
 
   Returns:
-    An ``optax.GradientTransformation`` whose state is a :class:`DropPruningState`.
-    Its ``update`` needs ``params``.
+    An ``optax.GradientTransformationExtraArgs`` whose state is a
+    :class:`DropPruningState`. Its ``update(grads, state, params)`` needs
+    ``params``. On steps that the loop knows are not pruning steps (``step not in
+    dp.pruning_steps(begin_step, end_step, update_every)``), pass
+    ``skip_mask_update=True`` (static under ``jit``) to compile the step without
+    the mask-update conditional: on a GPU the conditional's predicate is read on
+    the host, which stalls every step. A pruning step skipped anyway is counted in
+    ``stats.skipped_updates``.
 
   Raises:
     ValueError: for invalid arguments, or a schedule that drop away cannot follow
@@ -313,94 +269,49 @@ def drop_pruning(
     return jax.tree.unflatten(treedef, new_leaves), infos
 
   # ---- the optax transformation --------------------------------------------------------
-  def init_fn(params: PyTree) -> DropPruningState:
-    masks = masks_lib.init_masks(params, prunable)
+  def change_masks(change: masked.MaskChange, final_step: bool):
+    count, candidate, masks = change.count, change.candidate, change.masks
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), count)
+    new_masks, infos = update_masks(key, count, candidate, masks, final_step)
+    stash = change.stash
+    if stash is not None:  # remember the value of every weight pruned now
+      stash = jax.tree.map(
+          lambda s, c, new, old: jnp.where(old & ~new, c, s) if masks_lib.is_prunable_mask(old) else s,
+          stash, candidate, new_masks, masks,
+      )
+    dropped_away = sum((info.dropped_away for info in infos), jnp.zeros((), jnp.int32))
+    dropped_back = sum((info.dropped_back for info in infos), jnp.zeros((), jnp.int32))
+    shortfall = functools.reduce(
+        jnp.maximum, (info.shortfall for info in infos), jnp.zeros((), jnp.float32)
+    )
+    stats = change.stats._replace(
+        last_step=count.astype(jnp.int32),
+        dropped_away=dropped_away,
+        dropped_back=dropped_back,
+        shortfall=shortfall,
+        total_dropped_away=change.stats.total_dropped_away + dropped_away,
+        total_dropped_back=change.stats.total_dropped_back + dropped_back,
+    )
+    return new_masks, stash, stats
+
+  def branch_index(count):
+    pruning = schedules.is_pruning_step(count, begin_step, end_step, update_every)
+    return jnp.where(pruning, jnp.where(count == end_step, 2, 1), 0)
+
+  def check_masks(masks):
     if not is_global:
       reachability(leaf_final_targets(masks))  # ERK / mappings need the shapes
-    stash = None
-    if regrow_init == "restore":
-      stash = jax.tree.map(
-          lambda p, m: jnp.zeros_like(p) if masks_lib.is_prunable_mask(m) else jnp.zeros((), p.dtype),
-          params, masks,
-      )
-    return DropPruningState(
-        count=jnp.zeros((), jnp.int32),
-        masks=masks,
-        inner_state=inner.init(params),
-        stash=stash,
-        stats=_zero_stats(),
-    )
 
-  def update_fn(updates, state: DropPruningState, params=None):
-    if params is None:
-      raise ValueError("drop_pruning needs params: call tx.update(grads, state, params).")
-    masks = state.masks
-    masks_lib.check_masks_match(params, masks)
-    # Pruned weights get no gradient: clipping, norms and moments ignore them.
-    grads = masks_lib.apply_masks(updates, masks)
-    inner_updates, inner_state = inner.update(grads, state.inner_state, params)
-    count = state.count
-
-    # Only the mask change sits inside the conditional (it returns small bool masks);
-    # the elementwise masking below runs every step outside it, where XLA fuses it
-    # into the optimizer update instead of copying the state through a branch.
-    def keep_masks():
-      return masks, state.stash, state.stats
-
-    def change_masks(final_step: bool):
-      candidate = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, inner_updates)
-      key = jax.random.fold_in(jax.random.PRNGKey(seed), count)
-      new_masks, infos = update_masks(key, count, candidate, masks, final_step)
-      stash = state.stash
-      if stash is not None:  # remember the value of every weight pruned now
-        stash = jax.tree.map(
-            lambda s, c, new, old: jnp.where(old & ~new, c, s) if masks_lib.is_prunable_mask(old) else s,
-            stash, candidate, new_masks, masks,
-        )
-      dropped_away = sum((info.dropped_away for info in infos), jnp.zeros((), jnp.int32))
-      dropped_back = sum((info.dropped_back for info in infos), jnp.zeros((), jnp.int32))
-      shortfall = functools.reduce(
-          jnp.maximum, (info.shortfall for info in infos), jnp.zeros((), jnp.float32)
-      )
-      stats = DropStats(
-          last_step=count.astype(jnp.int32),
-          dropped_away=dropped_away,
-          dropped_back=dropped_back,
-          shortfall=shortfall,
-          total_dropped_away=state.stats.total_dropped_away + dropped_away,
-          total_dropped_back=state.stats.total_dropped_back + dropped_back,
-      )
-      return new_masks, stash, stats
-
-    pruning = schedules.is_pruning_step(count, begin_step, end_step, update_every)
-    branch = jnp.where(pruning, jnp.where(count == end_step, 2, 1), 0)
-    new_masks, stash, stats = jax.lax.switch(
-        branch,
-        [keep_masks, functools.partial(change_masks, False), functools.partial(change_masks, True)],
-    )
-
-    new_updates = masks_lib.masked_updates(inner_updates, params, new_masks, masks, stash)
-    # Moments of pruned weights are zeroed every step (fused into the optimizer's own
-    # elementwise update), so a revived weight always starts with zero momentum /
-    # Adam moments, for any optax transformation with params-shaped state.
-    inner_state = optax.tree_utils.tree_map_params(
-        inner,
-        lambda x, m: jnp.where(m, x, jnp.zeros_like(x))
-        if isinstance(x, jax.Array) and masks_lib.is_prunable_mask(m) and x.shape == m.shape
-        else x,
-        inner_state,
-        new_masks,
-    )
-    new_state = DropPruningState(
-        count=optax.safe_int32_increment(count),
-        masks=new_masks,
-        inner_state=inner_state,
-        stash=stash,
-        stats=stats,
-    )
-    return new_updates, new_state
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return masked.masked_pruning(
+      inner,
+      name="drop_pruning",
+      branch_index=branch_index,
+      branches=[functools.partial(change_masks, final_step=False),
+                functools.partial(change_masks, final_step=True)],
+      prunable=prunable,
+      keep_stash=regrow_init == "restore",
+      check_masks=check_masks,
+  )
 
 
 def _exact_info(old_mask, new_mask, target) -> drop.DropInfo:

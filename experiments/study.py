@@ -190,7 +190,9 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
         "sparsity": statistics.fmean(r["sparsity"] for r in runs),
         "layer_sparsity": {k: statistics.fmean(v) for k, v in layers.items()},
         "wall_time_s": sum(r["wall_time_s"] for r in runs),
-        "device": f"{runs[0]['platform']}:{runs[0]['device_kind']} x{runs[0]['device_count']}",
+        # Per run, in seed order: a grid may be shared between machines.
+        "devices": [f"{r['platform']}:{r['device_kind']} x{r['device_count']}" for r in runs],
+        "wall_times_s": [r["wall_time_s"] for r in runs],
     })
   return rows
 
@@ -275,9 +277,18 @@ def markdown_report(study: dict[str, Any], rows: list[dict[str, Any]], plot: Pat
   rows = [r for r in rows if "rejected" not in r]
   if not rows:
     return "\n".join(lines + ["No finished runs yet.", ""])
-  total = sum(r["wall_time_s"] for r in rows)
-  lines += [f"Finished runs: {sum(r['seeds'] for r in rows)}; compute: {total / 60:.1f} min of "
-            f"training+evaluation on {rows[0]['device']}.", ""]
+  per_device = collections.defaultdict(lambda: [0, 0.0])
+  for r in rows:
+    for device, seconds in zip(r["devices"], r["wall_times_s"]):
+      per_device[device][0] += 1
+      per_device[device][1] += seconds
+  compute = "; ".join(f"{count} runs, {seconds / 60:.1f} min on {device}"
+                      for device, (count, seconds) in sorted(per_device.items()))
+  lines += [f"Finished runs: {sum(r['seeds'] for r in rows)}; compute (training+evaluation): "
+            f"{compute}.", ""]
+  if len(per_device) > 1:
+    lines += ["Runs of one cell on different devices differ in floating-point rounding, not "
+              "in the protocol (same config, seeds and data order).", ""]
   layer_names = list(rows[0]["layer_sparsity"])
   header = ("| cell | method | target | seeds | test error % (mean ± std) | compression | sparsity | "
             + " | ".join(f"{n}" for n in layer_names) + " |")

@@ -364,6 +364,20 @@ def han_prune_steps(config: ml_collections.ConfigDict, begin: int, end: int) -> 
   return sorted(set(int(s) for s in steps))
 
 
+def mask_update_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> frozenset[int]:
+  """Step counts at which the method may change its masks (empty for ``dense``).
+
+  Every other step runs a train step compiled with ``skip_mask_update=True``,
+  which has no conditional (on a GPU a conditional stalls the step on the host).
+  """
+  if config.method == "dense":
+    return frozenset()
+  begin, end = pruning_window(config, steps_per_epoch)
+  if config.method == "han":
+    return frozenset(han_prune_steps(config, begin, end))
+  return frozenset(dp.pruning_steps(begin, end, config.update_every))
+
+
 def make_optimizer(
     config: ml_collections.ConfigDict, steps_per_epoch: int, params: PyTree
 ) -> optax.GradientTransformation:
@@ -435,8 +449,14 @@ def _has_pruning(config) -> bool:
   return config.method != "dense"
 
 
-def make_train_step(model, tx: optax.GradientTransformation, has_pruning: bool, devices):
-  """The pmapped train step ``(state, images, labels) -> (state, metrics)``."""
+def make_train_step(model, tx: optax.GradientTransformation, has_pruning: bool, devices,
+                    skip_mask_update: bool = False):
+  """The pmapped train step ``(state, images, labels) -> (state, metrics)``.
+
+  With ``skip_mask_update=True`` the step cannot change masks (for steps outside
+  :func:`mask_update_steps`) and compiles without the mask-update conditional.
+  """
+  extra = {"skip_mask_update": skip_mask_update} if has_pruning else {}
 
   def train_step(state: TrainState, images, labels):
     def loss_fn(params):
@@ -455,7 +475,7 @@ def make_train_step(model, tx: optax.GradientTransformation, has_pruning: bool, 
     grads = jax.lax.pmean(grads, "batch")
     # Every replica must keep the same running statistics.
     batch_stats = jax.lax.pmean(batch_stats, "batch")
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
     params = optax.apply_updates(state.params, updates)
     metrics = {
         "loss": loss,
@@ -469,7 +489,9 @@ def make_train_step(model, tx: optax.GradientTransformation, has_pruning: bool, 
     metrics = jax.lax.pmean(metrics, "batch")
     return TrainState(params, batch_stats, opt_state), metrics
 
-  return jax.pmap(train_step, axis_name="batch", devices=devices)
+  # The state is donated: its buffers are reused for the new state, and state that a
+  # step passes through unchanged (the masks between pruning steps) is not copied.
+  return jax.pmap(train_step, axis_name="batch", devices=devices, donate_argnums=(0,))
 
 
 def make_eval_step(model, devices):
@@ -682,7 +704,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   replicated = flax.jax_utils.replicate(state, devices)
   host_state = state
 
-  train_step = make_train_step(model, tx, _has_pruning(config), devices)
+  has_pruning = _has_pruning(config)
+  update_steps = mask_update_steps(config, steps_per_epoch)
+  mask_step = make_train_step(model, tx, has_pruning, devices)
+  frozen_step = make_train_step(model, tx, has_pruning, devices, skip_mask_update=True)
   eval_step = make_eval_step(model, devices)
   # Compile before the loop so that epoch times measure training only, with calls
   # whose results are thrown away (every later batch has the same shapes). Two
@@ -693,8 +718,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   compile_start = time.perf_counter()
   if start_epoch < config.num_epochs:
     sample = next(train_batches(config, data, 1, num_local_devices))
-    warm, _ = train_step(replicated, *sample)
-    warm, _ = jax.block_until_ready(train_step(warm, *sample))
+    for train_step in ([mask_step, frozen_step] if has_pruning else [mask_step]):
+      # A fresh replica: the step donates (consumes) the state it is given.
+      warm, _ = train_step(flax.jax_utils.replicate(state, devices), *sample)
+      warm, _ = jax.block_until_ready(train_step(warm, *sample))
     jax.block_until_ready(eval_step(
         warm.params, warm.batch_stats,
         *next(eval_batches(config, data.test_images, data.test_labels, num_local_devices))))
@@ -717,6 +744,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         for images, labels in train_batches(config, data, epoch, num_local_devices):
           if config.stop_after_steps is not None and step >= config.stop_after_steps:
             raise StopTraining()
+          train_step = mask_step if step in update_steps or not has_pruning else frozen_step
           replicated, metrics = train_step(replicated, images, labels)
           # Fetching the metrics blocks on this step: with several (simulated) CPU
           # devices, collectives stall when ~100 steps are queued unawaited.
@@ -731,6 +759,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
       train_time = time.perf_counter() - epoch_start
       host_state = unreplicate(replicated)
+      if has_pruning and int(dp.get_stats(host_state.opt_state).skipped_updates):
+        raise RuntimeError(  # mask_update_steps disagrees with the transformation
+            f"{int(dp.get_stats(host_state.opt_state).skipped_updates)} pruning step(s) ran "
+            "with skip_mask_update=True; this is a bug in mask_update_steps.")
       eval_metrics = evaluate(eval_step, replicated, config, data, num_local_devices)
       masks = masks_of(config, host_state)
       away_after, back_after = drop_totals(config, host_state)

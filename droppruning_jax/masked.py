@@ -1,0 +1,227 @@
+"""The masked-update skeleton shared by every pruning transformation of the library.
+
+:func:`masked_pruning` turns a *mask-update policy* (when the masks change, and how)
+into an optax transformation. It owns everything the policies have in common:
+
+* gradients are masked before the inner optimizer, so clipping, norms and moments
+  never see pruned weights;
+* the returned updates make ``optax.apply_updates(params, updates)`` exactly masked
+  (pruned weights are exactly ``0.0`` after every step), and a revived weight restarts
+  at zero (or at a stashed value) with zero optimizer moments;
+* the mask change runs inside the same jitted update, behind a ``lax.switch`` on the
+  step count, unless the caller states that this step changes no mask
+  (``skip_mask_update=True``), which compiles the step without the conditional.
+
+:func:`droppruning_jax.drop_pruning` and :func:`droppruning_jax.han_pruning` are
+policies on top of it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from droppruning_jax import masks as masks_lib
+
+PyTree = Any
+
+
+class DropStats(NamedTuple):
+  """What the most recent pruning step did, summed over leaves, plus running totals.
+
+  Attributes:
+    last_step: step count of the most recent pruning step (``-1`` before the first).
+    dropped_away: weights removed at that step.
+    dropped_back: weights revived at that step.
+    shortfall: largest ``target - expected sparsity`` over leaves at that step;
+      positive when the target was not reachable with the given ``p`` and ``q``.
+    total_dropped_away: weights removed since the start.
+    total_dropped_back: weights revived since the start.
+    skipped_updates: pruning steps whose mask update did not run because the
+      update was called with ``skip_mask_update=True``; a correct loop keeps it 0.
+  """
+
+  last_step: jax.Array
+  dropped_away: jax.Array
+  dropped_back: jax.Array
+  shortfall: jax.Array
+  total_dropped_away: jax.Array
+  total_dropped_back: jax.Array
+  skipped_updates: jax.Array
+
+
+class DropPruningState(NamedTuple):
+  """State of :func:`droppruning_jax.drop_pruning` (and of ``han_pruning``).
+
+  Attributes:
+    count: number of updates applied so far (int32); the pruning schedule is a
+      function of it.
+    masks: boolean mask tree mirroring the params (``True`` = kept).
+    inner_state: state of the wrapped transformation.
+    stash: only with ``regrow_init="restore"``: for each prunable leaf, the value
+      every weight had when it was last pruned; ``None`` otherwise.
+    stats: :class:`DropStats` of the most recent pruning step.
+  """
+
+  count: jax.Array
+  masks: PyTree
+  inner_state: optax.OptState
+  stash: Optional[PyTree]
+  stats: DropStats
+
+
+def zero_stats() -> DropStats:
+  # One array per field: a state whose leaves share a buffer cannot be donated
+  # ("Attempt to donate the same buffer twice").
+  def zero():
+    return jnp.zeros((), jnp.int32)
+
+  return DropStats(
+      last_step=jnp.full((), -1, jnp.int32),
+      dropped_away=zero(),
+      dropped_back=zero(),
+      shortfall=jnp.zeros((), jnp.float32),
+      total_dropped_away=zero(),
+      total_dropped_back=zero(),
+      skipped_updates=zero(),
+  )
+
+
+class MaskChange(NamedTuple):
+  """What a mask-update branch receives (all traced, inside the jitted update).
+
+  Attributes:
+    count: the step count of this update.
+    candidate: the params after this step's inner update, before masking; the
+      weights whose importance the branch judges.
+    masks: the current masks.
+    stash: the current stash (``None`` unless the policy keeps one).
+    stats: the current :class:`DropStats`.
+  """
+
+  count: jax.Array
+  candidate: PyTree
+  masks: PyTree
+  stash: Optional[PyTree]
+  stats: DropStats
+
+
+# A branch returns (new_masks, new_stash, new_stats).
+MaskBranch = Callable[[MaskChange], tuple[PyTree, Optional[PyTree], DropStats]]
+
+
+def masked_pruning(
+    inner: optax.GradientTransformation,
+    *,
+    name: str,
+    branch_index: Callable[[jax.Array], jax.Array],
+    branches: Sequence[MaskBranch],
+    prunable: Optional[masks_lib.PrunablePredicate] = None,
+    keep_stash: bool = False,
+    check_masks: Optional[Callable[[PyTree], None]] = None,
+) -> optax.GradientTransformationExtraArgs:
+  """An optax transformation that trains with masks and changes them by a policy.
+
+  Args:
+    inner: the optimizer to wrap.
+    name: the policy's public name, for error messages.
+    branch_index: ``count -> int32`` (traceable): ``0`` keeps the masks,
+      ``i >= 1`` runs ``branches[i - 1]``.
+    branches: the mask updates, each a :data:`MaskBranch`.
+    prunable: ``(path, leaf) -> bool`` choosing the pruned leaves.
+    keep_stash: keep, for every prunable weight, its value when it was last
+      pruned; revived weights restart from it instead of ``0``.
+    check_masks: called on the fresh mask tree at ``init`` (static shapes only);
+      raises ``ValueError`` for settings that need the shapes to be checked.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a
+    :class:`DropPruningState`. Its ``update(updates, state, params,
+    skip_mask_update=False)`` needs ``params``; ``skip_mask_update=True`` (a
+    Python bool) compiles the step without the mask-update conditional, for
+    loops that know on the host that this step changes no mask (see
+    :func:`droppruning_jax.pruning_steps`). Skipping a pruning step anyway
+    leaves the masks unchanged and counts it in ``stats.skipped_updates``.
+  """
+
+  def init_fn(params: PyTree) -> DropPruningState:
+    masks = masks_lib.init_masks(params, prunable)
+    if check_masks is not None:
+      check_masks(masks)
+    stash = None
+    if keep_stash:
+      stash = jax.tree.map(
+          lambda p, m: jnp.zeros_like(p) if masks_lib.is_prunable_mask(m) else jnp.zeros((), p.dtype),
+          params, masks,
+      )
+    return DropPruningState(
+        count=jnp.zeros((), jnp.int32),
+        masks=masks,
+        inner_state=inner.init(params),
+        stash=stash,
+        stats=zero_stats(),
+    )
+
+  def update_fn(updates, state: DropPruningState, params=None, *, skip_mask_update: bool = False,
+                **extra_args):
+    del extra_args  # arguments meant for other members of an optax.chain
+    if params is None:
+      raise ValueError(f"{name} needs params: call tx.update(grads, state, params).")
+    if not isinstance(skip_mask_update, bool):
+      raise ValueError(
+          f"skip_mask_update={skip_mask_update!r} must be a Python bool (it decides what "
+          "is compiled); decide it on the host from the step number.")
+    masks = state.masks
+    masks_lib.check_masks_match(params, masks)
+    grads = masks_lib.apply_masks(updates, masks)
+    inner_updates, inner_state = inner.update(grads, state.inner_state, params)
+    count = state.count
+    index = branch_index(count)
+
+    if skip_mask_update:
+      # No conditional: on a GPU its predicate is read on the host, which stalls the
+      # asynchronous dispatch of the whole step.
+      new_masks, stash = masks, state.stash
+      stats = state.stats._replace(
+          skipped_updates=state.stats.skipped_updates + (index != 0).astype(jnp.int32))
+    else:
+      # Only the mask change sits inside the conditional (it returns small bool
+      # masks); the elementwise masking below runs every step outside it, where XLA
+      # fuses it into the optimizer update.
+      def keep():
+        return masks, state.stash, state.stats
+
+      def change(branch):
+        candidate = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, inner_updates)
+        return branch(MaskChange(count, candidate, masks, state.stash, state.stats))
+
+      new_masks, stash, stats = jax.lax.switch(
+          index, [keep] + [functools.partial(change, branch) for branch in branches])
+
+    new_updates = masks_lib.masked_updates(inner_updates, params, new_masks, masks, stash)
+    # Moments of pruned weights are zeroed every step (fused into the optimizer's own
+    # elementwise update), so a revived weight always starts with zero momentum /
+    # Adam moments, for any optax transformation with params-shaped state.
+    inner_state = optax.tree_utils.tree_map_params(
+        inner,
+        lambda x, m: jnp.where(m, x, jnp.zeros_like(x))
+        if isinstance(x, jax.Array) and masks_lib.is_prunable_mask(m) and x.shape == m.shape
+        else x,
+        inner_state,
+        new_masks,
+    )
+    new_state = DropPruningState(
+        count=optax.safe_int32_increment(count),
+        masks=new_masks,
+        inner_state=inner_state,
+        stash=stash,
+        stats=stats,
+    )
+    return new_updates, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
