@@ -204,17 +204,21 @@ def masked_pruning(
           index, [keep] + [functools.partial(change, branch) for branch in branches])
 
     new_updates = masks_lib.masked_updates(inner_updates, params, new_masks, masks, stash)
-    # Moments of pruned weights are zeroed every step (fused into the optimizer's own
-    # elementwise update), so a revived weight always starts with zero momentum /
-    # Adam moments, for any optax transformation with params-shaped state.
-    inner_state = optax.tree_utils.tree_map_params(
-        inner,
-        lambda x, m: jnp.where(m, x, jnp.zeros_like(x))
-        if isinstance(x, jax.Array) and masks_lib.is_prunable_mask(m) and x.shape == m.shape
-        else x,
-        inner_state,
-        new_masks,
-    )
+    if not skip_mask_update:
+      # Moments of weights that are pruned, or were pruned until now, are zeroed (fused
+      # into the optimizer's own elementwise update): a revived weight starts with zero
+      # momentum / Adam moments, for any optax transformation with params-shaped state.
+      # A skipped step changes no mask, so nothing is revived and nothing needs zeroing
+      # (pruned weights stay exactly 0 through the masked updates whatever their moments).
+      inner_state = optax.tree_utils.tree_map_params(
+          inner,
+          lambda x, new, old: jnp.where(new & old, x, jnp.zeros_like(x))
+          if isinstance(x, jax.Array) and masks_lib.is_prunable_mask(new) and x.shape == new.shape
+          else x,
+          inner_state,
+          new_masks,
+          masks,
+      )
     new_state = DropPruningState(
         count=optax.safe_int32_increment(count),
         masks=new_masks,

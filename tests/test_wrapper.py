@@ -150,19 +150,31 @@ def _moments(inner_state, name):
   return optax.tree_utils.tree_get(inner_state, name)
 
 
+@pytest.mark.parametrize("skip", [False, True], ids=["switch_every_step", "skip_between"])
 @pytest.mark.parametrize("inner,moment_names", [
     (optax.adam(1e-2), ("mu", "nu")),
     (optax.sgd(0.05, momentum=0.9), ("trace",)),
+    (optax.adagrad(0.05), ("sum_of_squares",)),  # accumulators start at 0.1, not 0
 ])
-def test_revived_weights_have_zeroed_moments_and_start_at_zero(inner, moment_names):
+def test_revived_weights_have_zeroed_moments_and_start_at_zero(inner, moment_names, skip):
   tx = dp.drop_pruning(inner, target_sparsity=0.8, end_step=40, update_every=2,
                        drop_away_prob=0.9, drop_back_prob=0.3)
   params = toy_params()
   state = tx.init(params)
-  step = jax.jit(make_step(tx))
+
+  def make(skip_mask_update):
+    def step(params, state, grads):
+      updates, state = tx.update(grads, state, params, skip_mask_update=skip_mask_update)
+      return optax.apply_updates(params, updates), state
+    return jax.jit(step)
+
+  steps = {False: make(False), True: make(True)}
   revived_seen = 0
   for t in range(21):
     old_masks = dp.get_masks(state)
+    # With skip, the steps between pruning steps compile without the conditional
+    # and zero no moments: revival must still start from zero moments.
+    step = steps[skip and t % 2 == 1]
     params, state = step(params, state, random_grads(params, t))
     new_masks = dp.get_masks(state)
     for name in ("dense", "conv", "out"):
