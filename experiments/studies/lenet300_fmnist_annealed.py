@@ -1,0 +1,24 @@
+"""Check of the chosen default: cosine-annealed Drop Pruning on LeNet-300-100, every target.
+
+The (p, q) sweep at 98 % (``pq_sweep_lenet300``) found the cosine-annealed drop with
+p0 = 0.25, q0 = 0.2 to be the only setting level with gradual; this grid checks it at
+every target of ``lenet300_fmnist`` with 3 seeds, so that it can be compared cell by cell
+with that study's ``gradual`` and ``drop`` rows (same protocol, same seeds).
+"""
+
+from experiments.studies import FASHION_MNIST_PROTOCOL
+
+
+def get_study() -> dict:
+  cells = [
+      {"name": f"drop_cosine_t{t:g}", "method": "drop", "target_sparsity": t,
+       "drop_away_prob": 0.25, "drop_back_prob": 0.2, "drop_anneal": "cosine"}
+      for t in (0.9, 0.95, 0.98, 0.99)
+  ]
+  return {
+      "name": "lenet300_fmnist_annealed",
+      "config": "experiments/configs/lenet300.py",
+      "overrides": FASHION_MNIST_PROTOCOL,
+      "cells": cells,
+      "seeds": [0, 1, 2],
+  }
