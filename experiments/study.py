@@ -18,6 +18,7 @@ import collections
 import importlib.util
 import json
 import math
+import re
 import statistics
 import time
 from pathlib import Path
@@ -147,6 +148,11 @@ def run_grid(study: dict[str, Any], root: Path, idx_dir: str | None, max_runs: i
     jax.clear_caches()
 
 
+def series_name(cell_name: str) -> str:
+  """``"drop_t0.98"`` -> ``"drop"``; names without a ``_t<target>`` suffix stay whole."""
+  return re.sub(r"_t[0-9.]+$", "", cell_name)
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
   if not values:
     return math.nan, math.nan
@@ -179,6 +185,9 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
         layers[layer].append(value)
     rows.append({
         "cell": name,
+        # The curve / comparison a cell belongs to: its name without the target suffix
+        # (the method in a methods x targets grid; e.g. "drop_cosine" for explicit cells).
+        "series": series_name(name),
         "method": runs[0]["method"],
         "target": runs[0].get("target_sparsity"),
         "overrides": {k: v for k, v in cell.items() if k not in ("name", "seed", "run")},
@@ -197,19 +206,22 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
   return rows
 
 
+def _series(row: dict[str, Any]) -> str:
+  return row.get("series", row["method"])
+
+
 def plot_error_vs_compression(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
-  methods = sorted({r["method"] for r in rows})
-  for method in methods:
+  for series in dict.fromkeys(_series(r) for r in rows):
     points = sorted((r["compression"], r["error_mean"], r["error_std"])
-                    for r in rows if r["method"] == method)
+                    for r in rows if _series(r) == series)
     xs, ys, es = zip(*points)
-    style = "s" if method == "dense" else "o-"
-    ax.errorbar(xs, ys, yerr=es, fmt=style, capsize=3, label=method)
+    style = "s" if series == "dense" else "o-"
+    ax.errorbar(xs, ys, yerr=es, fmt=style, capsize=3, label=series)
   ax.set_xscale("log")
   ax.set_xlabel("compression (all params / nonzero params)")
   ax.set_ylabel("test error (%)")
@@ -232,9 +244,9 @@ def comparison_lines(rows: list[dict[str, Any]], reference: str = "gradual",
   (``sqrt(s1^2/n1 + s2^2/n2)``); with 3 seeds this is a rough screen, not a test.
   """
   lines: list[str] = []
-  by_key = {(r["method"], r["target"]): r for r in rows}
+  by_key = {(_series(r), r["target"]): r for r in rows}
   targets = sorted({r["target"] for r in rows if r["target"] is not None})
-  methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m not in ("dense", reference)]
+  methods = [m for m in dict.fromkeys(_series(r) for r in rows) if m not in ("dense", reference)]
   if any((reference, t) in by_key for t in targets) and methods:
     lines += ["", f"Test error difference against `{reference}` at the same target "
               "(percentage points, negative = better; * = beyond 2 standard errors):", "",
@@ -256,10 +268,10 @@ def comparison_lines(rows: list[dict[str, Any]], reference: str = "gradual",
   if dense is not None:
     lines += ["", f"Highest compression with test error within {tolerance_points} points of "
               f"dense ({dense['error_mean']:.2f} %):", ""]
-    for method in dict.fromkeys(r["method"] for r in rows):
+    for method in dict.fromkeys(_series(r) for r in rows):
       if method == "dense":
         continue
-      ok = [r for r in rows if r["method"] == method
+      ok = [r for r in rows if _series(r) == method
             and r["error_mean"] <= dense["error_mean"] + tolerance_points]
       best = max(ok, key=lambda r: r["compression"], default=None)
       lines.append(f"- `{method}`: " + ("none of the targets" if best is None else
@@ -314,7 +326,7 @@ def write_report(study: dict[str, Any], root: Path, report_dir: Path) -> Path:
   report_dir.mkdir(parents=True, exist_ok=True)
   plot = None
   finished = [r for r in rows if "rejected" not in r]
-  if finished and "methods" in study:
+  if finished and len({r["target"] for r in finished if r["target"] is not None}) > 1:
     plot = plot_error_vs_compression(finished, report_dir / f"{study['name']}.png", study["name"])
   (report_dir / f"{study['name']}.json").write_text(json.dumps(rows, indent=1))
   path = report_dir / f"{study['name']}.md"

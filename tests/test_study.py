@@ -90,6 +90,23 @@ def test_bad_shard_is_rejected(shard):
     study_lib.parse_shard(shard)
 
 
+def test_explicit_cells_are_compared_as_series():
+  assert study_lib.series_name("drop_cosine_t0.98") == "drop_cosine"
+  assert study_lib.series_name("gradual_t0.9") == "gradual"
+  assert study_lib.series_name("p0.25_q0.2_cosine") == "p0.25_q0.2_cosine"
+
+  def row(cell, method, target, mean):
+    return {"cell": cell, "series": study_lib.series_name(cell), "method": method,
+            "target": target, "error_mean": mean, "error_std": 0.1, "seeds": 3,
+            "compression": 10.0}
+  # Two series of the same method at the same target must not overwrite each other.
+  rows = [row("gradual_t0.9", "gradual", 0.9, 11.0), row("drop_t0.9", "drop", 0.9, 11.5),
+          row("drop_cosine_t0.9", "drop", 0.9, 11.0)]
+  text = "\n".join(study_lib.comparison_lines(rows))
+  assert "| drop | +0.50 ± 0.08* |" in text
+  assert "| drop_cosine | +0.00 ± 0.08 |" in text
+
+
 def test_unknown_override_is_rejected():
   study = _study()
   study["overrides"]["no_such_field"] = 1
