@@ -260,6 +260,9 @@ def comparison_lines(rows: list[dict[str, Any]], reference: str = "gradual",
           cells.append("—")
           continue
         diff = a["error_mean"] - b["error_mean"]
+        if min(a["seeds"], b["seeds"]) < 2:  # no spread to compare against
+          cells.append(f"{diff:+.2f} (1 seed)")
+          continue
         se = math.sqrt(a["error_std"] ** 2 / a["seeds"] + b["error_std"] ** 2 / b["seeds"])
         star = "*" if se > 0 and abs(diff) > 2 * se else ""
         cells.append(f"{diff:+.2f} ± {se:.2f}{star}")

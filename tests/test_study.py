@@ -107,6 +107,15 @@ def test_explicit_cells_are_compared_as_series():
   assert "| drop_cosine | +0.00 ± 0.08 |" in text
 
 
+def test_single_seed_cells_are_never_starred():
+  def row(method, mean, std, seeds):
+    return {"method": method, "target": 0.9, "error_mean": mean, "error_std": std,
+            "seeds": seeds, "compression": 10.0}
+  text = "\n".join(study_lib.comparison_lines([row("gradual", 10.0, 0.01, 3),
+                                               row("drop", 12.0, 0.0, 1)]))
+  assert "| drop | +2.00 (1 seed) |" in text and "*" not in text.split("| drop |")[1]
+
+
 def test_unknown_override_is_rejected():
   study = _study()
   study["overrides"]["no_such_field"] = 1
