@@ -19,7 +19,9 @@ from droppruning_jax.drop import DropInfo
 from droppruning_jax.drop import drop_away
 from droppruning_jax.drop import drop_back
 from droppruning_jax.drop import drop_step
+from droppruning_jax.drop import drop_steps
 from droppruning_jax.drop import prune_exact
+from droppruning_jax.drop import prune_exact_many
 from droppruning_jax.export import SparseLeaf
 from droppruning_jax.export import export_sparse
 from droppruning_jax.export import nbytes as params_nbytes
@@ -67,6 +69,7 @@ __all__ = [
     "drop_back_only",
     "drop_pruning",
     "drop_step",
+    "drop_steps",
     "erk_sparsities",
     "expected_trajectory",
     "export_sparse",
@@ -82,6 +85,7 @@ __all__ = [
     "params_nbytes",
     "polynomial_sparsity",
     "prune_exact",
+    "prune_exact_many",
     "pruning_steps",
     "random_importance",
     "random_pruning",

@@ -9,6 +9,7 @@ global pruning).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -66,22 +67,52 @@ def select_lowest(keys: jax.Array, eligible: jax.Array, k) -> jax.Array:
   Returns:
     A flat bool array with ``min(k, eligible.sum())`` ``True`` entries.
   """
-  k = jnp.asarray(k, jnp.int32)
+  return select_lowest_many([keys], [eligible], [k])[0]
+
+
+def select_lowest_many(keys: Sequence[jax.Array], eligible: Sequence[jax.Array], ks) -> list[jax.Array]:
+  """:func:`select_lowest` for several independent arrays in one bisection loop.
+
+  Each array gets its own threshold, exactly as if selected alone; sharing the loop
+  means one loop for a whole model instead of one per layer (faster to compile, and
+  on a GPU 32 loop-condition round trips instead of 32 per layer).
+
+  Args:
+    keys: flat uint32 key arrays (any lengths).
+    eligible: flat bool arrays, one per key array.
+    ks: numbers to select, one per array (may be traced).
+
+  Returns:
+    One flat bool array per input array.
+  """
+  if not len(keys) == len(eligible) == len(ks):
+    raise ValueError(
+        f"select_lowest_many got {len(keys)} key arrays, {len(eligible)} eligible arrays "
+        f"and {len(ks)} counts; they must match.")
+  ks = jnp.stack([jnp.asarray(k, jnp.int32) for k in ks])
+  count = len(keys)
 
   def bisect(_, bounds):
     low, high = bounds
     mid = low + (high - low) // 2
-    enough = jnp.sum(eligible & (keys <= mid), dtype=jnp.int32) >= k
+    counts = jnp.stack([
+        jnp.sum(e & (k <= mid[i]), dtype=jnp.int32) for i, (k, e) in enumerate(zip(keys, eligible))
+    ])
+    enough = counts >= ks
     return jnp.where(enough, low, mid + 1), jnp.where(enough, mid, high)
 
-  threshold, _ = jax.lax.fori_loop(
-      0, 32, bisect, (jnp.uint32(0), jnp.uint32(0xFFFFFFFF))
+  thresholds, _ = jax.lax.fori_loop(
+      0, 32, bisect,
+      (jnp.zeros(count, jnp.uint32), jnp.full(count, 0xFFFFFFFF, jnp.uint32)),
   )
-  below = eligible & (keys < threshold)
-  at = eligible & (keys == threshold)
-  room = k - jnp.sum(below, dtype=jnp.int32)
-  take_at = at & (jnp.cumsum(at, dtype=jnp.int32) <= room)
-  return (below | take_at) & (k > 0)
+  selected = []
+  for i, (k, e) in enumerate(zip(keys, eligible)):
+    below = e & (k < thresholds[i])
+    at = e & (k == thresholds[i])
+    room = ks[i] - jnp.sum(below, dtype=jnp.int32)
+    take_at = at & (jnp.cumsum(at, dtype=jnp.int32) <= room)
+    selected.append((below | take_at) & (ks[i] > 0))
+  return selected
 
 
 def lowest_scores(mask: jax.Array, scores: jax.Array, k, *, pruned_first: bool) -> jax.Array:
@@ -100,16 +131,26 @@ def lowest_scores(mask: jax.Array, scores: jax.Array, k, *, pruned_first: bool) 
   Returns:
     A boolean array of ``mask``'s shape, ``True`` for the selected entries.
   """
-  flat_mask = mask.reshape(-1)
-  keys = sortable_keys(scores.reshape(-1))
-  k = jnp.asarray(k, jnp.int32)
-  if not pruned_first:
-    return select_lowest(keys, flat_mask, k).reshape(mask.shape)
-  # Pruned entries get the lowest key, 0, so they come first (in index order); an
-  # active entry's key is at least 1 (key 0 is only the all-ones NaN pattern). One
-  # bisection then serves both groups.
-  keys = jnp.where(flat_mask, jnp.maximum(keys, jnp.uint32(1)), jnp.uint32(0))
-  return select_lowest(keys, jnp.ones_like(flat_mask), k).reshape(mask.shape)
+  return lowest_scores_many([mask], [scores], [k], pruned_first=pruned_first)[0]
+
+
+def lowest_scores_many(masks: Sequence[jax.Array], scores: Sequence[jax.Array], ks, *,
+                       pruned_first: bool) -> list[jax.Array]:
+  """:func:`lowest_scores` for several independent masks, in one selection loop."""
+  keys, eligible = [], []
+  for mask, score in zip(masks, scores):
+    flat_mask = mask.reshape(-1)
+    key = sortable_keys(score.reshape(-1))
+    if pruned_first:
+      # Pruned entries get the lowest key, 0, so they come first (in index order); an
+      # active entry's key is at least 1 (key 0 is only the all-ones NaN pattern). One
+      # bisection then serves both groups.
+      key = jnp.where(flat_mask, jnp.maximum(key, jnp.uint32(1)), jnp.uint32(0))
+      flat_mask = jnp.ones_like(flat_mask)
+    keys.append(key)
+    eligible.append(flat_mask)
+  selected = select_lowest_many(keys, eligible, ks)
+  return [sel.reshape(mask.shape) for sel, mask in zip(selected, masks)]
 
 
 def drop_away(key: jax.Array, mask: jax.Array, scores: jax.Array, pool_size, prob) -> jax.Array:
@@ -160,14 +201,27 @@ def prune_exact(mask: jax.Array, scores: jax.Array, target_sparsity: float) -> j
   Returns:
     A mask with exactly ``n - round(n * target_sparsity)`` ``True`` entries.
   """
-  num_pruned = int(round(mask.size * float(target_sparsity)))
-  return ~lowest_scores(mask, scores, num_pruned, pruned_first=True)
+  return prune_exact_many([mask], [scores], [target_sparsity])[0]
+
+
+def prune_exact_many(masks: Sequence[jax.Array], scores: Sequence[jax.Array],
+                     target_sparsities: Sequence[float]) -> list[jax.Array]:
+  """:func:`prune_exact` for several masks (each with its own static target), in one loop."""
+  counts = [int(round(m.size * float(t))) for m, t in zip(masks, target_sparsities)]
+  return [~sel for sel in lowest_scores_many(masks, scores, counts, pruned_first=True)]
 
 
 def pool_size_for_target(mask_size, pruned_count, target, drop_away_prob, drop_back_prob):
   """``c = n (s' - s (1 - q)) / p`` rounded: the pool whose expected outcome is the target."""
   s = pruned_count / mask_size
   return jnp.round(mask_size * (target - s * (1.0 - drop_back_prob)) / drop_away_prob)
+
+
+def _check_drop_back_scale(drop_back_scale: str) -> None:
+  if drop_back_scale not in schedules.DROP_BACK_SCALES:
+    raise ValueError(
+        f"drop_back_scale={drop_back_scale!r} is not one of {schedules.DROP_BACK_SCALES}."
+    )
 
 
 def drop_step(
@@ -179,6 +233,7 @@ def drop_step(
     drop_away_prob,
     drop_back_prob,
     drop_back_scale: str = "active",
+    uniforms: jax.Array | None = None,
 ) -> tuple[jax.Array, DropInfo]:
   """One stochastic pruning step: drop away and drop back, sized to hit the target in expectation.
 
@@ -188,7 +243,7 @@ def drop_step(
   ``E[s_new] = s (1 - q) + p c / n = s'`` whenever the clip does not bind.
 
   Args:
-    key: a ``jax.random`` key.
+    key: a ``jax.random`` key (unused when ``uniforms`` is given).
     mask: current mask (``True`` = active).
     scores: importance scores (low = unimportant).
     target_sparsity: ``s'`` (may be traced).
@@ -197,41 +252,80 @@ def drop_step(
     drop_back_scale: ``"active"``: ``q * |A|`` weights are revived in expectation
       (per-weight probability ``min(1, q |A| / |P|)``); ``"pruned"``: every pruned
       weight is revived with probability ``q``.
+    uniforms: optional ``U[0, 1)`` draws of ``mask``'s shape to use instead of
+      drawing them from ``key`` (the wrapper draws once for all leaves: one
+      random-bit generator compiles several times faster than one per leaf).
 
   Returns:
     ``(new_mask, DropInfo)``.
   """
-  if drop_back_scale not in schedules.DROP_BACK_SCALES:
-    raise ValueError(
-        f"drop_back_scale={drop_back_scale!r} is not one of {schedules.DROP_BACK_SCALES}."
-    )
-  n = mask.size
-  active_count = jnp.sum(mask, dtype=jnp.int32)
-  pruned_count = n - active_count
-  q = schedules.effective_drop_back_prob(
-      jnp.asarray(drop_back_prob, jnp.float32), active_count, pruned_count, drop_back_scale
-  )
+  _check_drop_back_scale(drop_back_scale)
+  if uniforms is None:
+    uniforms = jax.random.uniform(key, mask.shape)
+  new_masks, infos = drop_steps(
+      [mask], [scores], [uniforms], target_sparsities=[target_sparsity],
+      drop_away_prob=drop_away_prob, drop_back_prob=drop_back_prob,
+      drop_back_scale=drop_back_scale)
+  return new_masks[0], infos[0]
+
+
+def drop_steps(
+    masks: Sequence[jax.Array],
+    scores: Sequence[jax.Array],
+    uniforms: Sequence[jax.Array],
+    *,
+    target_sparsities: Sequence,
+    drop_away_prob,
+    drop_back_prob,
+    drop_back_scale: str = "active",
+) -> tuple[list[jax.Array], list[DropInfo]]:
+  """:func:`drop_step` for several independent masks, with one selection loop for all.
+
+  Args:
+    masks, scores, uniforms: one per mask, each of the mask's shape (``uniforms``
+      are ``U[0, 1)`` draws).
+    target_sparsities: one target per mask (may be traced).
+    drop_away_prob, drop_back_prob, drop_back_scale: as in :func:`drop_step`,
+      shared by all masks.
+
+  Returns:
+    ``(new_masks, infos)``, one of each per mask.
+  """
+  _check_drop_back_scale(drop_back_scale)
+  for mask, u in zip(masks, uniforms):
+    if u.shape != mask.shape:
+      raise ValueError(f"uniforms has shape {u.shape}, expected the mask's {mask.shape}.")
   p = jnp.asarray(drop_away_prob, jnp.float32)
-  wanted = pool_size_for_target(n, pruned_count, target_sparsity, p, q)
-  pool_size = jnp.clip(wanted, 0, active_count).astype(jnp.int32)
+  plans = []
+  for mask, target in zip(masks, target_sparsities):
+    n = mask.size
+    active_count = jnp.sum(mask, dtype=jnp.int32)
+    pruned_count = n - active_count
+    q = schedules.effective_drop_back_prob(
+        jnp.asarray(drop_back_prob, jnp.float32), active_count, pruned_count, drop_back_scale
+    )
+    wanted = pool_size_for_target(n, pruned_count, target, p, q)
+    pool_size = jnp.clip(wanted, 0, active_count).astype(jnp.int32)
+    plans.append((n, active_count, pruned_count, q, wanted, pool_size))
+  pools = lowest_scores_many(masks, scores, [plan[-1] for plan in plans], pruned_first=False)
 
-  # The active and the pruned set are disjoint, so one uniform draw per weight serves
-  # both drops independently: it decides removal for pool members and revival for
-  # pruned weights. Half the random bits of two draws, and half the compile time.
-  uniforms = jax.random.uniform(key, mask.shape)
-  pool = lowest_scores(mask, scores, pool_size, pruned_first=False)
-  after_away = mask & ~(pool & (uniforms < p))
-  revived = ~mask & (uniforms < q)
-  new_mask = after_away | revived
-
-  expected = (pruned_count * (1.0 - q) + p * pool_size) / n
-  info = DropInfo(
-      pool_size=pool_size,
-      dropped_away=jnp.sum(mask & ~after_away, dtype=jnp.int32),
-      dropped_back=jnp.sum(revived, dtype=jnp.int32),
-      target=jnp.asarray(target_sparsity, jnp.float32),
-      expected_sparsity=expected.astype(jnp.float32),
-      # Only the clip at |A| counts: rounding c to an integer is not a shortfall.
-      shortfall=(p * jnp.maximum(wanted - active_count, 0) / n).astype(jnp.float32),
-  )
-  return new_mask, info
+  new_masks, infos = [], []
+  for mask, u, pool, target, plan in zip(masks, uniforms, pools, target_sparsities, plans):
+    n, active_count, pruned_count, q, wanted, pool_size = plan
+    # The active and the pruned set are disjoint, so one uniform draw per weight serves
+    # both drops independently: it decides removal for pool members and revival for
+    # pruned weights. Half the random bits of two draws, and half the compile time.
+    after_away = mask & ~(pool & (u < p))
+    revived = ~mask & (u < q)
+    new_masks.append(after_away | revived)
+    expected = (pruned_count * (1.0 - q) + p * pool_size) / n
+    infos.append(DropInfo(
+        pool_size=pool_size,
+        dropped_away=jnp.sum(mask & ~after_away, dtype=jnp.int32),
+        dropped_back=jnp.sum(revived, dtype=jnp.int32),
+        target=jnp.asarray(target, jnp.float32),
+        expected_sparsity=expected.astype(jnp.float32),
+        # Only the clip at |A| counts: rounding c to an integer is not a shortfall.
+        shortfall=(p * jnp.maximum(wanted - active_count, 0) / n).astype(jnp.float32),
+    ))
+  return new_masks, infos

@@ -188,3 +188,50 @@ def test_prune_exact_after_an_overshoot_revives_the_highest_index_pruned_weights
   mask = jnp.asarray(np.arange(10) >= 6)  # 6 pruned (indices 0-5), target 4
   new = dp.prune_exact(mask, jnp.ones(10), 0.4)
   np.testing.assert_array_equal(np.asarray(new), np.arange(10) >= 4)
+
+
+@settings(deadline=None, max_examples=25)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=5),
+    seed=st.integers(min_value=0, max_value=2**31 - 1),
+)
+def test_one_selection_loop_for_many_arrays_equals_numpy_lexsort(sizes, seed):
+  # select_lowest_many gives each array its own exact threshold, as if selected
+  # alone: the k lowest eligible scores, ties to the lowest index (np.lexsort order).
+  rng = np.random.default_rng(seed)
+  masks = [rng.random(n) < rng.random() for n in sizes]
+  # Few distinct values, so that ties at the threshold happen.
+  scores = [rng.integers(0, 5, n).astype(np.float32) for n in sizes]
+  ks = [int(rng.integers(0, n + 2)) for n in sizes]
+  selected = dp.drop.lowest_scores_many([jnp.asarray(m) for m in masks],
+                                        [jnp.asarray(s) for s in scores], ks, pruned_first=False)
+  for mask, score, k, sel in zip(masks, scores, ks, selected):
+    order = np.lexsort((np.arange(mask.size), score, ~mask))
+    expected = np.zeros(mask.size, bool)
+    expected[order[:min(k, int(mask.sum()))]] = True
+    np.testing.assert_array_equal(np.asarray(sel), expected)
+
+
+def test_drop_steps_equals_drop_step_per_mask():
+  shapes = [(30, 20), (3, 3, 4, 6), (7,)]
+  keys = jax.random.split(jax.random.PRNGKey(3), 3 * len(shapes))
+  masks = [jax.random.uniform(k, s) < 0.6 for k, s in zip(keys[0::3], shapes)]
+  scores = [jax.random.normal(k, s) for k, s in zip(keys[1::3], shapes)]
+  uniforms = [jax.random.uniform(k, s) for k, s in zip(keys[2::3], shapes)]
+  targets = [0.5, 0.7, 0.6]
+  kwargs = dict(drop_away_prob=0.6, drop_back_prob=0.2)
+  together, infos = dp.drop.drop_steps(masks, scores, uniforms, target_sparsities=targets, **kwargs)
+  for mask, score, u, target, new, info in zip(masks, scores, uniforms, targets, together, infos):
+    alone, alone_info = dp.drop_step(None, mask, score, target_sparsity=target, uniforms=u, **kwargs)
+    chex.assert_trees_all_equal((new, info), (alone, alone_info))
+  exact = dp.drop.prune_exact_many(masks, scores, targets)
+  for mask, score, target, new in zip(masks, scores, targets, exact):
+    chex.assert_trees_all_equal(new, dp.prune_exact(mask, score, target))
+
+
+def test_many_selection_inputs_must_match():
+  with pytest.raises(ValueError, match="must match"):
+    dp.drop.select_lowest_many([jnp.zeros(3, jnp.uint32)], [jnp.ones(3, bool)], [1, 2])
+  with pytest.raises(ValueError, match="uniforms has shape"):
+    dp.drop_step(None, jnp.ones(4, bool), jnp.zeros(4), target_sparsity=0.5, drop_away_prob=0.5,
+                 drop_back_prob=0.1, uniforms=jnp.zeros(5))
