@@ -202,7 +202,7 @@ def drop_pruning(
     scores = [importance_fn(param, jax.random.fold_in(score_root, index))
               for index, param in enumerate(prunable_params)]
     # All leaves go through one selection loop (drop.*_many): one loop per layer made
-    # large models compile slowly, and on a GPU each loop iteration is a host round trip.
+    # large models compile slowly, and on a GPU each loop iteration can cost a host round trip.
     if final_step:
       new_masks = drop.prune_exact_many(prunable_masks, scores, finals)
       infos = [_exact_info(old, new, final)
