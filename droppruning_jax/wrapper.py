@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import numbers
-from collections.abc import Callable, Mapping
 from typing import Any, Optional, Union
 
 import jax
