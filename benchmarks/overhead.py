@@ -65,14 +65,14 @@ def measure(name: str, batch_size: int, repeats: int, epoch_steps: int, update_e
       p, s, o = common.fresh_copy(params), common.fresh_copy(stats), tx.init(params)
       start = time.perf_counter()
       for t in range(epoch_steps):
-        step = step_fns[0] if t in prune_at or len(step_fns) == 1 else step_fns[1]
+        step = step_fns[0] if t in prune_at else step_fns[1]
         p, s, o, loss = step(p, s, o, x, y)
         loss.block_until_ready()  # as a CPU training loop does every step
       return time.perf_counter() - start
     return go
 
   epoch_times = common.interleaved_median(
-      {"dense": epoch((steps["dense"],), inner, set()),
+      {"dense": epoch((steps["dense"], steps["dense"]), inner, set()),
        "drop": epoch(epoch_step_fns, epoch_tx, prune_at)},
       max(3, repeats // 10), warmup=1,
   )

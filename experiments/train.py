@@ -707,7 +707,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   has_pruning = _has_pruning(config)
   update_steps = mask_update_steps(config, steps_per_epoch)
   mask_step = make_train_step(model, tx, has_pruning, devices)
-  frozen_step = make_train_step(model, tx, has_pruning, devices, skip_mask_update=True)
+  # Dense training has no conditional to skip: one program serves every step.
+  frozen_step = (make_train_step(model, tx, has_pruning, devices, skip_mask_update=True)
+                 if has_pruning else mask_step)
   eval_step = make_eval_step(model, devices)
   # Compile before the loop so that epoch times measure training only, with calls
   # whose results are thrown away (every later batch has the same shapes). Two
@@ -718,7 +720,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   compile_start = time.perf_counter()
   if start_epoch < config.num_epochs:
     sample = next(train_batches(config, data, 1, num_local_devices))
-    for train_step in ([mask_step, frozen_step] if has_pruning else [mask_step]):
+    for train_step in dict.fromkeys([mask_step, frozen_step]):  # each distinct program once
       # A fresh replica: the step donates (consumes) the state it is given.
       warm, _ = train_step(flax.jax_utils.replicate(state, devices), *sample)
       warm, _ = jax.block_until_ready(train_step(warm, *sample))
@@ -744,7 +746,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         for images, labels in train_batches(config, data, epoch, num_local_devices):
           if config.stop_after_steps is not None and step >= config.stop_after_steps:
             raise StopTraining()
-          train_step = mask_step if step in update_steps or not has_pruning else frozen_step
+          train_step = mask_step if step in update_steps else frozen_step
           replicated, metrics = train_step(replicated, images, labels)
           # Fetching the metrics blocks on this step: with several (simulated) CPU
           # devices, collectives stall when ~100 steps are queued unawaited.
