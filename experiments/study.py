@@ -15,6 +15,7 @@ folders, so it can be regenerated at any time, also while the grid is running.
 from __future__ import annotations
 
 import collections
+import fnmatch
 import importlib.util
 import json
 import math
@@ -40,6 +41,11 @@ flags.DEFINE_string("idx_dir", None, "IDX folder for MNIST-like data (default: f
 flags.DEFINE_bool("report_only", False, "Only regenerate the report from the run folders.")
 flags.DEFINE_integer("max_runs", None, "Stop after starting this many runs (for time-boxing).")
 flags.DEFINE_float("time_budget_s", None, "Start no new run after this many seconds (for time-boxing).")
+flags.DEFINE_list(
+    "cells", None,
+    "Run only the runs whose name (e.g. 'gradual_t0.99_seed2') matches one of these "
+    "fnmatch patterns, pattern by pattern in the order given (to run the cells that "
+    "matter first). The report always covers every finished run.")
 flags.DEFINE_string(
     "shard", None,
     "'I/N': run only cells I, I+N, I+2N, ... of the grid, so that N processes (on one "
@@ -104,6 +110,27 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
   return index, count
 
 
+def select_cells(cells: list[dict[str, Any]],
+                 patterns: list[str] | None) -> list[dict[str, Any]]:
+  """Runs matching ``patterns`` (fnmatch on the run name), pattern by pattern.
+
+  ``None`` keeps the grid as it is. A pattern that matches no run raises ``ValueError``
+  so that a typo does not silently run nothing.
+  """
+  if patterns is None:
+    return cells
+  selected, seen = [], set()
+  for pattern in patterns:
+    matches = [cell for cell in cells if fnmatch.fnmatchcase(cell["run"], pattern)]
+    if not matches:
+      raise ValueError(f"--cells pattern {pattern!r} matches no run of this study.")
+    for cell in matches:
+      if cell["run"] not in seen:
+        seen.add(cell["run"])
+        selected.append(cell)
+  return selected
+
+
 def shard_cells(cells: list[dict[str, Any]], shard: tuple[int, int]) -> list[dict[str, Any]]:
   """Cells ``I, I+N, I+2N, ...``: shards are disjoint, cover the grid and stay balanced."""
   index, count = shard
@@ -111,14 +138,16 @@ def shard_cells(cells: list[dict[str, Any]], shard: tuple[int, int]) -> list[dic
 
 
 def run_grid(study: dict[str, Any], root: Path, idx_dir: str | None, max_runs: int | None,
-             shard: tuple[int, int] = (0, 1), time_budget_s: float | None = None):
+             shard: tuple[int, int] = (0, 1), time_budget_s: float | None = None,
+             cell_patterns: list[str] | None = None):
   import jax  # imported here: --report_only needs no JAX start-up
 
   from experiments import train
 
   grid_start = time.time()
   started = 0
-  for cell in shard_cells(study_cells(study), shard):
+  cells = shard_cells(select_cells(study_cells(study), cell_patterns), shard)
+  for cell in cells:
     workdir = root / cell["run"]
     if (workdir / "summary.json").exists() or (workdir / REJECTED).exists():
       continue
@@ -344,12 +373,13 @@ def main(argv):
   study = load_module(FLAGS.study).get_study()
   root = Path(FLAGS.root or f"runs/studies/{study['name']}")
   shard = parse_shard(FLAGS.shard)
+  select_cells(study_cells(study), FLAGS.cells)  # bad patterns fail before any run
   if not FLAGS.report_only:
     idx_dir = FLAGS.idx_dir
     if idx_dir is None and study.get("overrides", {}).get("dataset") == "fashion_mnist":
       from experiments import data
       idx_dir = data.fetch_fashion_mnist()
-    run_grid(study, root, idx_dir, FLAGS.max_runs, shard, FLAGS.time_budget_s)
+    run_grid(study, root, idx_dir, FLAGS.max_runs, shard, FLAGS.time_budget_s, FLAGS.cells)
     if shard[1] > 1:
       # Shards of one grid run side by side; one --report_only call writes the report.
       print(f"shard {FLAGS.shard} done; write the report with --report_only.")

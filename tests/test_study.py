@@ -84,6 +84,18 @@ def test_shards_partition_the_grid():
   assert study_lib.parse_shard(None) == (0, 1)
 
 
+def test_cell_patterns_select_runs_in_the_order_given():
+  cells = study_lib.study_cells({"methods": ["dense", "gradual", "drop"], "targets": [0.9, 0.99],
+                                 "seeds": [0, 1]})
+  assert study_lib.select_cells(cells, None) == cells
+  selected = study_lib.select_cells(cells, ["drop_t0.99_seed1", "gradual_*_seed1", "drop_*"])
+  assert [c["run"] for c in selected] == [
+      "drop_t0.99_seed1", "gradual_t0.9_seed1", "gradual_t0.99_seed1",
+      "drop_t0.9_seed0", "drop_t0.99_seed0", "drop_t0.9_seed1"]
+  with pytest.raises(ValueError, match=re.escape("'grdual_*'")):
+    study_lib.select_cells(cells, ["dense_*", "grdual_*"])
+
+
 @pytest.mark.parametrize("shard", ["4/4", "-1/2", "1/0", "a/b", "1", "0/2/3"])
 def test_bad_shard_is_rejected(shard):
   with pytest.raises(ValueError, match=re.escape(repr(shard))):
