@@ -1,7 +1,8 @@
 """Bytes of optimizer state that the Drop Pruning wrapper adds, per model.
 
 Measured on the real state trees (``jax.eval_shape``, no allocation): wrapper state
-minus the inner optimizer's state, against params and against a bit-packed mask.
+minus the inner optimizer's state, against params, with bool masks and with
+``packed_masks=True`` (masks stored as bits).
 
   python -m benchmarks.memory
 """
@@ -27,8 +28,9 @@ def main():
   parser.add_argument("--models", default="lenet300,lenet5,vgg16")
   args = parser.parse_args()
   print("| model | params (bytes) | inner sgd+momentum state | added by wrapper (bool masks) "
-        "| of which masks | bit-packed masks would be | added with regrow_init='restore' |")
-  print("|---|---|---|---|---|---|---|")
+        "| of which masks | added with packed_masks=True | of which masks "
+        "| added with regrow_init='restore' |")
+  print("|---|---|---|---|---|---|---|---|")
   for name in args.models.split(","):
     shape, make = common.MODEL_INPUTS[name]
     model = make()
@@ -39,13 +41,17 @@ def main():
     wrapped = jax.eval_shape(dp.drop_pruning(inner, target_sparsity=0.9, end_step=10_000).init, params)
     restore = jax.eval_shape(
         dp.drop_pruning(inner, target_sparsity=0.9, end_step=10_000, regrow_init="restore").init, params)
+    packed = jax.eval_shape(
+        dp.drop_pruning(inner, target_sparsity=0.9, end_step=10_000, packed_masks=True).init, params)
     mask_bytes = tree_bytes(wrapped.masks)
+    packed_mask_bytes = tree_bytes(packed.masks)
     prunable = sum(int(np.prod(m.shape)) for m in jax.tree.leaves(wrapped.masks) if m.shape)
-    packed = sum(int(np.ceil(np.prod(m.shape) / 8)) for m in jax.tree.leaves(wrapped.masks) if m.shape)
-    print(f"| {name} | {tree_bytes(params):,} | {inner_bytes:,} | {tree_bytes(wrapped) - inner_bytes:,} "
-          f"({(tree_bytes(wrapped) - inner_bytes) / tree_bytes(params):.1%} of params) | {mask_bytes:,} "
-          f"| {packed:,} | {tree_bytes(restore) - inner_bytes:,} |")
-    assert mask_bytes >= prunable
+    added, added_packed = tree_bytes(wrapped) - inner_bytes, tree_bytes(packed) - inner_bytes
+    print(f"| {name} | {tree_bytes(params):,} | {inner_bytes:,} | {added:,} "
+          f"({added / tree_bytes(params):.1%} of params) | {mask_bytes:,} "
+          f"| {added_packed:,} ({added_packed / tree_bytes(params):.2%} of params) "
+          f"| {packed_mask_bytes:,} | {tree_bytes(restore) - inner_bytes:,} |")
+    assert mask_bytes >= prunable and packed_mask_bytes >= prunable / 8
 
 
 if __name__ == "__main__":

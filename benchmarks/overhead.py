@@ -2,8 +2,10 @@
 
 (a) steps that do not update masks, compiled as the training loop runs them
 (``skip_mask_update=True``: no conditional) and, for comparison, as a loop that does
-not tell the transformation which steps prune (the ``lax.switch`` runs every step);
-(b) mask-update steps; (c) a whole epoch with the default ``update_every``, choosing
+not tell the transformation which steps prune (the ``lax.switch`` runs every step),
+and against a hand-written step that only masks gradients and updates (the floor);
+(b) mask-update steps; (a) and (b) again with ``packed_masks=True`` (masks stored as
+bits); (c) a whole epoch with the default ``update_every``, choosing
 the step per step as ``experiments/train.py`` does. Ratios of medians over
 interleaved repeats, after warm-up.
 
@@ -17,12 +19,34 @@ import json
 import time
 
 import jax
+import jax.numpy as jnp
 import optax
 
 import droppruning_jax as dp
 from benchmarks import common
 
 FAR = 10**8  # a begin_step never reached: every step takes the no-update branch
+
+
+def masking_floor(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+  """The least a masked step can do: mask the gradients and the updates, nothing else.
+
+  No step count, no statistics, no schedule: a reference row that shows how much of
+  the wrapper's no-update overhead is the masking itself.
+  """
+
+  def init_fn(params):
+    return inner.init(params), dp.init_masks(params)
+
+  def update_fn(updates, state, params):
+    inner_state, masks = state
+    grads = dp.apply_masks(updates, masks)
+    updates, inner_state = inner.update(grads, inner_state, params)
+    updates = jax.tree.map(lambda u, p, m: jnp.where(m, u, -p) if m.ndim else u,
+                           updates, params, masks)
+    return updates, (inner_state, masks)
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def measure(name: str, batch_size: int, repeats: int, epoch_steps: int, update_every: int,
@@ -34,9 +58,15 @@ def measure(name: str, batch_size: int, repeats: int, epoch_steps: int, update_e
   never = dp.drop_pruning(inner, target_sparsity=0.9, begin_step=FAR, end_step=FAR)
   # update_every=1: every step until 10**4 is a (stochastic) mask-update step.
   always = dp.drop_pruning(inner, target_sparsity=0.9, end_step=10**4, update_every=1)
-  txs = {"dense": inner, "no_update": never, "no_update_cond": never, "update": always}
+  never_packed = dp.drop_pruning(inner, target_sparsity=0.9, begin_step=FAR, end_step=FAR,
+                                 packed_masks=True)
+  always_packed = dp.drop_pruning(inner, target_sparsity=0.9, end_step=10**4, update_every=1,
+                                  packed_masks=True)
+  txs = {"dense": inner, "floor": masking_floor(inner), "no_update": never, "no_update_cond": never, "update": always,
+         "no_update_packed": never_packed, "update_packed": always_packed}
   steps = {k: common.make_train_step(model, tx, donate) for k, tx in txs.items()}
-  steps["no_update"] = common.make_train_step(model, never, donate, skip_mask_update=True)
+  for kind in ("no_update", "no_update_packed"):
+    steps[kind] = common.make_train_step(model, txs[kind], donate, skip_mask_update=True)
   # Each kind carries its own state from call to call, as a training loop does.
   carries = {k: (common.fresh_copy(params), common.fresh_copy(stats), tx.init(params))
              for k, tx in txs.items()}
@@ -82,8 +112,11 @@ def measure(name: str, batch_size: int, repeats: int, epoch_steps: int, update_e
       "batch_size": batch_size,
       "dense_step_ms": per_step["dense"] * 1e3,
       "ratio_no_update": per_step["no_update"] / per_step["dense"],
+      "ratio_masking_floor": per_step["floor"] / per_step["dense"],
       "ratio_no_update_with_cond": per_step["no_update_cond"] / per_step["dense"],
       "ratio_update": per_step["update"] / per_step["dense"],
+      "ratio_no_update_packed": per_step["no_update_packed"] / per_step["dense"],
+      "ratio_update_packed": per_step["update_packed"] / per_step["dense"],
       "epoch_steps": epoch_steps,
       "update_every": update_every,
       "ratio_epoch": epoch_times["drop"] / epoch_times["dense"],
@@ -103,9 +136,10 @@ def main():
   args = parser.parse_args()
   rows = []
   print(f"device: {common.device_description()}")
-  print("| model | params | dense step (ms) | (a) no-update / dense | (a') same, conditional kept "
-        "| (b) update / dense | (c) epoch / dense |")
-  print("|---|---|---|---|---|---|---|")
+  print("| model | params | dense step (ms) | (a) no-update / dense | masking alone / dense "
+        "| (a') same, conditional kept "
+        "| (b) update / dense | (c) epoch / dense | (a) packed masks | (b) packed masks |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   for name in args.models.split(","):
     steps = args.epoch_steps if not name.startswith("vgg16") else min(args.epoch_steps, 60)
     row = measure(name, args.batch_size, args.repeats, steps, args.update_every,
@@ -114,8 +148,10 @@ def main():
     row["device"] = common.device_description()
     rows.append(row)
     print(f"| {name} | {row['params']:,} | {row['dense_step_ms']:.2f} | {row['ratio_no_update']:.3f} "
+          f"| {row['ratio_masking_floor']:.3f} "
           f"| {row['ratio_no_update_with_cond']:.3f} "
-          f"| {row['ratio_update']:.2f} | {row['ratio_epoch']:.3f} |", flush=True)
+          f"| {row['ratio_update']:.2f} | {row['ratio_epoch']:.3f} "
+          f"| {row['ratio_no_update_packed']:.3f} | {row['ratio_update_packed']:.2f} |", flush=True)
   if args.out:
     with open(args.out, "w") as f:
       json.dump(rows, f, indent=1)

@@ -37,8 +37,11 @@ from droppruning_jax.masks import apply_masks
 from droppruning_jax.masks import count_params
 from droppruning_jax.masks import default_prunable
 from droppruning_jax.masks import init_masks
+from droppruning_jax.masks import PackedMask
 from droppruning_jax.masks import layer_sparsity
+from droppruning_jax.masks import pack_masks
 from droppruning_jax.masks import sparsity
+from droppruning_jax.masks import unpack_masks
 from droppruning_jax.schedules import cosine_anneal
 from droppruning_jax.schedules import expected_trajectory
 from droppruning_jax.schedules import polynomial_sparsity
@@ -58,6 +61,7 @@ __all__ = [
     "DropStats",
     "HanPruningState",
     "MaskChange",
+    "PackedMask",
     "SparseLeaf",
     "apply_masks",
     "cosine_anneal",
@@ -82,6 +86,7 @@ __all__ = [
     "layer_sparsity",
     "magnitude",
     "masked_pruning",
+    "pack_masks",
     "params_nbytes",
     "polynomial_sparsity",
     "prune_exact",
@@ -92,4 +97,5 @@ __all__ = [
     "sparse_to_dense",
     "sparsity",
     "to_bcoo",
+    "unpack_masks",
 ]

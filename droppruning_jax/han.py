@@ -106,6 +106,7 @@ def han_pruning(
     quality: Optional[float] = None,
     layer_rates: Optional[Mapping[str, float]] = None,
     prunable: Optional[masks_lib.PrunablePredicate] = None,
+    packed_masks: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """Wraps an optax transformation with Han et al.'s iterative magnitude pruning.
 
@@ -124,6 +125,8 @@ def han_pruning(
       ``round(n * rate * k / K)`` pruned weights (the lowest magnitudes).
     prunable: ``(path, leaf) -> bool`` choosing the pruned leaves; defaults to
       leaves with ``ndim >= 2``.
+    packed_masks: keep the masks in the state as bits, as in
+      :func:`droppruning_jax.drop_pruning`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is a
@@ -211,4 +214,5 @@ def han_pruning(
       branches=[prune],
       prunable=prunable,
       check_masks=check_masks,
+      packed_masks=packed_masks,
   )

@@ -61,7 +61,10 @@ class DropPruningState(NamedTuple):
   Attributes:
     count: number of updates applied so far (int32); the pruning schedule is a
       function of it.
-    masks: boolean mask tree mirroring the params (``True`` = kept).
+    masks: boolean mask tree mirroring the params (``True`` = kept); with
+      ``packed_masks=True`` its prunable leaves are
+      :class:`droppruning_jax.PackedMask` (read it with
+      :func:`droppruning_jax.get_masks`, which unpacks).
     inner_state: state of the wrapped transformation.
     stash: only with ``regrow_init="restore"``: for each prunable leaf, the value
       every weight had when it was last pruned; ``None`` otherwise.
@@ -124,6 +127,7 @@ def masked_pruning(
     prunable: Optional[masks_lib.PrunablePredicate] = None,
     keep_stash: bool = False,
     check_masks: Optional[Callable[[PyTree], None]] = None,
+    packed_masks: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """An optax transformation that trains with masks and changes them by a policy.
 
@@ -138,6 +142,9 @@ def masked_pruning(
       pruned; revived weights restart from it instead of ``0``.
     check_masks: called on the fresh mask tree at ``init`` (static shapes only);
       raises ``ValueError`` for settings that need the shapes to be checked.
+    packed_masks: store the masks in the state as bits (1/8 of the bytes of
+      bool masks); every step unpacks them inside the jitted update, and steps
+      that may change them pack them again.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is a
@@ -148,6 +155,9 @@ def masked_pruning(
     :func:`droppruning_jax.pruning_steps`). Skipping a pruning step anyway
     leaves the masks unchanged and counts it in ``stats.skipped_updates``.
   """
+
+  if not isinstance(packed_masks, bool):
+    raise ValueError(f"packed_masks={packed_masks!r} must be a bool.")
 
   def init_fn(params: PyTree) -> DropPruningState:
     masks = masks_lib.init_masks(params, prunable)
@@ -161,7 +171,7 @@ def masked_pruning(
       )
     return DropPruningState(
         count=jnp.zeros((), jnp.int32),
-        masks=masks,
+        masks=masks_lib.pack_masks(masks) if packed_masks else masks,
         inner_state=inner.init(params),
         stash=stash,
         stats=zero_stats(),
@@ -176,7 +186,7 @@ def masked_pruning(
       raise ValueError(
           f"skip_mask_update={skip_mask_update!r} must be a Python bool (it decides what "
           "is compiled); decide it on the host from the step number.")
-    masks = state.masks
+    masks = masks_lib.unpack_masks(state.masks)
     masks_lib.check_masks_match(params, masks)
     grads = masks_lib.apply_masks(updates, masks)
     inner_updates, inner_state = inner.update(grads, state.inner_state, params)
@@ -219,9 +229,13 @@ def masked_pruning(
           new_masks,
           masks,
       )
+    if skip_mask_update:
+      stored_masks = state.masks  # unchanged: no repacking
+    else:
+      stored_masks = masks_lib.pack_masks(new_masks) if packed_masks else new_masks
     new_state = DropPruningState(
         count=optax.safe_int32_increment(count),
-        masks=new_masks,
+        masks=stored_masks,
         inner_state=inner_state,
         stash=stash,
         stats=stats,

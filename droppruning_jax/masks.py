@@ -8,6 +8,7 @@ works without ``None`` leaves and non-prunable leaves broadcast as "keep all".
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -129,6 +130,72 @@ def check_masks_match(params: PyTree, masks: PyTree) -> None:
       )
     if getattr(mask, "dtype", jnp.bool_) != jnp.bool_:
       raise ValueError(f"mask for {name!r} has dtype {mask.dtype}, expected bool.")
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedMask:
+  """A prunable leaf's mask stored as bits: 8 weights per byte instead of 1.
+
+  Attributes:
+    bits: ``uint8[ceil(size / 8)]``, the row-major flattened mask packed by
+      ``jnp.packbits`` (a pytree child: it is sharded, replicated and checkpointed
+      like any other state array).
+    shape: the mask's shape (static pytree metadata).
+  """
+
+  bits: jax.Array
+  shape: tuple[int, ...]
+
+
+jax.tree_util.register_dataclass(PackedMask, data_fields=["bits"], meta_fields=["shape"])
+
+
+def _is_packed(x: Any) -> bool:
+  return isinstance(x, PackedMask)
+
+
+def pack_masks(masks: PyTree) -> PyTree:
+  """Replaces every prunable mask by a :class:`PackedMask` (1 bit per weight).
+
+  The scalar markers of non-prunable leaves stay as they are. Already packed
+  leaves are kept, so packing twice is harmless.
+
+  Args:
+    masks: a boolean mask tree.
+
+  Returns:
+    The same tree with prunable leaves packed; :func:`unpack_masks` inverts it.
+  """
+
+  def pack(mask):
+    if _is_packed(mask) or not is_prunable_mask(mask):
+      return mask
+    return PackedMask(jnp.packbits(jnp.ravel(mask)), tuple(np.shape(mask)))
+
+  return jax.tree.map(pack, masks, is_leaf=_is_packed)
+
+
+def unpack_masks(masks: PyTree) -> PyTree:
+  """Boolean masks from a tree that may hold :class:`PackedMask` leaves.
+
+  A tree without packed leaves is returned unchanged, so callers need not know how
+  a state stores its masks. Inside ``jit`` the unpacking is elementwise and fuses
+  into the computation that reads the mask.
+
+  Args:
+    masks: a mask tree, packed or not (not replicated).
+
+  Returns:
+    The boolean mask tree mirroring the params.
+  """
+
+  def unpack(mask):
+    if not _is_packed(mask):
+      return mask
+    size = int(np.prod(mask.shape))
+    return jnp.unpackbits(mask.bits, count=size).reshape(mask.shape).astype(jnp.bool_)
+
+  return jax.tree.map(unpack, masks, is_leaf=_is_packed)
 
 
 def apply_masks(params: PyTree, masks: PyTree) -> PyTree:

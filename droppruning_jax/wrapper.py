@@ -80,6 +80,7 @@ def drop_pruning(
     importance: Union[str, importance_lib.ImportanceFn] = "magnitude",
     prunable: Optional[masks_lib.PrunablePredicate] = None,
     sparsity_distribution: distribution_lib.Distribution = "uniform",
+    packed_masks: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """Wraps an optax transformation with Drop Pruning (Jia et al., arXiv 1812.02035).
 
@@ -123,6 +124,10 @@ def drop_pruning(
     sparsity_distribution: ``"uniform"``, ``"erk"``, ``"global"`` (one pool over
       all prunable weights with per-layer normalised scores), or a mapping
       ``{path or fnmatch pattern: sparsity}``.
+    packed_masks: keep the masks in the state as bits (:class:`PackedMask`, 1/8
+      of the bytes of bool masks, for models whose optimizer state is tight on
+      accelerator memory); unpacked inside the jitted step. Masks, trajectories
+      and results are identical to ``packed_masks=False``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is a
@@ -315,6 +320,7 @@ def drop_pruning(
       prunable=prunable,
       keep_stash=regrow_init == "restore",
       check_masks=check_masks,
+      packed_masks=packed_masks,
   )
 
 
@@ -358,8 +364,12 @@ def find_state(opt_state: optax.OptState) -> DropPruningState:
 
 
 def get_masks(opt_state: optax.OptState) -> PyTree:
-  """The mask tree held in an optimizer state (replica 0 of a replicated state)."""
-  return find_state(opt_state).masks
+  """The boolean mask tree of an optimizer state (replica 0 of a replicated state).
+
+  Packed masks (``packed_masks=True``) are unpacked, so the result always mirrors
+  the params.
+  """
+  return masks_lib.unpack_masks(find_state(opt_state).masks)
 
 
 def get_stats(opt_state: optax.OptState) -> DropStats:

@@ -394,7 +394,7 @@ def make_optimizer(
   if config.method == "han":
     if config.han_quality is not None:
       return han_lib.han_pruning(inner, prune_steps=han_prune_steps(config, begin, end),
-                                 quality=config.han_quality)
+                                 quality=config.han_quality, packed_masks=config.packed_masks)
     if config.sparsity_distribution == "erk":
       shapes = {
           name: np.shape(leaf)
@@ -405,7 +405,7 @@ def make_optimizer(
     else:
       rates = {"*": config.target_sparsity}
     return han_lib.han_pruning(inner, prune_steps=han_prune_steps(config, begin, end),
-                               layer_rates=rates)
+                               layer_rates=rates, packed_masks=config.packed_masks)
   common = dict(
       target_sparsity=config.target_sparsity,
       begin_step=begin,
@@ -413,6 +413,7 @@ def make_optimizer(
       update_every=config.update_every,
       seed=config.seed,
       sparsity_distribution=config.sparsity_distribution,
+      packed_masks=config.packed_masks,
   )
   away, back = config.drop_away_prob, config.drop_back_prob
   if config.drop_anneal == "cosine":

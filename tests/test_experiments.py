@@ -210,9 +210,11 @@ def test_loop_stops_if_a_pruning_step_was_compiled_without_mask_update(idx_dir, 
 # --- resume -----------------------------------------------------------------
 
 
-def test_interrupted_runs_resume_bitwise(idx_dir, tmp_path):
+@pytest.mark.parametrize("packed_masks", [False, True], ids=["bool_masks", "packed_masks"])
+def test_interrupted_runs_resume_bitwise(idx_dir, tmp_path, packed_masks):
   """A run stopped mid-epoch, then after an epoch, then finished == an uninterrupted run."""
-  overrides = dict(num_epochs=3, prune_end_epoch=2.0, update_every=2, drop_back_prob=0.2)
+  overrides = dict(num_epochs=3, prune_end_epoch=2.0, update_every=2, drop_back_prob=0.2,
+                   packed_masks=packed_masks)
   straight = train.train_and_evaluate(_idx_config(idx_dir, **overrides), tmp_path / "a")
 
   resumed_dir = tmp_path / "b"

@@ -19,7 +19,7 @@ def _loss(params, x, y):
   return jnp.mean((hidden @ params["w2"]["kernel"] - y) ** 2)
 
 
-def _setup():
+def _setup(packed_masks=False):
   k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(0), 4)
   params = {
       "w1": {"kernel": jax.random.normal(k1, (16, 32)) * 0.3, "bias": jnp.zeros(32)},
@@ -28,13 +28,14 @@ def _setup():
   x = jax.random.normal(k3, (STEPS, 2, 8, 16))  # step, shard, batch, features
   y = jax.random.normal(k4, (STEPS, 2, 8, 4))
   tx = dp.drop_pruning(optax.adam(1e-2), target_sparsity=0.8, end_step=20, update_every=2,
-                       drop_back_prob=0.2, seed=11)
+                       drop_back_prob=0.2, seed=11, packed_masks=packed_masks)
   return params, x, y, tx
 
 
 @pytest.mark.skipif(jax.local_device_count() < 2, reason="needs 2 (simulated) devices")
-def test_pmap_replicas_identical_and_equal_to_one_device():
-  params, x, y, tx = _setup()
+@pytest.mark.parametrize("packed_masks", [False, True], ids=["bool_masks", "packed_masks"])
+def test_pmap_replicas_identical_and_equal_to_one_device(packed_masks):
+  params, x, y, tx = _setup(packed_masks)
 
   @functools.partial(jax.pmap, axis_name="batch")
   def pmap_step(params, state, x, y):

@@ -74,6 +74,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.regrow_init = "zero"
   # "uniform", "global" or "erk".
   config.sparsity_distribution = "uniform"
+  # Keep the masks in the optimizer state as bits (1/8 of the bytes; identical
+  # results). For models whose optimizer state is tight on accelerator memory.
+  config.packed_masks = False
   # method="han": prune-retrain cycles spread over the pruning window, and the
   # quality parameter (prune |w| < quality * std of the layer). Without a quality,
   # every cycle prunes by magnitude towards target_sparsity in equal increments.

@@ -1,0 +1,70 @@
+"""The benchmark scripts run end to end on tiny settings (no timing is asserted)."""
+
+import math
+import sys
+
+import chex
+import jax
+import optax
+import pytest
+
+import droppruning_jax as dp
+from benchmarks import common
+from benchmarks import memory
+from benchmarks import overhead
+from benchmarks import selection
+from benchmarks import sparse_inference
+
+
+def test_masking_floor_and_the_wrapper_take_the_same_no_update_steps():
+  """The reference row of the overhead benchmark computes what the wrapper computes."""
+  model, variables, x, y = common.init_model("lenet300", 16)
+  params = variables["params"]
+  inner = optax.sgd(0.01, momentum=0.9)
+  floor = overhead.masking_floor(inner)
+  never = dp.drop_pruning(inner, target_sparsity=0.9, begin_step=overhead.FAR,
+                          end_step=overhead.FAR)
+  floor_step = common.make_train_step(model, floor, donate=False)
+  never_step = common.make_train_step(model, never, donate=False, skip_mask_update=True)
+  a = (params, None, floor.init(params))
+  b = (params, None, never.init(params))
+  for _ in range(3):
+    *a, loss_a = floor_step(*a, x, y)
+    *b, loss_b = never_step(*b, x, y)
+    assert float(loss_a) == float(loss_b)
+  chex.assert_trees_all_equal(a[0], b[0])
+
+
+def test_overhead_measure_reports_every_ratio():
+  row = overhead.measure("lenet300", batch_size=8, repeats=2, epoch_steps=4, update_every=2)
+  ratios = {k: v for k, v in row.items() if k.startswith("ratio_")}
+  assert set(ratios) == {
+      "ratio_no_update", "ratio_masking_floor", "ratio_no_update_with_cond", "ratio_update",
+      "ratio_no_update_packed", "ratio_update_packed", "ratio_epoch"}
+  assert all(math.isfinite(v) and v > 0 for v in ratios.values()), ratios
+
+
+@pytest.mark.parametrize("module, argv", [
+    (memory, ["--models", "lenet300"]),
+    (selection, ["--sizes", "1e3,2e3", "--repeats", "1", "--max-sort-size", "2e3"]),
+    (sparse_inference, ["--sparsities", "0.9", "--batches", "1", "--repeats", "2"]),
+])
+def test_benchmark_scripts_print_their_table(module, argv, monkeypatch, capsys):
+  monkeypatch.setattr(sys, "argv", [module.__name__, *argv])
+  module.main()
+  table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+  assert len(table) >= 3  # header, separator and at least one row
+  assert len({line.count("|") for line in table}) == 1  # every row fills every column
+
+
+def test_memory_benchmark_measures_packed_masks_as_an_eighth(capsys, monkeypatch):
+  monkeypatch.setattr(sys, "argv", ["memory", "--models", "lenet300"])
+  memory.main()
+  row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| lenet300")][0]
+  cells = [c.strip() for c in row.strip("|").split("|")]
+  bool_masks, packed_masks = (int(cells[i].replace(",", "")) for i in (4, 6))
+  params = common.init_model("lenet300", 1)[1]["params"]
+  prunable = sum(int(x.size) for x in jax.tree.leaves(params) if x.ndim >= 2)
+  assert bool_masks == prunable + 3  # one byte per weight plus three scalar markers
+  assert packed_masks == sum(-(-int(x.size) // 8) for x in jax.tree.leaves(params)
+                             if x.ndim >= 2) + 3
