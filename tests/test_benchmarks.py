@@ -35,6 +35,19 @@ def test_masking_floor_and_the_wrapper_take_the_same_no_update_steps():
   chex.assert_trees_all_equal(a[0], b[0])
 
 
+@pytest.mark.parametrize("count", [1, 2, 7])
+def test_interleaved_orders_never_repeat_a_function_back_to_back(count):
+  names = [f"f{i}" for i in range(count)]
+  orders = common.interleaved_orders(names, 200)
+  assert all(sorted(order) == names for order in orders)
+  sequence = [name for order in orders for name in order]
+  if count > 1:
+    assert all(a != b for a, b in zip(sequence, sequence[1:]))
+  if count > 2:  # (two functions can only alternate)
+    assert len({tuple(order) for order in orders}) > 1  # shuffled, not one fixed order
+  assert common.interleaved_orders(names, 50) == common.interleaved_orders(names, 50)
+
+
 def test_overhead_measure_reports_every_ratio():
   row = overhead.measure("lenet300", batch_size=8, repeats=2, epoch_steps=4, update_every=2)
   ratios = {k: v for k, v in row.items() if k.startswith("ratio_")}
