@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo data clean
+.PHONY: install test demo data results clean
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ data: install
 demo: install
 	$(PY) -m experiments.main --config experiments/configs/demo.py --workdir runs/demo \
 	  --config.idx_dir="$$($(PY) -c 'from experiments.data import fetch_fashion_mnist; print(fetch_fashion_mnist())')"
+
+# Regenerate every study report from its run folders (runs/studies/, not committed) and
+# the tables of docs/results.md from those reports.
+results: install
+	for study in experiments/studies/[a-z]*.py; do \
+	  $(PY) -m experiments.study --study $$study --report_only || exit 1; done
+	$(PY) -m experiments.results_tables
 
 clean:
 	rm -rf runs/demo .pytest_cache

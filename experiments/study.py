@@ -39,6 +39,8 @@ flags.DEFINE_string("root", None, "Run folders go here (default runs/studies/<na
 flags.DEFINE_string("report_dir", "docs/studies", "Where the Markdown report and plots go.")
 flags.DEFINE_string("idx_dir", None, "IDX folder for MNIST-like data (default: fetched Fashion-MNIST).")
 flags.DEFINE_bool("report_only", False, "Only regenerate the report from the run folders.")
+flags.DEFINE_bool("allow_fewer_runs", False,
+                  "Replace a report even if it counts more finished runs than the run folders.")
 flags.DEFINE_integer("max_runs", None, "Stop after starting this many runs (for time-boxing).")
 flags.DEFINE_float("time_budget_s", None, "Start no new run after this many seconds (for time-boxing).")
 flags.DEFINE_list(
@@ -264,6 +266,33 @@ def plot_error_vs_compression(rows: list[dict[str, Any]], path: Path, title: str
   return path
 
 
+def difference_text(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+  """``a - b`` in test-error points, ``± standard error`` and ``*`` beyond 2 SE.
+
+  The standard error is ``sqrt(s1^2/n1 + s2^2/n2)``; with 3 seeds this is a rough
+  screen, not a test. Single-seed cells have no spread and are never starred.
+  """
+  if a is None or b is None:
+    return "—"
+  diff = a["error_mean"] - b["error_mean"]
+  if round(diff, 2) == 0:
+    diff = 0.0  # no "-0.00" from rounding noise
+  if min(a["seeds"], b["seeds"]) < 2:
+    return f"{diff:+.2f} (1 seed)"
+  se = math.sqrt(a["error_std"] ** 2 / a["seeds"] + b["error_std"] ** 2 / b["seeds"])
+  star = "*" if se > 0 and abs(diff) > 2 * se else ""
+  return f"{diff:+.2f} ± {se:.2f}{star}"
+
+
+def best_within(rows: list[dict[str, Any]], series: str, dense: dict[str, Any],
+                tolerance_points: float) -> dict[str, Any] | None:
+  """The row of ``series`` with the highest compression whose mean error stays within
+  ``tolerance_points`` of dense, or ``None``."""
+  ok = [r for r in rows if _series(r) == series
+        and r["error_mean"] <= dense["error_mean"] + tolerance_points]
+  return max(ok, key=lambda r: r["compression"], default=None)
+
+
 def comparison_lines(rows: list[dict[str, Any]], reference: str = "gradual",
                      tolerance_points: float = 0.5) -> list[str]:
   """Each method against ``reference`` at the same target, and the best compression
@@ -282,19 +311,8 @@ def comparison_lines(rows: list[dict[str, Any]], reference: str = "gradual",
               "| method | " + " | ".join(f"{t:.0%}" for t in targets) + " |",
               "|---|" + "---|" * len(targets)]
     for method in methods:
-      cells = []
-      for t in targets:
-        a, b = by_key.get((method, t)), by_key.get((reference, t))
-        if a is None or b is None:
-          cells.append("—")
-          continue
-        diff = a["error_mean"] - b["error_mean"]
-        if min(a["seeds"], b["seeds"]) < 2:  # no spread to compare against
-          cells.append(f"{diff:+.2f} (1 seed)")
-          continue
-        se = math.sqrt(a["error_std"] ** 2 / a["seeds"] + b["error_std"] ** 2 / b["seeds"])
-        star = "*" if se > 0 and abs(diff) > 2 * se else ""
-        cells.append(f"{diff:+.2f} ± {se:.2f}{star}")
+      cells = [difference_text(by_key.get((method, t)), by_key.get((reference, t)))
+               for t in targets]
       lines.append(f"| {method} | " + " | ".join(cells) + " |")
   dense = by_key.get(("dense", None))
   if dense is not None:
@@ -303,9 +321,7 @@ def comparison_lines(rows: list[dict[str, Any]], reference: str = "gradual",
     for method in dict.fromkeys(_series(r) for r in rows):
       if method == "dense":
         continue
-      ok = [r for r in rows if _series(r) == method
-            and r["error_mean"] <= dense["error_mean"] + tolerance_points]
-      best = max(ok, key=lambda r: r["compression"], default=None)
+      best = best_within(rows, method, dense, tolerance_points)
       lines.append(f"- `{method}`: " + ("none of the targets" if best is None else
                    f"{best['compression']:.1f}x ({best['target']:.0%}, "
                    f"{best['error_mean']:.2f} ± {best['error_std']:.2f} %)"))
@@ -353,8 +369,28 @@ def markdown_report(study: dict[str, Any], rows: list[dict[str, Any]], plot: Pat
   return "\n".join(lines) + "\n"
 
 
-def write_report(study: dict[str, Any], root: Path, report_dir: Path) -> Path:
+def _finished_runs(rows: list[dict[str, Any]]) -> int:
+  return sum(r["seeds"] for r in rows if "rejected" not in r)
+
+
+def write_report(study: dict[str, Any], root: Path, report_dir: Path,
+                 allow_fewer_runs: bool = False) -> Path:
+  """Writes ``<name>.md``, ``<name>.json`` and the plot from the run folders.
+
+  Raises:
+    ValueError: if the existing report counts more finished runs than ``root`` holds
+      (run folders missing on this machine) and ``allow_fewer_runs`` is false: a
+      committed report is never silently replaced by a poorer one.
+  """
   rows = aggregate(study, root)
+  existing = report_dir / f"{study['name']}.json"
+  if existing.exists() and not allow_fewer_runs:
+    before, now = _finished_runs(json.loads(existing.read_text())), _finished_runs(rows)
+    if before > now:
+      raise ValueError(
+          f"{existing} reports {before} finished runs but {root} holds only {now}; refusing "
+          "to overwrite it (are the run folders on this machine?). Pass "
+          "--allow_fewer_runs to replace it anyway.")
   report_dir.mkdir(parents=True, exist_ok=True)
   plot = None
   finished = [r for r in rows if "rejected" not in r]
@@ -384,7 +420,7 @@ def main(argv):
       # Shards of one grid run side by side; one --report_only call writes the report.
       print(f"shard {FLAGS.shard} done; write the report with --report_only.")
       return
-  path = write_report(study, root, Path(FLAGS.report_dir))
+  path = write_report(study, root, Path(FLAGS.report_dir), FLAGS.allow_fewer_runs)
   print(f"report: {path}")
 
 

@@ -65,6 +65,14 @@ def test_grid_runs_skips_finished_and_reports_rejected(tmp_path, idx_dir):
   assert f"{100 * row['test_error']:.2f} ± 0.00" in report
   assert "`unreachable`" in report and "Rejected" in report
 
+  # A machine without the run folders must not replace the report with an empty one.
+  empty = tmp_path / "elsewhere"
+  with pytest.raises(ValueError, match="reports 1 finished runs but .* holds only 0"):
+    study_lib.write_report(study, empty, tmp_path / "report")
+  assert "± 0.00" in (tmp_path / "report" / "tiny.md").read_text()
+  assert "No finished runs" in study_lib.write_report(
+      study, empty, tmp_path / "report", allow_fewer_runs=True).read_text()
+
 
 def test_grid_cells_cover_methods_targets_and_seeds():
   cells = study_lib.study_cells({"methods": ["dense", "drop"], "targets": [0.9, 0.99],
@@ -146,3 +154,48 @@ def test_comparison_marks_only_differences_beyond_two_standard_errors():
   assert "| drop | -0.60 ± 0.08* | -0.10 ± 0.41 |" in text
   assert "- `drop`: 10.0x (90%, 10.40 ± 0.10 %)" in text
   assert "- `gradual`: none of the targets" in text
+
+
+# --- docs/results.md tables ---------------------------------------------------------
+
+
+def _row(series, target, errors, compression=10.0):
+  import statistics
+  return {"cell": series if target is None else f"{series}_t{target:g}", "series": series,
+          "method": series, "target": target, "seeds": len(errors),
+          "error_mean": statistics.fmean(errors),
+          "error_std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
+          "errors": errors, "compression": compression}
+
+
+def test_results_tables_are_rebuilt_from_the_study_json(tmp_path):
+  from experiments import results_tables
+  rows = [_row("dense", None, [10.0, 10.2, 10.4], 1.0),
+          _row("gradual", 0.9, [10.5, 10.7, 10.9], 9.9), _row("gradual", 0.99, [12.0, 12.2, 12.4], 88.0),
+          _row("drop", 0.9, [10.6, 10.8], 9.9), _row("drop", 0.99, [14.0, 14.2, 14.4], 88.0)]
+  (tmp_path / "grid.json").write_text(json.dumps(rows))
+  (tmp_path / "extra.json").write_text(json.dumps(
+      [_row("drop_cosine", 0.9, [10.4, 10.5, 10.6], 9.9), _row("gradual", 0.9, [99.0], 9.9)]))
+  stale = ("intro\n<!-- table:grid -->\nold\n<!-- /table -->\ntext\n"
+           "<!-- diffs:Net=grid+extra -->\n<!-- /table -->\n"
+           "<!-- within:Net=grid+extra -->\nold\n<!-- /table -->\nend\n")
+  filled = results_tables.fill(stale, tmp_path)
+  assert filled.startswith("intro\n<!-- table:grid -->\n| method | 90% (9.9x) | 99% (88.0x) |")
+  assert "| dense (1.0x) | 10.20 ± 0.20 (3 seeds) | |" in filled
+  assert "| drop (p = 0.5, q = 0.1, constant) | 10.70 ± 0.14 (2 seeds) | 14.20 ± 0.20 |" in filled
+  # drop vs gradual at 99 %: +2.00, SE sqrt(0.04/3 + 0.04/3) = 0.16 -> beyond 2 SE;
+  # at 90 %: SE sqrt(0.02/2 + 0.04/3) = 0.15.
+  assert "| Net | drop | +0.00 ± 0.15 | +2.00 ± 0.16* |" in filled
+  # The first study wins a duplicate (gradual 90 % of `extra` is ignored).
+  assert "| Net | drop_cosine | -0.20 ± 0.13 | — |" in filled
+  assert "- Net (dense 10.20 ± 0.20 %): `gradual` 9.9x (90%, 10.70 %); `drop` 9.9x" in filled
+  assert filled.endswith("<!-- /table -->\nend\n") and "old" not in filled
+  assert results_tables.fill(filled, tmp_path) == filled  # idempotent
+  with pytest.raises(ValueError, match="no report"):
+    results_tables.fill("<!-- table:missing -->\n<!-- /table -->", tmp_path)
+
+
+def test_results_doc_matches_the_committed_study_reports():
+  """docs/results.md's tables are exactly what the committed JSON reports give."""
+  from experiments import results_tables
+  assert results_tables.main(["--check"]) == 0

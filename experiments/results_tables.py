@@ -1,0 +1,187 @@
+"""Fills the generated tables of ``docs/results.md`` from the study reports' JSON.
+
+``docs/results.md`` is written by hand around tables that must never be: each table sits
+between markers and is rebuilt from ``docs/studies/<study>.json`` (written by
+``python -m experiments.study ... --report_only``)::
+
+  <!-- table:STUDY -->            method x target: test error mean ± std over seeds
+  <!-- diffs:NET=STUDY+STUDY;NET=STUDY -->   every method against gradual, per network
+  <!-- within:NET=STUDY+STUDY;NET=STUDY -->  highest compression within 0.5 points of dense
+  ...
+  <!-- /table -->
+
+Several studies after ``NET=`` are merged by series (the first study holding a series at
+a target wins), so that a follow-up study's new rows join its parent grid.
+
+  python -m experiments.results_tables            # rewrites docs/results.md in place
+  python -m experiments.results_tables --check    # exit 1 if the file is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from experiments import study as study_lib
+
+# Row labels, in table order; a series missing here is shown by its own name, last.
+LABELS = {
+    "dense": "dense",
+    "gradual": "gradual (p = 1, q = 0)",
+    "drop_away_only": "drop away only (p = 0.5)",
+    "drop_back_only": "drop back only (q = 0.1)",
+    "drop": "drop (p = 0.5, q = 0.1, constant)",
+    "han": "han (5 cycles)",
+    "random": "random",
+    "drop_cosine": "drop, cosine-annealed (p 0.25→1, q 0.2→0)",
+}
+REFERENCE = "gradual"
+TOLERANCE_POINTS = 0.5
+
+BLOCK = re.compile(r"<!-- (table|diffs|within):([^>]*?) -->\n.*?<!-- /table -->", re.DOTALL)
+
+
+def load_rows(studies_dir: Path, names: list[str]) -> list[dict[str, Any]]:
+  """Finished cells of several studies, merged by (series, target); first study wins."""
+  merged: dict[tuple[str, Any], dict[str, Any]] = {}
+  for name in names:
+    path = studies_dir / f"{name}.json"
+    if not path.exists():
+      raise ValueError(f"no report {path}: run python -m experiments.study --report_only first.")
+    for row in json.loads(path.read_text()):
+      if "rejected" in row:
+        continue
+      merged.setdefault((row["series"], row["target"]), row)
+  return list(merged.values())
+
+
+def _ordered_series(rows: list[dict[str, Any]]) -> list[str]:
+  present = list(dict.fromkeys(r["series"] for r in rows))
+  return [s for s in LABELS if s in present] + [s for s in present if s not in LABELS]
+
+
+def _targets(rows):
+  return sorted({r["target"] for r in rows if r["target"] is not None})
+
+
+def method_table(rows: list[dict[str, Any]]) -> list[str]:
+  """Method x target table; a cell with fewer seeds than the fullest cell says so."""
+  targets = _targets(rows)
+  by_key = {(r["series"], r["target"]): r for r in rows}
+  full = max(r["seeds"] for r in rows)
+
+  def compression(target):
+    at = [r for r in rows if r["target"] == target]
+    reference = by_key.get((REFERENCE, target), at[0])
+    return reference["compression"]
+
+  def cell(row, always_seeds=False):
+    text = f"{row['error_mean']:.2f} ± {row['error_std']:.2f}"
+    if always_seeds or row["seeds"] < full:
+      text += f" ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''})"
+    return text
+
+  lines = ["| method | " + " | ".join(f"{t:.0%} ({compression(t):.1f}x)" for t in targets) + " |",
+           "|---|" + "---|" * len(targets)]
+  for series in _ordered_series(rows):
+    label = LABELS.get(series, series)
+    if series == "dense":
+      lines.append(f"| {label} (1.0x) | {cell(by_key[('dense', None)], True)} |"
+                   + " |" * (len(targets) - 1))
+      continue
+    cells = [cell(by_key[(series, t)]) if (series, t) in by_key else "—" for t in targets]
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def _networks(spec: str) -> list[tuple[str, list[str]]]:
+  networks = []
+  for part in spec.split(";"):
+    network, _, studies = part.partition("=")
+    if not studies:
+      raise ValueError(f"marker part {part!r} must look like 'NETWORK=study+study'.")
+    networks.append((network.strip(), [s.strip() for s in studies.split("+")]))
+  return networks
+
+
+def diffs_table(studies_dir: Path, spec: str) -> list[str]:
+  """Every method against gradual at the same target, one block of rows per network."""
+  networks = [(net, load_rows(studies_dir, names)) for net, names in _networks(spec)]
+  targets = sorted({t for _, rows in networks for t in _targets(rows)})
+  lines = ["| network | method | " + " | ".join(f"{t:.0%}" for t in targets) + " |",
+           "|---|---|" + "---|" * len(targets)]
+  for network, rows in networks:
+    by_key = {(r["series"], r["target"]): r for r in rows}
+    for series in _ordered_series(rows):
+      if series in ("dense", REFERENCE):
+        continue
+      cells = [study_lib.difference_text(by_key.get((series, t)), by_key.get((REFERENCE, t)))
+               for t in targets]
+      lines.append(f"| {network} | {series} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def within_lines(studies_dir: Path, spec: str) -> list[str]:
+  """Per network: each method's highest compression within the tolerance of dense."""
+  lines = []
+  for network, names in _networks(spec):
+    rows = load_rows(studies_dir, names)
+    dense = next((r for r in rows if r["series"] == "dense"), None)
+    if dense is None:
+      raise ValueError(f"{network}: studies {names} have no dense row to compare against.")
+    parts = []
+    for series in _ordered_series(rows):
+      if series == "dense":
+        continue
+      best = study_lib.best_within(rows, series, dense, TOLERANCE_POINTS)
+      parts.append(f"`{series}` " + ("none" if best is None else
+                                      f"{best['compression']:.1f}x ({best['target']:.0%}, "
+                                      f"{best['error_mean']:.2f} %)"))
+    lines.append(f"- {network} (dense {dense['error_mean']:.2f} ± {dense['error_std']:.2f} %): "
+                 + "; ".join(parts) + ".")
+  return lines
+
+
+def fill(text: str, studies_dir: Path) -> str:
+  """``text`` with every marked block rebuilt from the JSON reports."""
+
+  def rebuild(match: re.Match) -> str:
+    kind, spec = match.group(1), match.group(2).strip()
+    if kind == "table":
+      body = method_table(load_rows(studies_dir, [spec]))
+    elif kind == "diffs":
+      body = diffs_table(studies_dir, spec)
+    else:
+      body = within_lines(studies_dir, spec)
+    return f"<!-- {kind}:{spec} -->\n" + "\n".join(body) + "\n<!-- /table -->"
+
+  return BLOCK.sub(rebuild, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--results", default="docs/results.md")
+  parser.add_argument("--studies", default="docs/studies")
+  parser.add_argument("--check", action="store_true",
+                      help="only report whether the tables are up to date (exit 1 if not)")
+  args = parser.parse_args(argv)
+  path = Path(args.results)
+  text = path.read_text()
+  new = fill(text, Path(args.studies))
+  if args.check:
+    if new != text:
+      print(f"{path} is out of date: run python -m experiments.results_tables")
+      return 1
+    print(f"{path} is up to date.")
+    return 0
+  path.write_text(new)
+  print(f"wrote {path} ({len(BLOCK.findall(text))} tables)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
