@@ -584,7 +584,12 @@ def _check_resumed_config(workdir: Path, config: ml_collections.ConfigDict) -> N
   path = workdir / CONFIG_FILE
   new = config.to_dict()
   if path.exists():
+    from experiments.configs import default as default_config
+
     old = json.loads(path.read_text())
+    # A field added to the configs after the run started had its default value then.
+    defaults = default_config.get_config().to_dict()
+    old = {**{k: defaults[k] for k in set(new) - set(old) if k in defaults}, **old}
     changed = sorted(
         key for key in set(old) | set(new)
         if key not in RUN_CONTROL_FIELDS and json.dumps(old.get(key)) != json.dumps(new.get(key))

@@ -409,3 +409,18 @@ def test_colab_notebook_is_valid_and_runs_an_existing_config():
   assert "--config experiments/configs/lenet5.py --config.dataset=mnist" in text
   assert "--config.download=True" in text
   assert (REPO_ROOT / "experiments" / "configs" / "lenet5.py").exists()
+
+
+def test_resuming_warns_about_changed_fields_but_not_about_new_default_fields(tmp_path, caplog):
+  config = _idx_config(tmp_path)
+  saved = config.to_dict()
+  del saved["packed_masks"]  # a run folder written before the field existed
+  (tmp_path / train.CONFIG_FILE).write_text(json.dumps(saved, default=str))
+  with caplog.at_level("WARNING"):
+    train._check_resumed_config(tmp_path, config)
+  assert "different config" not in caplog.text
+  saved["learning_rate"] = 1.0
+  (tmp_path / train.CONFIG_FILE).write_text(json.dumps(saved, default=str))
+  with caplog.at_level("WARNING"):
+    train._check_resumed_config(tmp_path, config)
+  assert "different config" in caplog.text and "learning_rate" in caplog.text
