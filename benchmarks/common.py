@@ -76,16 +76,19 @@ def time_call(fn: Callable, *args) -> float:
   return time.perf_counter() - start
 
 
-def interleaved_orders(names: list[str], repeats: int, seed: int = 0) -> list[list[str]]:
+def interleaved_orders(names: list[str], repeats: int, seed: int = 0,
+                       last: str | None = None) -> list[list[str]]:
   """One shuffled order per repeat, such that no function ever runs twice in a row.
 
   A function that runs right after itself finds its state in the caches; with a
   fixed or mirrored order that happens to the first and last names only, which
   biases the ratios on a CPU (it made the first name, the dense baseline, look up to
   5 % faster). Random orders give every function the same mix of predecessors.
+  ``last`` is the function that ran just before the first order (the last one of a
+  warm-up round).
   """
   rng = random.Random(seed)
-  orders, last = [], None
+  orders = []
   for _ in range(repeats):
     order = list(names)
     rng.shuffle(order)
@@ -103,7 +106,7 @@ def interleaved_median(fns: dict[str, Callable], repeats: int, warmup: int = 3) 
     for name in names:
       fns[name]()
   samples = {name: [] for name in names}
-  for order in interleaved_orders(names, repeats):
+  for order in interleaved_orders(names, repeats, last=names[-1] if warmup else None):
     for name in order:
       samples[name].append(fns[name]())
   return {name: statistics.median(values) for name, values in samples.items()}

@@ -62,7 +62,8 @@ def measure(name: str, batch_size: int, repeats: int, epoch_steps: int, update_e
                                  packed_masks=True)
   always_packed = dp.drop_pruning(inner, target_sparsity=0.9, end_step=10**4, update_every=1,
                                   packed_masks=True)
-  txs = {"dense": inner, "floor": masking_floor(inner), "no_update": never, "no_update_cond": never, "update": always,
+  txs = {"dense": inner, "floor": masking_floor(inner), "no_update": never,
+         "no_update_cond": never, "update": always,
          "no_update_packed": never_packed, "update_packed": always_packed}
   steps = {k: common.make_train_step(model, tx, donate) for k, tx in txs.items()}
   for kind in ("no_update", "no_update_packed"):

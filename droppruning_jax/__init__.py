@@ -33,11 +33,11 @@ from droppruning_jax.importance import magnitude
 from droppruning_jax.importance import random as random_importance
 from droppruning_jax.masked import MaskChange
 from droppruning_jax.masked import masked_pruning
+from droppruning_jax.masks import PackedMask
 from droppruning_jax.masks import apply_masks
 from droppruning_jax.masks import count_params
 from droppruning_jax.masks import default_prunable
 from droppruning_jax.masks import init_masks
-from droppruning_jax.masks import PackedMask
 from droppruning_jax.masks import layer_sparsity
 from droppruning_jax.masks import pack_masks
 from droppruning_jax.masks import sparsity

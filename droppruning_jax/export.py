@@ -64,6 +64,7 @@ def export_sparse(params: PyTree, masks: PyTree) -> PyTree:
   Raises:
     ValueError: if the trees do not match.
   """
+  masks = masks_lib.unpack_masks(masks)
   masks_lib.check_masks_match(params, masks)
 
   def export_leaf(param, mask):

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,7 +133,7 @@ def check_masks_match(params: PyTree, masks: PyTree) -> None:
       raise ValueError(f"mask for {name!r} has dtype {mask.dtype}, expected bool.")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # eq over a jax.Array would be ambiguous
 class PackedMask:
   """A prunable leaf's mask stored as bits: 8 weights per byte instead of 1.
 
@@ -148,6 +149,13 @@ class PackedMask:
 
 
 jax.tree_util.register_dataclass(PackedMask, data_fields=["bits"], meta_fields=["shape"])
+# flax.serialization (to_bytes / from_bytes, msgpack checkpoints) restores the bits into
+# a target state, whose PackedMask leaves carry the static shape.
+flax.serialization.register_serialization_state(
+    PackedMask,
+    lambda mask: {"bits": mask.bits},
+    lambda mask, state: dataclasses.replace(mask, bits=state["bits"]),
+)
 
 
 def _is_packed(x: Any) -> bool:
@@ -192,6 +200,10 @@ def unpack_masks(masks: PyTree) -> PyTree:
   def unpack(mask):
     if not _is_packed(mask):
       return mask
+    if np.ndim(mask.bits) != 1:
+      raise ValueError(
+          f"packed mask bits have shape {np.shape(mask.bits)}, expected one axis: unpack "
+          "one replica (dp.get_masks(opt_state) does) or unpack inside pmap/vmap.")
     size = int(np.prod(mask.shape))
     return jnp.unpackbits(mask.bits, count=size).reshape(mask.shape).astype(jnp.bool_)
 
@@ -203,7 +215,8 @@ def apply_masks(params: PyTree, masks: PyTree) -> PyTree:
 
   Args:
     params: a pytree of arrays.
-    masks: a mask tree from :func:`init_masks` (or the optimizer state).
+    masks: a mask tree from :func:`init_masks` or :func:`droppruning_jax.get_masks`
+      (packed masks are unpacked).
 
   Returns:
     ``params`` with every entry whose mask is ``False`` set to exactly ``0``.
@@ -211,6 +224,7 @@ def apply_masks(params: PyTree, masks: PyTree) -> PyTree:
   Raises:
     ValueError: if the trees or the leaf shapes do not match.
   """
+  masks = unpack_masks(masks)
   check_masks_match(params, masks)
   return jax.tree.map(
       lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)) if is_prunable_mask(m) else p,
@@ -255,6 +269,7 @@ def masked_updates(
 
 
 def _prunable_masks(masks: PyTree) -> list[tuple[str, Any]]:
+  masks = unpack_masks(masks)  # a state's packed masks count like bool ones
   return [
       (name, mask)
       for name, mask in zip(leaf_paths(masks), jax.tree.leaves(masks))
@@ -266,7 +281,8 @@ def layer_sparsity(masks: PyTree) -> dict[str, float]:
   """Fraction of pruned weights of every prunable leaf.
 
   Args:
-    masks: a mask tree (not replicated; see :func:`droppruning_jax.get_masks`).
+    masks: a mask tree, bool or packed (not replicated; see
+      :func:`droppruning_jax.get_masks`).
 
   Returns:
     ``{"a/b/kernel": fraction_pruned}`` for the prunable leaves only.
@@ -280,7 +296,7 @@ def sparsity(masks: PyTree) -> float:
   """Fraction of pruned weights over all prunable leaves together.
 
   Args:
-    masks: a mask tree (not replicated).
+    masks: a mask tree, bool or packed (not replicated).
 
   Returns:
     ``pruned / total`` over the prunable leaves (0.0 when there are none).
@@ -307,6 +323,7 @@ def count_params(params: PyTree, masks: PyTree | None = None) -> dict[str, int]:
   if masks is None:
     nonzero = sum(int(np.count_nonzero(np.asarray(p))) for p in jax.tree.leaves(params))
     return {"total": total, "nonzero": nonzero}
+  masks = unpack_masks(masks)
   check_masks_match(params, masks)
   prunable = _prunable_masks(masks)
   n_prunable = sum(int(np.size(m)) for _, m in prunable)

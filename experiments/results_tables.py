@@ -42,7 +42,15 @@ LABELS = {
 REFERENCE = "gradual"
 TOLERANCE_POINTS = 0.5
 
-BLOCK = re.compile(r"<!-- (table|diffs|within):([^>]*?) -->\n.*?<!-- /table -->", re.DOTALL)
+# A block: an opening marker on its own line, anything that is not another opening
+# marker, and the closing marker on its own line.
+OPENER = re.compile(r"^<!--\s*(table|diffs|within):\s*(.*?)\s*-->[ \t]*$", re.MULTILINE)
+CLOSER = re.compile(r"^<!--\s*/table\s*-->[ \t]*$", re.MULTILINE)
+BLOCK = re.compile(
+    r"^<!--\s*(table|diffs|within):\s*(.*?)\s*-->[ \t]*\n"
+    r"(?:(?!<!--\s*(?:table|diffs|within):).)*?"
+    r"^<!--\s*/table\s*-->[ \t]*$",
+    re.DOTALL | re.MULTILINE)
 
 
 def load_rows(studies_dir: Path, names: list[str]) -> list[dict[str, Any]]:
@@ -72,6 +80,8 @@ def method_table(rows: list[dict[str, Any]]) -> list[str]:
   """Method x target table; a cell with fewer seeds than the fullest cell says so."""
   targets = _targets(rows)
   by_key = {(r["series"], r["target"]): r for r in rows}
+  if not rows:
+    raise ValueError("no finished runs to tabulate.")
   full = max(r["seeds"] for r in rows)
 
   def compression(target):
@@ -159,6 +169,13 @@ def fill(text: str, studies_dir: Path) -> str:
       body = within_lines(studies_dir, spec)
     return f"<!-- {kind}:{spec} -->\n" + "\n".join(body) + "\n<!-- /table -->"
 
+  openers, closers = len(OPENER.findall(text)), len(CLOSER.findall(text))
+  blocks = len(BLOCK.findall(text))
+  if not openers == closers == blocks:
+    raise ValueError(
+        f"unbalanced table markers: {openers} opening, {closers} closing '<!-- /table -->', "
+        f"{blocks} well-formed blocks; every marker must be on its own line and every "
+        "block closed before the next one opens.")
   return BLOCK.sub(rebuild, text)
 
 

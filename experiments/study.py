@@ -420,6 +420,10 @@ def main(argv):
       # Shards of one grid run side by side; one --report_only call writes the report.
       print(f"shard {FLAGS.shard} done; write the report with --report_only.")
       return
+  if FLAGS.report_only and not root.exists():
+    # Nothing ran here (e.g. a fresh clone): keep whatever report is committed.
+    print(f"no run folders at {root}; report of {study['name']!r} left as it is.")
+    return
   path = write_report(study, root, Path(FLAGS.report_dir), FLAGS.allow_fewer_runs)
   print(f"report: {path}")
 

@@ -579,6 +579,28 @@ def _append_metrics(workdir: Path, line: dict) -> None:
     os.fsync(f.fileno())
 
 
+# Fields that change the layout of the checkpointed state, not the training: a run
+# cannot resume from a checkpoint written with another value.
+STATE_LAYOUT_FIELDS = ("packed_masks",)
+
+
+def _check_state_layout(workdir: Path, config: ml_collections.ConfigDict) -> None:
+  """Raises ``ValueError`` before restoring a checkpoint whose state layout differs."""
+  path = workdir / CONFIG_FILE
+  if not path.exists():
+    return
+  from experiments.configs import default as default_config
+
+  saved, defaults = json.loads(path.read_text()), default_config.get_config()
+  for field in STATE_LAYOUT_FIELDS:
+    before = saved.get(field, defaults.get(field))
+    if before != config[field]:
+      raise ValueError(
+          f"{field}={config[field]!r} but the checkpoints in {workdir} were written with "
+          f"{field}={before!r}; resume with --config.{field}={before!r} (results are "
+          "identical either way) or use a new workdir.")
+
+
 def _check_resumed_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
   """Warns when a resumed run's config differs from the one that started it."""
   path = workdir / CONFIG_FILE
@@ -697,6 +719,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   start_epoch = 0
   latest = manager.latest_step()
   if latest is not None:
+    _check_state_layout(workdir, config)
     restored = manager.restore(
         latest, args=ocp.args.StandardRestore({"state": state, "epoch": np.array(0, np.int64)}))
     state = restored["state"]

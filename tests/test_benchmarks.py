@@ -46,6 +46,9 @@ def test_interleaved_orders_never_repeat_a_function_back_to_back(count):
   if count > 2:  # (two functions can only alternate)
     assert len({tuple(order) for order in orders}) > 1  # shuffled, not one fixed order
   assert common.interleaved_orders(names, 50) == common.interleaved_orders(names, 50)
+  if count > 1:  # a warm-up's last function does not run again first
+    assert all(common.interleaved_orders(names, 1, seed=s, last="f0")[0][0] != "f0"
+               for s in range(20))
 
 
 def test_overhead_measure_reports_every_ratio():

@@ -239,6 +239,10 @@ def test_interrupted_runs_resume_bitwise(idx_dir, tmp_path, packed_masks):
 
   assert without_times(report.read_metrics(resumed_dir)) == without_times(
       report.read_metrics(tmp_path / "a"))
+  # The masks' storage cannot change under a checkpoint: a clear error, before training.
+  with pytest.raises(ValueError, match=f"packed_masks={not packed_masks!r} but the checkpoints"):
+    train.train_and_evaluate(_idx_config(idx_dir, **{**overrides, "packed_masks": not packed_masks}),
+                             resumed_dir)
   # Only the last two checkpoints are kept.
   assert sorted(p.name for p in (resumed_dir / "checkpoints").iterdir()
                 if p.name.isdigit()) == ["2", "3"]

@@ -107,3 +107,26 @@ def test_packed_masks_must_be_a_bool(value):
     dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.5, end_step=4, packed_masks=value)
   with pytest.raises(ValueError, match=f"packed_masks={value!r}"):
     dp.han_pruning(optax.sgd(0.1), prune_steps=[2], quality=0.5, packed_masks=value)
+
+
+def test_public_mask_functions_accept_a_states_packed_masks():
+  tx, prune_at = _transforms(True)["drop_restore_adam"]
+  history, state = _loop(tx, prune_at, 12)
+  params, bool_masks = history[-1]
+  packed = state.masks  # raw state field: PackedMask leaves
+  assert dp.sparsity(packed) == dp.sparsity(bool_masks) > 0.3
+  assert dp.layer_sparsity(packed) == dp.layer_sparsity(bool_masks)
+  assert dp.count_params(params, packed) == dp.count_params(params, bool_masks)
+  chex.assert_trees_all_equal(dp.apply_masks(params, packed), dp.apply_masks(params, bool_masks))
+  chex.assert_trees_all_equal(dp.sparse_to_dense(dp.export_sparse(params, packed)),
+                              dp.sparse_to_dense(dp.export_sparse(params, bool_masks)))
+
+
+def test_unpacking_a_replicated_tree_is_a_clear_error():
+  packed = dp.pack_masks({"kernel": jnp.ones((5, 7), jnp.bool_)})
+  replicated = jax.tree.map(lambda x: jnp.stack([x, x]), packed)
+  with pytest.raises(ValueError, match=r"shape \(2, 5\), expected one axis"):
+    dp.unpack_masks(replicated)
+  # One replica, as dp.get_masks takes it, unpacks.
+  one = jax.tree.map(lambda x: x[0], replicated)
+  chex.assert_trees_all_equal(dp.unpack_masks(one), {"kernel": jnp.ones((5, 7), jnp.bool_)})

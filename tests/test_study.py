@@ -193,9 +193,18 @@ def test_results_tables_are_rebuilt_from_the_study_json(tmp_path):
   assert results_tables.fill(filled, tmp_path) == filled  # idempotent
   with pytest.raises(ValueError, match="no report"):
     results_tables.fill("<!-- table:missing -->\n<!-- /table -->", tmp_path)
+  # Markers with stray spaces are still found; a missing closer never eats the prose.
+  spaced = "<!--  table: grid -->  \nold\n<!-- /table --> \n"
+  assert "| gradual (p = 1, q = 0) |" in results_tables.fill(spaced, tmp_path)
+  unclosed = ("<!-- table:grid -->\nold\nprose to keep\n"
+              "<!-- table:grid -->\nold\n<!-- /table -->\n")
+  with pytest.raises(ValueError, match="unbalanced table markers"):
+    results_tables.fill(unclosed, tmp_path)
 
 
 def test_results_doc_matches_the_committed_study_reports():
   """docs/results.md's tables are exactly what the committed JSON reports give."""
   from experiments import results_tables
-  assert results_tables.main(["--check"]) == 0
+  root = Path(__file__).resolve().parents[1]
+  assert results_tables.main(["--check", "--results", str(root / "docs" / "results.md"),
+                              "--studies", str(root / "docs" / "studies")]) == 0

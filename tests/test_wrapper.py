@@ -290,9 +290,10 @@ def test_random_importance_is_random_pruning():
   assert mask[:, :50].sum() > 100
 
 
-def test_state_round_trips_through_flax_serialization_and_orbax(tmp_path):
+@pytest.mark.parametrize("packed_masks", [False, True], ids=["bool_masks", "packed_masks"])
+def test_state_round_trips_through_flax_serialization_and_orbax(tmp_path, packed_masks):
   tx = dp.drop_pruning(optax.adam(1e-2), target_sparsity=0.8, end_step=20, update_every=2,
-                       regrow_init="restore")
+                       regrow_init="restore", packed_masks=packed_masks)
   params, state, _ = _run(tx, 9)
   restored = flax.serialization.from_bytes(tx.init(toy_params()),
                                            flax.serialization.to_bytes(state))
