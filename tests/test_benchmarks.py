@@ -51,6 +51,22 @@ def test_interleaved_orders_never_repeat_a_function_back_to_back(count):
                for s in range(20))
 
 
+@pytest.mark.parametrize("n, density, tie_bits", [(1000, 0.5, 0), (4099, 0.9, 20), (64, 0.0, 0)])
+def test_radix_select_equals_the_librarys_bisection(n, density, tie_bits):
+  """The compared histogram method is exact: the same selection, ties included."""
+  import numpy as np
+  from droppruning_jax import drop
+  rng = np.random.default_rng(n)
+  mask = jax.numpy.asarray(rng.random(n) < density)
+  # Coarse scores (low mantissa bits cleared) make many exact ties.
+  scores = np.abs(rng.standard_normal(n)).astype(np.float32)
+  scores = (scores.view(np.uint32) >> tie_bits << tie_bits).view(np.float32)
+  scores = jax.numpy.asarray(scores)
+  for k in (0, 1, n // 7, int(mask.sum()), n):
+    expected = drop.lowest_scores(mask, scores, k, pruned_first=False)
+    np.testing.assert_array_equal(selection.radix_select(mask, scores, k), expected)
+
+
 def test_overhead_measure_reports_every_ratio():
   row = overhead.measure("lenet300", batch_size=8, repeats=2, epoch_steps=4, update_every=2)
   ratios = {k: v for k, v in row.items() if k.startswith("ratio_")}
