@@ -584,16 +584,24 @@ def _append_metrics(workdir: Path, line: dict) -> None:
 STATE_LAYOUT_FIELDS = ("packed_masks",)
 
 
-def _check_state_layout(workdir: Path, config: ml_collections.ConfigDict) -> None:
-  """Raises ``ValueError`` before restoring a checkpoint whose state layout differs."""
+def _saved_config(workdir: Path) -> Optional[dict]:
+  """The config a run folder was started with; fields added to the configs since then
+  take their defaults (that is what the run used). ``None`` for a new folder."""
   path = workdir / CONFIG_FILE
   if not path.exists():
-    return
+    return None
   from experiments.configs import default as default_config
 
-  saved, defaults = json.loads(path.read_text()), default_config.get_config()
+  return {**default_config.get_config().to_dict(), **json.loads(path.read_text())}
+
+
+def _check_state_layout(workdir: Path, config: ml_collections.ConfigDict) -> None:
+  """Raises ``ValueError`` before restoring a checkpoint whose state layout differs."""
+  saved = _saved_config(workdir)
+  if saved is None:
+    return
   for field in STATE_LAYOUT_FIELDS:
-    before = saved.get(field, defaults.get(field))
+    before = saved.get(field)
     if before != config[field]:
       raise ValueError(
           f"{field}={config[field]!r} but the checkpoints in {workdir} were written with "
@@ -605,13 +613,8 @@ def _check_resumed_config(workdir: Path, config: ml_collections.ConfigDict) -> N
   """Warns when a resumed run's config differs from the one that started it."""
   path = workdir / CONFIG_FILE
   new = config.to_dict()
-  if path.exists():
-    from experiments.configs import default as default_config
-
-    old = json.loads(path.read_text())
-    # A field added to the configs after the run started had its default value then.
-    defaults = default_config.get_config().to_dict()
-    old = {**{k: defaults[k] for k in set(new) - set(old) if k in defaults}, **old}
+  old = _saved_config(workdir)
+  if old is not None:
     changed = sorted(
         key for key in set(old) | set(new)
         if key not in RUN_CONTROL_FIELDS and json.dumps(old.get(key)) != json.dumps(new.get(key))
