@@ -25,9 +25,12 @@ def random_grads(params, step: int):
   )
 
 
-def make_step(tx: optax.GradientTransformation):
+def make_step(tx: optax.GradientTransformation, **update_kwargs):
+  """``(params, state, grads) -> (params, state)``; ``update_kwargs`` go to ``tx.update``
+  (e.g. ``skip_mask_update=True``)."""
+
   def step(params, state, grads):
-    updates, state = tx.update(grads, state, params)
+    updates, state = tx.update(grads, state, params, **update_kwargs)
     return optax.apply_updates(params, updates), state
 
   return step

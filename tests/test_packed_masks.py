@@ -1,6 +1,5 @@
 """``packed_masks=True``: masks stored as bits, with results identical to bool masks."""
 
-import functools
 
 import chex
 import jax
@@ -13,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import droppruning_jax as dp
-from tests.helpers import random_grads, toy_params
+from tests.helpers import make_step, random_grads, toy_params
 
 
 @settings(max_examples=40, deadline=None)
@@ -36,12 +35,8 @@ def test_pack_unpack_round_trip_is_exact(shape, seed, density):
 def _loop(tx, prune_at, steps, jit=True):
   """A loop as experiments/train.py runs it: the conditional only on pruning steps."""
 
-  def step(params, state, grads, skip):
-    updates, state = tx.update(grads, state, params, skip_mask_update=skip)
-    return optax.apply_updates(params, updates), state
-
-  variants = {skip: (jax.jit(functools.partial(step, skip=skip)) if jit
-                     else functools.partial(step, skip=skip)) for skip in (False, True)}
+  variants = {skip: (jax.jit if jit else lambda f: f)(make_step(tx, skip_mask_update=skip))
+              for skip in (False, True)}
   params = toy_params()
   state = tx.init(params)
   history = []

@@ -1,6 +1,5 @@
 """``skip_mask_update``: steps that the loop knows change no mask compile without the conditional."""
 
-import functools
 
 import chex
 import jax
@@ -9,12 +8,7 @@ import optax
 import pytest
 
 import droppruning_jax as dp
-from tests.helpers import random_grads, toy_params
-
-
-def _step(tx, params, state, grads, skip_mask_update):
-  updates, state = tx.update(grads, state, params, skip_mask_update=skip_mask_update)
-  return optax.apply_updates(params, updates), state
+from tests.helpers import make_step, random_grads, toy_params
 
 
 def _transforms():
@@ -33,8 +27,8 @@ def _transforms():
 @pytest.mark.parametrize("name", ["drop", "han", "chained"])
 def test_skipping_non_pruning_steps_changes_nothing(name):
   tx, prune_at = _transforms()[name]
-  always = jax.jit(functools.partial(_step, tx, skip_mask_update=False))
-  skipping = jax.jit(functools.partial(_step, tx, skip_mask_update=True))
+  always = jax.jit(make_step(tx, skip_mask_update=False))
+  skipping = jax.jit(make_step(tx, skip_mask_update=True))
   params_a = params_b = toy_params()
   state_a = state_b = tx.init(params_a)
   for t in range(25):
@@ -56,7 +50,7 @@ def test_skipping_a_pruning_step_is_counted_and_keeps_the_masks():
                        drop_away_prob=1.0)
   params = toy_params()
   state = tx.init(params)
-  skipping = jax.jit(functools.partial(_step, tx, skip_mask_update=True))
+  skipping = jax.jit(make_step(tx, skip_mask_update=True))
   for t in range(3):  # steps 0 and 4 would prune; step 0 is skipped here
     params, state = skipping(params, state, random_grads(params, t))
   assert dp.sparsity(dp.get_masks(state)) == 0.0
@@ -70,7 +64,7 @@ def test_the_skipping_step_has_no_conditional():
   grads = random_grads(params, 0)
 
   def hlo(skip):
-    return jax.jit(functools.partial(_step, tx, skip_mask_update=skip)).lower(
+    return jax.jit(make_step(tx, skip_mask_update=skip)).lower(
         params, state, grads).as_text()
 
   assert "conditional" in hlo(False) or "case" in hlo(False)
@@ -94,7 +88,7 @@ def test_state_can_be_donated(name):
   state = tx.init(params)
   ids = [id(leaf) for leaf in jax.tree.leaves(state)]
   assert len(ids) == len(set(ids))
-  steps = {skip: jax.jit(functools.partial(_step, tx, skip_mask_update=skip), donate_argnums=(0, 1))
+  steps = {skip: jax.jit(make_step(tx, skip_mask_update=skip), donate_argnums=(0, 1))
            for skip in (False, True)}
   for t in range(25):
     params, state = steps[t not in prune_at](params, state, random_grads(params, t))

@@ -162,13 +162,7 @@ def test_revived_weights_have_zeroed_moments_and_start_at_zero(inner, moment_nam
   params = toy_params()
   state = tx.init(params)
 
-  def make(skip_mask_update):
-    def step(params, state, grads):
-      updates, state = tx.update(grads, state, params, skip_mask_update=skip_mask_update)
-      return optax.apply_updates(params, updates), state
-    return jax.jit(step)
-
-  steps = {False: make(False), True: make(True)}
+  steps = {skip: jax.jit(make_step(tx, skip_mask_update=skip)) for skip in (False, True)}
   revived_seen = 0
   for t in range(21):
     old_masks = dp.get_masks(state)
