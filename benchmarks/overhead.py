@@ -19,10 +19,10 @@ import json
 import time
 
 import jax
-import jax.numpy as jnp
 import optax
 
 import droppruning_jax as dp
+from droppruning_jax import masks as masks_lib
 from benchmarks import common
 
 FAR = 10**8  # a begin_step never reached: every step takes the no-update branch
@@ -42,9 +42,7 @@ def masking_floor(inner: optax.GradientTransformation) -> optax.GradientTransfor
     inner_state, masks = state
     grads = dp.apply_masks(updates, masks)
     updates, inner_state = inner.update(grads, inner_state, params)
-    updates = jax.tree.map(lambda u, p, m: jnp.where(m, u, -p) if m.ndim else u,
-                           updates, params, masks)
-    return updates, (inner_state, masks)
+    return masks_lib.masked_updates(updates, params, masks), (inner_state, masks)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

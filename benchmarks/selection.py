@@ -34,8 +34,9 @@ def radix_select(mask, scores, k):
 
   Pass 1 histograms the top 16 bits of the eligible keys and finds the bin holding
   the k-th smallest; pass 2 does the same for the low 16 bits inside that bin. The
-  threshold and the tie-break (lowest flat index first) are the bisection's, so the
-  selection is identical (tested); the passes are scatter-adds instead of 32 counts.
+  threshold is the bisection's and the final step is the library's
+  ``select_at_threshold``, so the selection is identical (tested); the passes are
+  scatter-adds instead of 32 counts.
   """
   keys, eligible = drop.sortable_keys(scores), mask
   k = jnp.clip(k, 0, jnp.sum(eligible, dtype=jnp.int32))
@@ -50,10 +51,7 @@ def radix_select(mask, scores, k):
   high_bin, rank = find_bin(high, eligible.astype(jnp.int32), k)
   low_bin, _ = find_bin(low, (eligible & (high == high_bin)).astype(jnp.int32), rank)
   threshold = (high_bin.astype(jnp.uint32) << 16) | low_bin.astype(jnp.uint32)
-  below = eligible & (keys < threshold)
-  at = eligible & (keys == threshold)
-  room = k - jnp.sum(below, dtype=jnp.int32)
-  return (below | (at & (jnp.cumsum(at, dtype=jnp.int32) <= room))) & (k > 0)
+  return drop.select_at_threshold(keys, eligible, threshold, k)
 
 
 def make_methods(k_static):

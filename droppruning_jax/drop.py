@@ -105,14 +105,31 @@ def select_lowest_many(keys: Sequence[jax.Array], eligible: Sequence[jax.Array],
       0, 32, bisect,
       (jnp.zeros(count, jnp.uint32), jnp.full(count, 0xFFFFFFFF, jnp.uint32)),
   )
-  selected = []
-  for i, (k, e) in enumerate(zip(keys, eligible)):
-    below = e & (k < thresholds[i])
-    at = e & (k == thresholds[i])
-    room = ks[i] - jnp.sum(below, dtype=jnp.int32)
-    take_at = at & (jnp.cumsum(at, dtype=jnp.int32) <= room)
-    selected.append((below | take_at) & (ks[i] > 0))
-  return selected
+  return [select_at_threshold(k, e, thresholds[i], ks[i])
+          for i, (k, e) in enumerate(zip(keys, eligible))]
+
+
+def select_at_threshold(keys: jax.Array, eligible: jax.Array, threshold, k) -> jax.Array:
+  """The ``k`` lowest eligible keys, given ``threshold`` = the ``k``-th smallest of them.
+
+  Every eligible key below the threshold is selected, then the first entries equal to
+  it in flat-index order until ``k`` are selected: the tie-break of a stable sort.
+  Shared by every exact selection method, so they select identically.
+
+  Args:
+    keys: flat uint32 keys.
+    eligible: flat bool array.
+    threshold: the ``k``-th smallest eligible key (uint32, may be traced).
+    k: number to select (may be traced; ``<= 0`` selects nothing).
+
+  Returns:
+    A flat bool array.
+  """
+  below = eligible & (keys < threshold)
+  at = eligible & (keys == threshold)
+  room = k - jnp.sum(below, dtype=jnp.int32)
+  take_at = at & (jnp.cumsum(at, dtype=jnp.int32) <= room)
+  return (below | take_at) & (k > 0)
 
 
 def lowest_scores(mask: jax.Array, scores: jax.Array, k, *, pruned_first: bool) -> jax.Array:
