@@ -99,14 +99,40 @@ def interleaved_orders(names: list[str], repeats: int, seed: int = 0,
   return orders
 
 
-def interleaved_median(fns: dict[str, Callable], repeats: int, warmup: int = 3) -> dict[str, float]:
-  """Median seconds per call of each function, in shuffled interleaved orders."""
+def repeats_for_budget(seconds_per_round: float, budget_s: float, low: int = 10,
+                       high: int = 2000) -> int:
+  """How many interleaved rounds fit in ``budget_s``, clipped to ``[low, high]``.
+
+  A fixed count is wrong at both ends: 50 rounds of a 1.3 ms step left the ratio
+  varying by about 2 % from process to process on the CPU (1,000 rounds: 0.7 %),
+  while 50 rounds of a 0.3 s step already take a minute.
+  """
+  if not seconds_per_round > 0 or not budget_s > 0:
+    raise ValueError(f"seconds_per_round={seconds_per_round!r} and budget_s={budget_s!r} "
+                     "must be positive.")
+  return int(min(high, max(low, int(budget_s / seconds_per_round))))
+
+
+def interleaved_median(fns: dict[str, Callable], repeats: int | None, warmup: int = 3,
+                       budget_s: float | None = None, min_repeats: int = 10,
+                       ) -> tuple[dict[str, float], int]:
+  """Median seconds per call of each function, in shuffled interleaved orders.
+
+  ``repeats=None`` picks the count from ``budget_s`` and the last warm-up round
+  (:func:`repeats_for_budget`).
+
+  Returns:
+    ``(medians, repeats)``: the median seconds per function and the rounds run.
+  """
   names = list(fns)
+  if repeats is None and (budget_s is None or warmup < 1):
+    raise ValueError("repeats=None needs budget_s and at least one warm-up round.")
   for _ in range(warmup):
-    for name in names:
-      fns[name]()
+    round_s = sum(fns[name]() for name in names)
+  if repeats is None:
+    repeats = repeats_for_budget(round_s, budget_s, low=min_repeats)
   samples = {name: [] for name in names}
   for order in interleaved_orders(names, repeats, last=names[-1] if warmup else None):
     for name in order:
       samples[name].append(fns[name]())
-  return {name: statistics.median(values) for name, values in samples.items()}
+  return {name: statistics.median(values) for name, values in samples.items()}, repeats

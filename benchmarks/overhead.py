@@ -7,9 +7,10 @@ and against a hand-written step that only masks gradients and updates (the floor
 (b) mask-update steps; (a) and (b) again with ``packed_masks=True`` (masks stored as
 bits); (c) a whole epoch with the default ``update_every``, choosing
 the step per step as ``experiments/train.py`` does. Ratios of medians over
-interleaved repeats, after warm-up.
+interleaved repeats, after warm-up; by default as many repeats as fit in
+``--budget-s`` seconds per model (at least 10, at most 2,000).
 
-  python -m benchmarks.overhead --models lenet300,lenet5,vgg16_w0.25 --repeats 50
+  python -m benchmarks.overhead --models lenet300,lenet5,vgg16_w0.25
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def masking_floor(inner: optax.GradientTransformation) -> optax.GradientTransfor
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def measure(name: str, batch_size: int, repeats: int, epoch_steps: int, update_every: int,
-            donate: bool = True):
+def measure(name: str, batch_size: int, repeats: int | None, epoch_steps: int,
+            update_every: int, donate: bool = True, budget_s: float = 30.0):
   model, variables, x, y = common.init_model(name, batch_size)
   params = variables["params"]
   stats = variables.get("batch_stats")
@@ -80,7 +81,8 @@ def measure(name: str, batch_size: int, repeats: int, epoch_steps: int, update_e
       return seconds
     return go
 
-  per_step = common.interleaved_median({k: run(k) for k in txs}, repeats)
+  per_step, step_repeats = common.interleaved_median({k: run(k) for k in txs}, repeats,
+                                                     budget_s=budget_s)
 
   # (c) an epoch: the state is fed back, pruning every `update_every` steps.
   epoch_tx = dp.drop_pruning(inner, target_sparsity=0.9, end_step=50 * update_every,
@@ -100,15 +102,19 @@ def measure(name: str, batch_size: int, repeats: int, epoch_steps: int, update_e
       return time.perf_counter() - start
     return go
 
-  epoch_times = common.interleaved_median(
+  # Two warm-up epochs: the first compiles, the second sizes the budgeted repeat count.
+  epoch_times, epoch_repeats = common.interleaved_median(
       {"dense": epoch((steps["dense"], steps["dense"]), inner, set()),
        "drop": epoch(epoch_step_fns, epoch_tx, prune_at)},
-      max(3, repeats // 10), warmup=1,
+      None if repeats is None else max(3, repeats // 10), warmup=2, budget_s=budget_s,
+      min_repeats=3,
   )
   return {
       "model": name,
       "params": sum(int(p.size) for p in jax.tree.leaves(params)),
       "batch_size": batch_size,
+      "repeats": step_repeats,
+      "epoch_repeats": epoch_repeats,
       "dense_step_ms": per_step["dense"] * 1e3,
       "ratio_no_update": per_step["no_update"] / per_step["dense"],
       "ratio_masking_floor": per_step["floor"] / per_step["dense"],
@@ -126,7 +132,10 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", default="lenet300,lenet5,vgg16_w0.25")
   parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--repeats", type=int, default=50)
+  parser.add_argument("--repeats", type=int, default=None,
+                      help="interleaved rounds per model (default: as many as fit in --budget-s)")
+  parser.add_argument("--budget-s", type=float, default=30.0,
+                      help="seconds of per-step measurement per model when --repeats is not given")
   parser.add_argument("--epoch-steps", type=int, default=469)
   parser.add_argument("--update-every", type=int, default=100)
   parser.add_argument("--no-donate", action="store_true",
@@ -142,7 +151,7 @@ def main():
   for name in args.models.split(","):
     steps = args.epoch_steps if not name.startswith("vgg16") else min(args.epoch_steps, 60)
     row = measure(name, args.batch_size, args.repeats, steps, args.update_every,
-                  donate=not args.no_donate)
+                  donate=not args.no_donate, budget_s=args.budget_s)
     row["donate"] = not args.no_donate
     row["device"] = common.device_description()
     rows.append(row)

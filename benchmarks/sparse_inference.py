@@ -56,7 +56,7 @@ def main():
       x = jax.random.normal(jax.random.PRNGKey(batch), (batch, 784))
       diff = float(jnp.max(jnp.abs(forward(dense_kernels, biases, x)
                                    - forward(sparse_kernels, biases, x))))
-      times = common.interleaved_median({
+      times, _ = common.interleaved_median({
           "dense": lambda: common.time_call(forward, dense_kernels, biases, x),
           "bcoo": lambda: common.time_call(forward, sparse_kernels, biases, x),
       }, args.repeats)

@@ -191,7 +191,7 @@ def han_pruning(
         (jnp.sum(mask_leaves[i] & ~new_leaves[i], dtype=jnp.int32) for i in prunable_idx),
         jnp.zeros((), jnp.int32),
     )
-    stats = change.stats._replace(
+    stats = change.stats.replace(
         last_step=count.astype(jnp.int32),
         dropped_away=dropped,
         dropped_back=jnp.zeros((), jnp.int32),

@@ -293,7 +293,7 @@ def drop_pruning(
     shortfall = functools.reduce(
         jnp.maximum, (info.shortfall for info in infos), jnp.zeros((), jnp.float32)
     )
-    stats = change.stats._replace(
+    stats = change.stats.replace(
         last_step=count.astype(jnp.int32),
         dropped_away=dropped_away,
         dropped_back=dropped_back,

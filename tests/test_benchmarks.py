@@ -67,6 +67,39 @@ def test_radix_select_equals_the_librarys_bisection(n, density, tie_bits):
     np.testing.assert_array_equal(selection.radix_select(mask, scores, k), expected)
 
 
+@pytest.mark.parametrize("round_s, budget_s, expected", [
+    (0.01, 30.0, 2000),  # a fast step: capped
+    (0.05, 30.0, 600),
+    (10.0, 30.0, 10),  # a slow step: at least the floor
+])
+def test_repeats_fit_the_time_budget(round_s, budget_s, expected):
+  assert common.repeats_for_budget(round_s, budget_s) == expected
+
+
+@pytest.mark.parametrize("round_s, budget_s", [(0.0, 30.0), (0.1, -1.0), (float("nan"), 1.0)])
+def test_repeats_for_budget_rejects_non_positive_times(round_s, budget_s):
+  with pytest.raises(ValueError, match="must be positive"):
+    common.repeats_for_budget(round_s, budget_s)
+
+
+def test_interleaved_median_sizes_its_rounds_from_the_warm_up():
+  calls = {"a": 0, "b": 0}
+
+  def make(name, seconds):
+    def fn():
+      calls[name] += 1
+      return seconds
+    return fn
+
+  # Fake timers: a round "takes" 0.25 s, so a 5 s budget buys 20 rounds.
+  medians, repeats = common.interleaved_median({"a": make("a", 0.1), "b": make("b", 0.15)},
+                                               None, warmup=2, budget_s=5.0)
+  assert repeats == 20 and calls == {"a": 22, "b": 22}
+  assert medians == {"a": 0.1, "b": 0.15}
+  with pytest.raises(ValueError, match="budget_s"):
+    common.interleaved_median({"a": make("a", 0.1)}, None)
+
+
 def test_overhead_measure_reports_every_ratio():
   row = overhead.measure("lenet300", batch_size=8, repeats=2, epoch_steps=4, update_every=2)
   ratios = {k: v for k, v in row.items() if k.startswith("ratio_")}

@@ -10,6 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import droppruning_jax as dp
+from droppruning_jax.masked import STATS_FIELDS, zero_stats
 from tests.helpers import make_step, random_grads, toy_params
 
 END, EVERY = 40, 2
@@ -330,3 +331,33 @@ def test_init_can_be_traced():
   chex.assert_trees_all_equal(jax.jit(tx.init)(params), tx.init(params))
   shapes = jax.eval_shape(tx.init, params)
   assert shapes.masks["dense"]["kernel"].shape == (30, 20)
+
+
+def test_drop_stats_are_one_vector_with_named_fields():
+  """Every field reads back exactly; the state holds the stats as a single leaf."""
+  stats = zero_stats()
+  assert len(jax.tree.leaves(stats)) == 1 and stats.values.dtype == jnp.int32
+  assert int(stats.last_step) == -1 and float(stats.shortfall) == 0.0
+  fields = dict(last_step=12, dropped_away=7, dropped_back=3, shortfall=np.float32(1 / 3),
+                total_dropped_away=2**31 - 1, total_dropped_back=5, skipped_updates=1)
+  stats = dp.DropStats.create(**fields)
+  for name in STATS_FIELDS:
+    assert getattr(stats, name) == fields[name], name
+  assert stats.shortfall.dtype == jnp.float32  # bit-exact, not rounded through an int
+  changed = jax.jit(lambda s: s.replace(dropped_back=s.dropped_back + 4, shortfall=-0.5))(stats)
+  assert int(changed.dropped_back) == 7 and float(changed.shortfall) == -0.5
+  assert int(changed.dropped_away) == 7  # the other entries are untouched
+  # A replicated (pmap) state reads one value per replica.
+  replicated = jax.tree.map(lambda x: jnp.stack([x, x]), changed)
+  np.testing.assert_array_equal(replicated.shortfall, [-0.5, -0.5])
+  state = dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.5, end_step=4).init(toy_params())
+  assert len(jax.tree.leaves(state.stats)) == 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda: dp.DropStats.create(last_step=0),
+    lambda: zero_stats().replace(dropped=1),
+])
+def test_drop_stats_reject_unknown_or_missing_fields(call):
+  with pytest.raises(ValueError, match="field"):
+    call()
