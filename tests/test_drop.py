@@ -235,3 +235,20 @@ def test_many_selection_inputs_must_match():
   with pytest.raises(ValueError, match="uniforms has shape"):
     dp.drop_step(None, jnp.ones(4, bool), jnp.zeros(4), target_sparsity=0.5, drop_away_prob=0.5,
                  drop_back_prob=0.1, uniforms=jnp.zeros(5))
+
+
+@pytest.mark.parametrize("k", [0, 3, 5, 6, 8, 10])
+def test_select_at_threshold_with_ties_that_fit_and_ties_that_do_not(k):
+  """Both sides of the tie shortcut: every tie taken (it fits) or an index-order prefix."""
+  keys = jnp.asarray([5, 1, 3, 3, 9, 3, 1, 3, 7, 3], jnp.uint32)
+  eligible = jnp.ones(10, bool).at[2].set(False)
+  order = np.lexsort((np.arange(10), np.asarray(keys), ~np.asarray(eligible)))
+  expected = np.zeros(10, bool)
+  expected[order[:min(k, 9)]] = True  # k = 10 is clipped to the 9 eligible entries
+  threshold = jnp.sort(jnp.where(eligible, keys, jnp.uint32(2**32 - 1)))[max(k, 1) - 1]
+  select = jax.jit(dp.drop.select_at_threshold)
+  np.testing.assert_array_equal(select(keys, eligible, threshold, k), expected)
+  # Under vmap the conditional becomes a select of both sides: same answer.
+  batched = jax.vmap(dp.drop.select_at_threshold, in_axes=(None, None, None, 0))(
+      keys, eligible, threshold, jnp.asarray([k, k]))
+  np.testing.assert_array_equal(batched, np.stack([expected, expected]))
