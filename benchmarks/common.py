@@ -103,9 +103,20 @@ def repeats_for_budget(seconds_per_round: float, budget_s: float, low: int = 10,
                        high: int = 2000) -> int:
   """How many interleaved rounds fit in ``budget_s``, clipped to ``[low, high]``.
 
-  A fixed count is wrong at both ends: 50 rounds of a 1.3 ms step left the ratio
+  A fixed count is wrong at both ends: 100 rounds of a 1.3 ms step left the ratio
   varying by about 2 % from process to process on the CPU (1,000 rounds: 0.7 %),
-  while 50 rounds of a 0.3 s step already take a minute.
+  while 100 rounds of a 0.3 s step take two minutes.
+
+  Args:
+    seconds_per_round: the time of one round of every measured function.
+    budget_s: seconds to spend.
+    low, high: bounds on the count.
+
+  Returns:
+    The number of rounds.
+
+  Raises:
+    ValueError: if a time is not positive.
   """
   if not seconds_per_round > 0 or not budget_s > 0:
     raise ValueError(f"seconds_per_round={seconds_per_round!r} and budget_s={budget_s!r} "
@@ -118,19 +129,27 @@ def interleaved_median(fns: dict[str, Callable], repeats: int | None, warmup: in
                        ) -> tuple[dict[str, float], int]:
   """Median seconds per call of each function, in shuffled interleaved orders.
 
-  ``repeats=None`` picks the count from ``budget_s`` and the last warm-up round
-  (:func:`repeats_for_budget`).
+  Args:
+    fns: name -> function that runs the measured thing once and returns its seconds.
+    repeats: interleaved rounds to run; ``None``: as many as fit in ``budget_s``,
+      judged from the fastest warm-up round (:func:`repeats_for_budget`).
+    warmup: untimed rounds first (compilation, caches).
+    budget_s: seconds for the rounds when ``repeats`` is ``None``.
+    min_repeats: the fewest rounds a budget may choose.
 
   Returns:
     ``(medians, repeats)``: the median seconds per function and the rounds run.
+
+  Raises:
+    ValueError: ``repeats=None`` without ``budget_s`` or without a warm-up round.
   """
   names = list(fns)
   if repeats is None and (budget_s is None or warmup < 1):
     raise ValueError("repeats=None needs budget_s and at least one warm-up round.")
-  for _ in range(warmup):
-    round_s = sum(fns[name]() for name in names)
+  round_s = [sum(fns[name]() for name in names) for _ in range(warmup)]
   if repeats is None:
-    repeats = repeats_for_budget(round_s, budget_s, low=min_repeats)
+    # The fastest warm-up round: the first one may include compilation.
+    repeats = repeats_for_budget(min(round_s), budget_s, low=min_repeats)
   samples = {name: [] for name in names}
   for order in interleaved_orders(names, repeats, last=names[-1] if warmup else None):
     for name in order:

@@ -7,8 +7,9 @@ and against a hand-written step that only masks gradients and updates (the floor
 (b) mask-update steps; (a) and (b) again with ``packed_masks=True`` (masks stored as
 bits); (c) a whole epoch with the default ``update_every``, choosing
 the step per step as ``experiments/train.py`` does. Ratios of medians over
-interleaved repeats, after warm-up; by default as many repeats as fit in
-``--budget-s`` seconds per model (at least 10, at most 2,000).
+interleaved repeats, after warm-up; by default as many step rounds as fit in
+``--budget-s`` seconds (at least 10, at most 2,000), and as many epochs as fit in as
+many seconds again (at least 3).
 
   python -m benchmarks.overhead --models lenet300,lenet5,vgg16_w0.25
 """
@@ -135,7 +136,8 @@ def main():
   parser.add_argument("--repeats", type=int, default=None,
                       help="interleaved rounds per model (default: as many as fit in --budget-s)")
   parser.add_argument("--budget-s", type=float, default=30.0,
-                      help="seconds of per-step measurement per model when --repeats is not given")
+                      help="without --repeats: seconds for the step rounds of each model, and "
+                      "as many again for its epochs")
   parser.add_argument("--epoch-steps", type=int, default=469)
   parser.add_argument("--update-every", type=int, default=100)
   parser.add_argument("--no-donate", action="store_true",

@@ -23,7 +23,7 @@ run() {  # one benchmark; a failure is reported and the others still run
   echo "== $name: $*"
   "$PYTHON" -m "benchmarks.$name" "$@" 2>&1 | tee "$OUT_DIR/$name.md" || { echo "!! $name failed"; status=1; }
 }
-run overhead --models "$MODELS" "${OVERHEAD_REPEATS[@]}" --out "$OUT_DIR/overhead.json"
+run overhead --models "$MODELS" ${OVERHEAD_REPEATS[@]+"${OVERHEAD_REPEATS[@]}"} --out "$OUT_DIR/overhead.json"
 run selection --sizes "$SIZES" --max-sort-size "$MAX_SORT" --out "$OUT_DIR/selection.json"
 run memory --models lenet300,lenet5,vgg16
 run sparse_inference

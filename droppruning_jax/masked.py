@@ -42,37 +42,48 @@ class DropStats(NamedTuple):
 
   All fields live in one ``int32`` vector (``shortfall`` as the bits of a float32):
   every state leaf is a buffer that goes in and out of every jitted train step, and
-  seven scalar buffers cost 1.5 % of a LeNet-300-100 step on a CPU, one vector
-  nothing measurable (``docs/performance.md``). Read the fields as attributes;
-  they index the last axis, so a replicated (pmap) state reads per replica.
+  seven scalar buffers cost 1.5 % of a LeNet-300-100 step on a CPU, one vector 0.2 %
+  (``docs/performance.md``). Read the fields as attributes; they index the last
+  axis, so a replicated (pmap) state reads one value per replica.
 
   Attributes:
     values: ``int32[..., 7]``, the fields below in :data:`STATS_FIELDS` order.
-    last_step: step count of the most recent pruning step (``-1`` before the first).
-    dropped_away: weights removed at that step.
-    dropped_back: weights revived at that step.
-    shortfall: largest ``target - expected sparsity`` over leaves at that step
-      (float32); positive when the target was not reachable with the given ``p``
-      and ``q``.
-    total_dropped_away: weights removed since the start.
-    total_dropped_back: weights revived since the start.
-    skipped_updates: pruning steps whose mask update did not run because the
-      update was called with ``skip_mask_update=True``; a correct loop keeps it 0.
   """
 
   values: jax.Array
 
   @classmethod
   def create(cls, **fields) -> "DropStats":
-    """Stats from every field by name (each a scalar)."""
+    """Stats from every field by name.
+
+    Args:
+      **fields: one value per name in :data:`STATS_FIELDS`, all of the same shape
+        (scalars, or one value per replica).
+
+    Returns:
+      The :class:`DropStats`.
+
+    Raises:
+      ValueError: if a field is missing or unknown.
+    """
     if set(fields) != set(STATS_FIELDS):
       raise ValueError(f"DropStats.create needs exactly the fields {STATS_FIELDS}, "
                        f"got {tuple(fields)}.")
-    return cls(jnp.stack([_to_int32(name, fields[name]) for name in STATS_FIELDS]))
+    return cls(jnp.stack([_to_int32(name, fields[name]) for name in STATS_FIELDS], axis=-1))
 
   def replace(self, **fields) -> "DropStats":
-    """A copy with the named fields set (the vector's other entries unchanged)."""
-    values = self.values
+    """A copy with the named fields set, the other fields unchanged.
+
+    Args:
+      **fields: new values by field name (see :data:`STATS_FIELDS`).
+
+    Returns:
+      The new :class:`DropStats`.
+
+    Raises:
+      ValueError: if a name is not a field.
+    """
+    values = jnp.asarray(self.values)  # also when the state was moved to NumPy
     for name, value in fields.items():
       if name not in STATS_FIELDS:
         raise ValueError(f"{name!r} is not a DropStats field; fields: {STATS_FIELDS}.")
@@ -85,13 +96,46 @@ class DropStats(NamedTuple):
       return jax.lax.bitcast_convert_type(value, jnp.float32)
     return value
 
-  last_step = property(lambda self: self._field("last_step"))
-  dropped_away = property(lambda self: self._field("dropped_away"))
-  dropped_back = property(lambda self: self._field("dropped_back"))
-  shortfall = property(lambda self: self._field("shortfall"))
-  total_dropped_away = property(lambda self: self._field("total_dropped_away"))
-  total_dropped_back = property(lambda self: self._field("total_dropped_back"))
-  skipped_updates = property(lambda self: self._field("skipped_updates"))
+  @property
+  def last_step(self) -> jax.Array:
+    """Step count of the most recent pruning step (``-1`` before the first)."""
+    return self._field("last_step")
+
+  @property
+  def dropped_away(self) -> jax.Array:
+    """Weights removed at that step."""
+    return self._field("dropped_away")
+
+  @property
+  def dropped_back(self) -> jax.Array:
+    """Weights revived at that step."""
+    return self._field("dropped_back")
+
+  @property
+  def shortfall(self) -> jax.Array:
+    """Largest ``target - expected sparsity`` over leaves at that step (float32).
+
+    Positive when the target was not reachable with the given ``p`` and ``q``.
+    """
+    return self._field("shortfall")
+
+  @property
+  def total_dropped_away(self) -> jax.Array:
+    """Weights removed since the start."""
+    return self._field("total_dropped_away")
+
+  @property
+  def total_dropped_back(self) -> jax.Array:
+    """Weights revived since the start."""
+    return self._field("total_dropped_back")
+
+  @property
+  def skipped_updates(self) -> jax.Array:
+    """Pruning steps whose mask update did not run (``skip_mask_update=True``).
+
+    A correct loop keeps it 0.
+    """
+    return self._field("skipped_updates")
 
 
 def _to_int32(name: str, value) -> jax.Array:

@@ -609,6 +609,16 @@ def _check_state_layout(workdir: Path, config: ml_collections.ConfigDict) -> Non
           "identical either way) or use a new workdir.")
 
 
+def _has_seven_scalar_stats(raw_checkpoint) -> bool:
+  """Whether a raw restored checkpoint holds the old ``DropStats`` (one leaf per field)."""
+  if isinstance(raw_checkpoint, dict):
+    return "total_dropped_away" in raw_checkpoint or any(
+        _has_seven_scalar_stats(v) for v in raw_checkpoint.values())
+  if isinstance(raw_checkpoint, (list, tuple)):
+    return any(_has_seven_scalar_stats(v) for v in raw_checkpoint)
+  return False
+
+
 def _check_resumed_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
   """Warns when a resumed run's config differs from the one that started it."""
   path = workdir / CONFIG_FILE
@@ -723,8 +733,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   latest = manager.latest_step()
   if latest is not None:
     _check_state_layout(workdir, config)
-    restored = manager.restore(
-        latest, args=ocp.args.StandardRestore({"state": state, "epoch": np.array(0, np.int64)}))
+    try:
+      restored = manager.restore(
+          latest, args=ocp.args.StandardRestore({"state": state, "epoch": np.array(0, np.int64)}))
+    except Exception as error:  # orbax raises several types for a tree that does not match
+      if _has_seven_scalar_stats(manager.restore(latest, args=ocp.args.StandardRestore())):
+        raise ValueError(
+            f"the checkpoints in {workdir} were written before DropStats became one vector "
+            "(droppruning_jax session 4); they cannot be resumed by this version: finish the "
+            "run with the version that started it, or use a new workdir.") from error
+      raise
     state = restored["state"]
     start_epoch = int(restored["epoch"])
     logging.info("Resuming %s from the checkpoint after epoch %d.", workdir, start_epoch)

@@ -252,3 +252,8 @@ def test_select_at_threshold_with_ties_that_fit_and_ties_that_do_not(k):
   batched = jax.vmap(dp.drop.select_at_threshold, in_axes=(None, None, None, 0))(
       keys, eligible, threshold, jnp.asarray([k, k]))
   np.testing.assert_array_equal(batched, np.stack([expected, expected]))
+  # The plain prefix count (used off the CPU) and the CPU shortcut agree.
+  at = eligible & (keys == threshold)
+  room = k - int(jnp.sum(eligible & (keys < threshold)))
+  np.testing.assert_array_equal(dp.drop.tie_prefix(at, room),
+                                jax.jit(dp.drop.tie_prefix_unless_all_fit)(at, room))

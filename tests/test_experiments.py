@@ -11,6 +11,7 @@ import gzip
 import importlib
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 import chex
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 import tensorflow_datasets as tfds
@@ -28,6 +30,7 @@ import tensorflow_datasets as tfds
 from experiments import data as data_lib
 from experiments import report
 from experiments import train
+from droppruning_jax.masked import STATS_FIELDS
 from experiments.configs import default
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -208,6 +211,33 @@ def test_loop_stops_if_a_pruning_step_was_compiled_without_mask_update(idx_dir, 
 
 
 # --- resume -----------------------------------------------------------------
+
+
+def test_a_checkpoint_with_the_old_seven_scalar_stats_is_a_clear_error(idx_dir, tmp_path):
+  """Checkpoints written before DropStats became one vector cannot resume silently wrong."""
+  overrides = dict(num_epochs=2, prune_end_epoch=1.0, update_every=2)
+  workdir = tmp_path / "old"
+  train.train_and_evaluate(_idx_config(idx_dir, stop_after_epochs=1, **overrides), workdir)
+  raw = train.restore_checkpoint(workdir)
+
+  def to_old_layout(tree):  # {"values": int32[7]} -> one entry per field, as it was saved
+    if isinstance(tree, dict):
+      if set(tree) == {"values"} and np.shape(tree["values"]) == (len(STATS_FIELDS),):
+        return {name: np.asarray(tree["values"][i]) for i, name in enumerate(STATS_FIELDS)}
+      return {k: to_old_layout(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+      return type(tree)(to_old_layout(v) for v in tree)
+    return tree
+
+  old = to_old_layout(raw)
+  assert train._has_seven_scalar_stats(old) and not train._has_seven_scalar_stats(raw)
+  shutil.rmtree(workdir / "checkpoints")
+  manager = train.checkpoint_manager(workdir)
+  manager.save(1, args=ocp.args.StandardSave(old))
+  manager.wait_until_finished()
+  manager.close()
+  with pytest.raises(ValueError, match="before DropStats became one vector"):
+    train.train_and_evaluate(_idx_config(idx_dir, **overrides), workdir)
 
 
 @pytest.mark.parametrize("packed_masks", [False, True], ids=["bool_masks", "packed_masks"])

@@ -343,13 +343,21 @@ def test_drop_stats_are_one_vector_with_named_fields():
   stats = dp.DropStats.create(**fields)
   for name in STATS_FIELDS:
     assert getattr(stats, name) == fields[name], name
-  assert stats.shortfall.dtype == jnp.float32  # bit-exact, not rounded through an int
+  assert stats.shortfall.dtype == jnp.float32  # (the equality above checks it is bit-exact)
   changed = jax.jit(lambda s: s.replace(dropped_back=s.dropped_back + 4, shortfall=-0.5))(stats)
   assert int(changed.dropped_back) == 7 and float(changed.shortfall) == -0.5
   assert int(changed.dropped_away) == 7  # the other entries are untouched
-  # A replicated (pmap) state reads one value per replica.
+  # A replicated (pmap) state reads one value per replica, and is created per replica.
   replicated = jax.tree.map(lambda x: jnp.stack([x, x]), changed)
   np.testing.assert_array_equal(replicated.shortfall, [-0.5, -0.5])
+  per_replica = dp.DropStats.create(**{name: np.stack([value, value]) for name, value in fields.items()})
+  assert per_replica.values.shape == (2, len(STATS_FIELDS))
+  np.testing.assert_array_equal(per_replica.last_step, [12, 12])
+  chex.assert_trees_all_equal(per_replica, replicated.replace(
+      dropped_back=np.asarray([3, 3]), shortfall=np.float32(1 / 3)))
+  # A state moved to the host (NumPy leaves, as the training loop checkpoints it) still updates.
+  on_host = jax.tree.map(np.asarray, stats)
+  assert int(on_host.replace(skipped_updates=2).skipped_updates) == 2
   state = dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.5, end_step=4).init(toy_params())
   assert len(jax.tree.leaves(state.stats)) == 1
 
