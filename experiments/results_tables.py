@@ -7,6 +7,9 @@ between markers and is rebuilt from ``docs/studies/<study>.json`` (written by
   <!-- table:STUDY -->            method x target: test error mean ± std over seeds
   <!-- diffs:NET=STUDY+STUDY;NET=STUDY -->   every method against gradual, per network
   <!-- within:NET=STUDY+STUDY;NET=STUDY -->  highest compression within 0.5 points of dense
+  <!-- tests:STUDY:SERIES:FIRST -->         SERIES against gradual, seed by seed: exact
+                                            permutation tests on all seeds and on the seeds
+                                            after the first FIRST (a replication)
   ...
   <!-- /table -->
 
@@ -20,11 +23,15 @@ a target wins), so that a follow-up study's new rows join its parent grid.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import re
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from experiments import study as study_lib
 
@@ -44,11 +51,11 @@ TOLERANCE_POINTS = 0.5
 
 # A block: an opening marker on its own line, anything that is not another opening
 # marker, and the closing marker on its own line.
-OPENER = re.compile(r"^<!--\s*(table|diffs|within):\s*(.*?)\s*-->[ \t]*$", re.MULTILINE)
+OPENER = re.compile(r"^<!--\s*(table|diffs|within|tests):\s*(.*?)\s*-->[ \t]*$", re.MULTILINE)
 CLOSER = re.compile(r"^<!--\s*/table\s*-->[ \t]*$", re.MULTILINE)
 BLOCK = re.compile(
-    r"^<!--\s*(table|diffs|within):\s*(.*?)\s*-->[ \t]*\n"
-    r"(?:(?!<!--\s*(?:table|diffs|within):).)*?"
+    r"^<!--\s*(table|diffs|within|tests):\s*(.*?)\s*-->[ \t]*\n"
+    r"(?:(?!<!--\s*(?:table|diffs|within|tests):).)*?"
     r"^<!--\s*/table\s*-->[ \t]*$",
     re.DOTALL | re.MULTILINE)
 
@@ -156,6 +163,59 @@ def within_lines(studies_dir: Path, spec: str) -> list[str]:
   return lines
 
 
+def permutation_p(a, b) -> float:
+  """Two-sided p of ``mean(a) - mean(b)``, exact over every split of the pooled values."""
+  pooled = np.asarray([*a, *b], dtype=np.float64)
+  n, total = len(a), pooled.sum()
+  observed = abs(np.mean(a) - np.mean(b))
+  sums = np.fromiter((sum(c) for c in itertools.combinations(pooled, n)), np.float64)
+  diffs = np.abs(sums / n - (total - sums) / (len(pooled) - n))
+  return float(np.mean(diffs >= observed - 1e-9 * max(1.0, observed)))
+
+
+def sign_flip_p(a, b) -> float:
+  """Two-sided p of the mean paired difference ``a - b``, exact over every sign pattern."""
+  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(d))))
+  means = np.abs(signs @ d) / len(d)
+  observed = abs(d.mean())
+  return float(np.mean(means >= observed - 1e-9 * max(1.0, observed)))
+
+
+def tests_table(studies_dir: Path, spec: str) -> list[str]:
+  """``STUDY:SERIES:FIRST``: SERIES against gradual at each shared target, same seeds.
+
+  The study's runs are listed in seed order (``errors``), so run i of both series used
+  seed i: a paired test is valid. FIRST is the size of the first batch of seeds; the
+  seeds after it are tested on their own as a replication of what the first batch showed.
+  """
+  try:
+    study, series, first = (part.strip() for part in spec.split(":"))
+    first = int(first)
+  except ValueError:
+    raise ValueError(f"tests marker {spec!r} must look like 'STUDY:SERIES:FIRST'.") from None
+  by_key = {(r["series"], r["target"]): r for r in load_rows(studies_dir, [study])}
+  targets = sorted(t for (s, t) in by_key if s == series and (REFERENCE, t) in by_key)
+  if not targets:
+    raise ValueError(f"{study}: no target holds both {series!r} and {REFERENCE!r}.")
+  lines = [f"| target | seeds | {series} − {REFERENCE} (points) | test, two-sided | p |",
+           "|---|---|---|---|---|"]
+  for target in targets:
+    a, b = by_key[(series, target)]["errors"], by_key[(REFERENCE, target)]["errors"]
+    if len(a) != len(b) or not 0 < first < len(a):
+      raise ValueError(f"{study} at {target:.0%}: {len(a)} and {len(b)} runs cannot be paired "
+                       f"or split after the first {first}.")
+    for label, lo in ((f"all {len(a)}", 0), (f"the {len(a) - first} after the first {first}", first)):
+      x, y = a[lo:], b[lo:]
+      diff = f"{np.mean(x) - np.mean(y):+.2f}"
+      splits = math.comb(2 * len(x), len(x))
+      lines.append(f"| {target:.0%} | {label} | {diff} | unpaired: permutation of the means, "
+                   f"all {splits:,} splits | {permutation_p(x, y):.3f} |")
+      lines.append(f"| {target:.0%} | {label} | {diff} | paired by seed: sign flips, "
+                   f"all {2 ** len(x):,} patterns | {sign_flip_p(x, y):.3f} |")
+  return lines
+
+
 def fill(text: str, studies_dir: Path) -> str:
   """``text`` with every marked block rebuilt from the JSON reports."""
 
@@ -165,6 +225,8 @@ def fill(text: str, studies_dir: Path) -> str:
       body = method_table(load_rows(studies_dir, [spec]))
     elif kind == "diffs":
       body = diffs_table(studies_dir, spec)
+    elif kind == "tests":
+      body = tests_table(studies_dir, spec)
     else:
       body = within_lines(studies_dir, spec)
     return f"<!-- {kind}:{spec} -->\n" + "\n".join(body) + "\n<!-- /table -->"

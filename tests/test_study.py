@@ -208,3 +208,18 @@ def test_results_doc_matches_the_committed_study_reports():
   root = Path(__file__).resolve().parents[1]
   assert results_tables.main(["--check", "--results", str(root / "docs" / "results.md"),
                               "--studies", str(root / "docs" / "studies")]) == 0
+
+
+def test_results_tests_marker_gives_exact_permutation_p_values(tmp_path):
+  from experiments import results_tables
+  assert results_tables.permutation_p([1, 2, 3, 4], [5, 6, 7, 8]) == pytest.approx(2 / 70)
+  assert results_tables.sign_flip_p([1, 2, 3, 4], [5, 6, 7, 8]) == pytest.approx(2 / 16)
+  assert results_tables.sign_flip_p([1, 2], [1, 2]) == 1.0
+  rows = [_row("gradual", 0.99, [5.0, 6.0, 7.0, 8.0, 9.0], 88.0),
+          _row("drop_cosine", 0.99, [1.0, 2.0, 3.0, 4.0, 9.0], 88.0)]
+  (tmp_path / "seeds.json").write_text(json.dumps(rows))
+  filled = results_tables.fill("<!-- tests:seeds:drop_cosine:1 -->\n<!-- /table -->\n", tmp_path)
+  # After the first seed: [2, 3, 4, 9] against [6, 7, 8, 9], paired differences -4, -4, -4, 0.
+  assert "| 99% | the 4 after the first 1 | -3.00 | paired by seed: sign flips, all 16 patterns | 0.250 |" in filled
+  with pytest.raises(ValueError, match="STUDY:SERIES:FIRST"):
+    results_tables.fill("<!-- tests:seeds:drop_cosine -->\n<!-- /table -->\n", tmp_path)
