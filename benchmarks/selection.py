@@ -1,6 +1,6 @@
 """Cost of selecting the c lowest-importance active weights, against the weight count.
 
-Compares the library's sort-free bisection (``dp.drop.lowest_scores``) with a
+Compares the library's sort-free bisection (``droppruning_jax.selection.lowest_scores_many``) with a
 two-pass histogram radix select (exact, same result), a full
 sort (lexsort by (group, score)), ``lax.top_k`` and ``lax.approx_min_k`` (the last two
 need a static k, as at the exact final step), and times a whole ``dp.drop_step``.
@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from droppruning_jax import drop
+import droppruning_jax as dp
+from droppruning_jax import selection as library_selection
 from benchmarks import common
 
 
@@ -38,7 +39,7 @@ def radix_select(mask, scores, k):
   ``select_at_threshold``, so the selection is identical (tested); the passes are
   scatter-adds instead of 32 counts.
   """
-  keys, eligible = drop.sortable_keys(scores), mask
+  keys, eligible = library_selection.sortable_keys(scores), mask
   k = jnp.clip(k, 0, jnp.sum(eligible, dtype=jnp.int32))
   high, low = (keys >> 16).astype(jnp.int32), (keys & 0xFFFF).astype(jnp.int32)
 
@@ -51,19 +52,19 @@ def radix_select(mask, scores, k):
   high_bin, rank = find_bin(high, eligible.astype(jnp.int32), k)
   low_bin, _ = find_bin(low, (eligible & (high == high_bin)).astype(jnp.int32), rank)
   threshold = (high_bin.astype(jnp.uint32) << 16) | low_bin.astype(jnp.uint32)
-  return drop.select_at_threshold(keys, eligible, threshold, k)
+  return library_selection.select_at_threshold(keys, eligible, threshold, k)
 
 
 def make_methods(k_static):
   return {
-      "bisection (default)": jax.jit(lambda m, s, k: drop.lowest_scores(m, s, k, pruned_first=False)),
+      "bisection (default)": jax.jit(lambda m, s, k: library_selection.lowest_scores_many([m], [s], [k], pruned_first=False)[0]),
       "histogram radix (2 x 16 bit)": jax.jit(radix_select),
       "full sort": jax.jit(sort_select),
       "lax.top_k": jax.jit(lambda m, s, k: jax.lax.top_k(-jnp.where(m, s, jnp.inf), k_static)[1]),
       "lax.approx_min_k": jax.jit(
           lambda m, s, k: jax.lax.approx_min_k(jnp.where(m, s, jnp.inf), k_static)[1]),
-      "drop_step (whole)": jax.jit(lambda m, s, k: drop.drop_step(
-          jax.random.PRNGKey(0), m, s, target_sparsity=0.6, drop_away_prob=0.5,
+      "drop_step (whole)": jax.jit(lambda m, s, k: dp.drop_step(
+          jax.random.PRNGKey(0), m, s, step_sparsity=0.6, drop_away_prob=0.5,
           drop_back_prob=0.1)[0]),
   }
 

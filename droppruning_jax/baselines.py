@@ -9,7 +9,7 @@ from __future__ import annotations
 import optax
 
 from droppruning_jax import schedules
-from droppruning_jax.wrapper import drop_pruning
+from droppruning_jax.drop import drop_pruning
 
 
 def gradual_magnitude_pruning(inner: optax.GradientTransformation, **kwargs) -> optax.GradientTransformation:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Union
 
-import jax
 import numpy as np
 
 from droppruning_jax import masks as masks_lib
@@ -21,8 +20,8 @@ Distribution = Union[str, Mapping[str, float]]
 DISTRIBUTIONS = ("uniform", "erk", "global")
 
 
-def validate_distribution(distribution: Distribution, target_sparsity: float) -> list[float]:
-  """Checks a distribution statically; returns the per-leaf targets known without shapes."""
+def validate_distribution(distribution: Distribution, target_sparsity: float) -> None:
+  """Checks a distribution statically (raises ``ValueError`` naming the bad value)."""
   if isinstance(distribution, Mapping):
     if not distribution:
       raise ValueError("sparsity_distribution mapping is empty.")
@@ -32,13 +31,19 @@ def validate_distribution(distribution: Distribution, target_sparsity: float) ->
         raise ValueError(
             f"per-layer target sparsity {value} for {name!r} is outside [0, 1)."
         )
-    return [float(v) for v in distribution.values()]
-  if distribution not in DISTRIBUTIONS:
+    return
+  if not isinstance(distribution, str) or distribution not in DISTRIBUTIONS:
     raise ValueError(
         f"sparsity_distribution={distribution!r} is not one of {DISTRIBUTIONS} or a "
         "mapping {path pattern: sparsity}."
     )
-  return [target_sparsity]
+
+
+def static_targets(distribution: Distribution) -> list[float]:
+  """The per-leaf targets known without shapes (a mapping's values; none otherwise)."""
+  if isinstance(distribution, Mapping):
+    return [float(v) for v in distribution.values()]
+  return []
 
 
 def erk_sparsities(shapes: Mapping[str, tuple[int, ...]], target_sparsity: float) -> dict[str, float]:
@@ -76,19 +81,17 @@ def erk_sparsities(shapes: Mapping[str, tuple[int, ...]], target_sparsity: float
   }
 
 
-def leaf_targets(masks, distribution: Distribution, target_sparsity: float) -> dict[str, float]:
-  """Final target sparsity of every prunable leaf (``"global"``: the global target).
+def leaf_targets(shapes: Mapping[str, tuple[int, ...]], distribution: Distribution,
+                 target_sparsity: float) -> dict[str, float]:
+  """Final target sparsity of every prunable leaf, from ``{path: shape}``.
+
+  ``"global"`` gives every leaf the global target (the pool decides per leaf).
 
   Raises:
     ValueError: for a mapping whose patterns miss a prunable leaf or match none.
   """
-  prunable = {
-      name: np.shape(mask)
-      for name, mask in zip(masks_lib.leaf_paths(masks), jax.tree.leaves(masks))
-      if masks_lib.is_prunable_mask(mask)
-  }
   if isinstance(distribution, Mapping):
-    return masks_lib.resolve_leaf_targets(masks, distribution)
+    return masks_lib.resolve_targets(list(shapes), distribution)
   if distribution == "erk":
-    return erk_sparsities(prunable, target_sparsity)
-  return {name: float(target_sparsity) for name in prunable}
+    return erk_sparsities(shapes, target_sparsity)
+  return {name: float(target_sparsity) for name in shapes}

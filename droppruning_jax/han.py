@@ -3,7 +3,7 @@
 "Learning both Weights and Connections for Efficient Neural Networks" (Han, Pool,
 Tran & Dally, NIPS 2015) trains a network, removes the weights whose magnitude is
 below a threshold, retrains the survivors, and repeats. Here the whole procedure is
-one training run: at every step listed in ``prune_steps`` the masks shrink, and the
+one training run: at every step listed in ``pruning_steps`` the masks shrink, and the
 steps in between are the retraining. Pruned weights never come back, which is the
 difference to Drop Pruning that the paper's comparisons are about.
 
@@ -19,90 +19,90 @@ Two ways of choosing the threshold:
   with rate ``r`` has exactly ``round(n * r * k / K)`` pruned weights (Han et al.'s
   per-layer LeNet rates can be given this way).
 
-The masked update is the one of :func:`droppruning_jax.drop_pruning` (both are
-policies of :func:`droppruning_jax.masked.masked_pruning`): gradients are masked
-before the inner optimizer, and the returned updates are ``-p`` on pruned entries so
-that ``optax.apply_updates`` leaves them exactly ``0.0``. The masks change inside the
-same jitted update.
-
-The state is a :class:`droppruning_jax.DropPruningState` (``stash`` is always
-``None`` and ``stats.dropped_back`` always 0), so :func:`droppruning_jax.get_masks`
-and :func:`droppruning_jax.get_stats` work on it unchanged.
+The masked update is the shared skeleton (:mod:`droppruning_jax.skeleton`), as for
+:func:`droppruning_jax.drop_pruning`; the state is a :class:`droppruning_jax.PruningState`
+(``stats.dropped_back`` always 0).
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from droppruning_jax import drop
+from droppruning_jax import checks
 from droppruning_jax import masks as masks_lib
-from droppruning_jax import masked
-from droppruning_jax.masked import DropPruningState
-
-PyTree = Any
-
-# The state of han_pruning; an alias so that get_masks / get_stats find it.
-HanPruningState = DropPruningState
+from droppruning_jax import selection
+from droppruning_jax import skeleton
 
 
-def _check_prune_steps(prune_steps: Sequence[int]) -> tuple[int, ...]:
-  if isinstance(prune_steps, (str, bytes)) or not isinstance(prune_steps, Sequence):
-    raise ValueError(f"prune_steps={prune_steps!r} must be a sequence of step counts.")
-  if not prune_steps:
-    raise ValueError("prune_steps=[] is empty; give at least one pruning step.")
-  for step in prune_steps:
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-      raise ValueError(
-          f"prune_steps={list(prune_steps)!r} contains {step!r}; every step must be an "
-          "integer >= 0."
-      )
-  steps = tuple(int(s) for s in prune_steps)
+def _check_steps(steps: Any) -> tuple[int, ...]:
+  if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence) or not steps:
+    raise ValueError(f"pruning_steps={steps!r} must be a non-empty sequence of step counts.")
+  for step in steps:
+    try:
+      checks.check_step("step", step)
+    except ValueError:
+      raise ValueError(f"pruning_steps={list(steps)!r} contains {step!r}; every step must be an "
+                       f"integer in [0, {checks.MAX_STEP}].") from None
+  steps = tuple(int(s) for s in steps)
   if any(b <= a for a, b in zip(steps, steps[1:])):
-    raise ValueError(f"prune_steps={list(steps)!r} must be strictly increasing.")
+    raise ValueError(f"pruning_steps={list(steps)!r} must be strictly increasing.")
   return steps
-
-
-def _check_quality(quality: Any) -> float:
-  if (
-      isinstance(quality, bool)
-      or not isinstance(quality, numbers.Real)
-      or not np.isfinite(quality)
-      or quality <= 0
-  ):
-    raise ValueError(f"quality={quality!r} must be a finite number > 0.")
-  return float(quality)
 
 
 def _check_layer_rates(layer_rates: Any) -> dict[str, float]:
   if not isinstance(layer_rates, Mapping) or not layer_rates:
-    raise ValueError(
-        f"layer_rates={layer_rates!r} must be a non-empty mapping "
-        "{path or fnmatch pattern: sparsity}."
-    )
-  rates = {}
-  for name, rate in layer_rates.items():
-    if (
-        isinstance(rate, bool)
-        or not isinstance(rate, numbers.Real)
-        or not np.isfinite(rate)
-        or not 0.0 <= rate < 1.0
-    ):
-      raise ValueError(f"layer_rates[{name!r}]={rate!r} is outside [0, 1).")
-    rates[str(name)] = float(rate)
-  return rates
+    raise ValueError(f"layer_rates={layer_rates!r} must be a non-empty mapping "
+                     "{path or fnmatch pattern: sparsity}.")
+  return {str(name): checks.check_number(f"layer_rates[{name!r}]", rate, 0.0, 1.0, low_open=False,
+                                         high_open=True)
+          for name, rate in layer_rates.items()}
+
+
+def quality_masks(quality: float, params, masks) -> list[jax.Array]:
+  """Prunes the active weights with ``|w| < quality * std`` of the leaf's active, finite weights.
+
+  A leaf keeps its largest finite weight even when the threshold would remove it all;
+  non-finite weights are never pruned.
+  """
+  new_masks = []
+  for param, mask in zip(params, masks):
+    valid = mask & jnp.isfinite(param)
+    count = jnp.maximum(jnp.sum(valid, dtype=jnp.int32), 1).astype(jnp.float32)
+    mean = jnp.sum(jnp.where(valid, param, 0.0).astype(jnp.float32)) / count
+    variance = jnp.sum(jnp.where(valid, (param - mean) ** 2, 0.0)) / count
+    new = mask & ~(jnp.abs(param) < quality * jnp.sqrt(variance))
+    top = jnp.argmax(jnp.where(valid, jnp.abs(param), -jnp.inf).reshape(-1))
+    keep_top = (jnp.arange(mask.size) == top).reshape(mask.shape) & valid & ~jnp.any(new)
+    new_masks.append(new | keep_top)
+  return new_masks
+
+
+def rate_masks(rates: Sequence[float], num_cycles: int, cycle, params, masks) -> list[jax.Array]:
+  """After cycle ``k`` of ``K`` a leaf of rate ``r`` has ``round(n r k / K)`` pruned weights.
+
+  Only active weights are eligible, so nothing pruned ever comes back; a leaf keeps at
+  least one weight (:func:`droppruning_jax.selection.final_pruned_count`).
+  """
+  extras = []
+  for mask, rate in zip(masks, rates):
+    # Exact integer targets per cycle, precomputed on the host; never the whole leaf.
+    targets = jnp.asarray([min(round(mask.size * rate * (k + 1) / num_cycles), mask.size - 1)
+                           for k in range(num_cycles)], jnp.int32)
+    extras.append(jnp.maximum(targets[cycle] - jnp.sum(~mask, dtype=jnp.int32), 0))
+  scores = [jnp.where(jnp.isfinite(p), jnp.abs(p), jnp.inf) for p in params]
+  removed = selection.lowest_scores_many(masks, scores, extras, pruned_first=False)
+  return [mask & ~r for mask, r in zip(masks, removed)]
 
 
 def han_pruning(
     inner: optax.GradientTransformation,
     *,
-    prune_steps: Sequence[int],
+    pruning_steps: Sequence[int],
     quality: Optional[float] = None,
     layer_rates: Optional[Mapping[str, float]] = None,
     prunable: Optional[masks_lib.PrunablePredicate] = None,
@@ -110,109 +110,65 @@ def han_pruning(
 ) -> optax.GradientTransformationExtraArgs:
   """Wraps an optax transformation with Han et al.'s iterative magnitude pruning.
 
-  At each step count in ``prune_steps`` the weights after this step's update are
-  examined and the pruned set grows; it never shrinks. Give exactly one of
-  ``quality`` and ``layer_rates``.
+  At each step count in ``pruning_steps`` the weights after this step's update are
+  examined and the pruned set grows; it never shrinks. Give exactly one of ``quality``
+  and ``layer_rates``.
 
   Args:
-    inner: the optimizer to wrap.
-    prune_steps: strictly increasing step counts of the pruning steps (one per
+    inner: the optimizer to wrap (extra ``update`` arguments are forwarded to it).
+    pruning_steps: strictly increasing step counts of the pruning steps (one per
       prune-retrain cycle).
-    quality: prune active weights with ``|w| < quality * std`` of the layer's
-      active weights, at every pruning step.
-    layer_rates: ``{path or fnmatch pattern: final sparsity}`` covering every
-      prunable leaf; after cycle ``k`` of ``K`` each leaf has exactly
-      ``round(n * rate * k / K)`` pruned weights (the lowest magnitudes).
-    prunable: ``(path, leaf) -> bool`` choosing the pruned leaves; defaults to
-      leaves with ``ndim >= 2``.
+    quality: prune active weights with ``|w| < quality * std`` of the layer's active
+      weights, at every pruning step.
+    layer_rates: ``{path or fnmatch pattern: final sparsity}`` covering every prunable
+      leaf; after cycle ``k`` of ``K`` each leaf has exactly ``round(n * rate * k / K)``
+      pruned weights (the lowest magnitudes).
+    prunable: ``(path, leaf) -> bool`` choosing the pruned leaves; defaults to leaves
+      with ``ndim >= 2``.
     packed_masks: keep the masks in the state as bits, as in
       :func:`droppruning_jax.drop_pruning`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is a
-    :class:`droppruning_jax.DropPruningState`. Its ``update`` needs ``params`` and
-    takes ``skip_mask_update`` like :func:`droppruning_jax.drop_pruning`'s (pass
-    ``True`` on steps not in ``prune_steps``).
+    :class:`droppruning_jax.PruningState`; ``update`` needs ``params`` and takes
+    ``skip_mask_update`` like :func:`droppruning_jax.drop_pruning`'s.
 
   Raises:
-    ValueError: for invalid arguments (at construction), or ``layer_rates`` that
-      miss a prunable leaf or match none (at ``init``).
+    ValueError: for invalid arguments (at construction), or ``layer_rates`` that miss a
+      prunable leaf or match none (at ``init``).
   """
-  steps = _check_prune_steps(prune_steps)
+  steps = _check_steps(pruning_steps)
   if (quality is None) == (layer_rates is None):
-    raise ValueError(
-        f"give exactly one of quality={quality!r} and layer_rates={layer_rates!r}."
-    )
+    raise ValueError(f"give exactly one of quality={quality!r} and layer_rates={layer_rates!r}.")
+  step_array = jnp.asarray(steps, jnp.int32)
+
   if quality is not None:
-    quality = _check_quality(quality)
-  rates = None if layer_rates is None else _check_layer_rates(layer_rates)
-  num_cycles = len(steps)
+    quality = checks.check_number("quality", quality, 0.0, float("inf"), low_open=True, high_open=True)
 
-  def leaf_rates(masks: PyTree) -> list[float]:
-    """Final sparsity of every prunable leaf, in leaf order (static)."""
-    by_name = masks_lib.resolve_leaf_targets(masks, rates)
-    return list(by_name.values())
+    def update(key, count, params, masks, paths):
+      del key, count, paths
+      return skeleton.LeafUpdate(quality_masks(quality, params, masks), jnp.zeros((), jnp.float32))
 
-  def quality_mask(candidate: jax.Array, mask: jax.Array) -> jax.Array:
-    active = jnp.sum(mask, dtype=jnp.int32)
-    count = jnp.maximum(active, 1).astype(jnp.float32)
-    values = jnp.where(mask, candidate, 0.0).astype(jnp.float32)
-    mean = jnp.sum(values) / count
-    variance = jnp.sum(jnp.where(mask, (candidate - mean) ** 2, 0.0)) / count
-    threshold = quality * jnp.sqrt(variance)
-    return mask & (jnp.abs(candidate) >= threshold)
+    check_leaves = None
+  else:
+    rates = _check_layer_rates(layer_rates)
 
-  def rate_mask(candidate: jax.Array, mask: jax.Array, rate: float, cycle) -> jax.Array:
-    # Exact integer targets per cycle, precomputed on the host.
-    targets = jnp.asarray(
-        [round(mask.size * rate * (k + 1) / num_cycles) for k in range(num_cycles)],
-        jnp.int32,
-    )
-    pruned = jnp.sum(~mask, dtype=jnp.int32)
-    extra = jnp.maximum(targets[cycle] - pruned, 0)
-    # Only active weights are eligible, so nothing pruned ever comes back.
-    newly_pruned = drop.lowest_scores(mask, jnp.abs(candidate), extra, pruned_first=False)
-    return mask & ~newly_pruned
+    def update(key, count, params, masks, paths):
+      del key
+      cycle = jnp.argmax(count == step_array)
+      leaf_rates = list(masks_lib.resolve_targets(paths, rates).values())
+      return skeleton.LeafUpdate(rate_masks(leaf_rates, len(steps), cycle, params, masks),
+                                 jnp.zeros((), jnp.float32))
 
-  def prune(change: masked.MaskChange):
-    count, masks = change.count, change.masks
-    cycle = jnp.argmax(count == jnp.asarray(steps, jnp.int32))
-    mask_leaves, treedef = jax.tree.flatten(masks)
-    candidate_leaves = jax.tree.leaves(change.candidate)
-    prunable_idx = [i for i, m in enumerate(mask_leaves) if masks_lib.is_prunable_mask(m)]
-    new_leaves = list(mask_leaves)
-    if rates is not None:
-      for i, rate in zip(prunable_idx, leaf_rates(masks)):
-        new_leaves[i] = rate_mask(candidate_leaves[i], mask_leaves[i], rate, cycle)
-    else:
-      for i in prunable_idx:
-        new_leaves[i] = quality_mask(candidate_leaves[i], mask_leaves[i])
-    dropped = sum(
-        (jnp.sum(mask_leaves[i] & ~new_leaves[i], dtype=jnp.int32) for i in prunable_idx),
-        jnp.zeros((), jnp.int32),
-    )
-    stats = change.stats.replace(
-        last_step=count.astype(jnp.int32),
-        dropped_away=dropped,
-        dropped_back=jnp.zeros((), jnp.int32),
-        shortfall=jnp.zeros((), jnp.float32),
-        total_dropped_away=change.stats.total_dropped_away + dropped,
-    )
-    return jax.tree.unflatten(treedef, new_leaves), None, stats
+    def check_leaves(paths, shapes):
+      del shapes
+      masks_lib.resolve_targets(paths, rates)  # raises for leaves without a rate or unused patterns
 
-  def branch_index(count):
-    return jnp.any(count == jnp.asarray(steps, jnp.int32)).astype(jnp.int32)
-
-  def check_masks(masks):
-    if rates is not None:
-      leaf_rates(masks)  # raises for leaves without a rate or unused patterns
-
-  return masked.masked_pruning(
-      inner,
-      name="han_pruning",
-      branch_index=branch_index,
-      branches=[prune],
-      prunable=prunable,
-      check_masks=check_masks,
-      packed_masks=packed_masks,
+  policy = skeleton.MaskPolicy(
+    seed=0,  # deterministic: no key is used
+    branch_index=lambda count: jnp.any(count == step_array).astype(jnp.int32),
+    updates=[update],
+    check_leaves=check_leaves,
   )
+  return skeleton.pruning_transformation(inner, policy, name="han_pruning", prunable=prunable,
+                                         packed_masks=packed_masks)

@@ -9,6 +9,7 @@ works without ``None`` leaves and non-prunable leaves broadcast as "keep all".
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -91,7 +92,7 @@ def init_masks(params: PyTree, prunable: PrunablePredicate | None = None) -> PyT
   masks = []
   for path, leaf in with_path:
     name = path_to_str(path)
-    if prunable(name, leaf):
+    if prunable(name, leaf) and np.size(leaf) > 0:  # an empty leaf has nothing to prune
       dtype = getattr(leaf, "dtype", None)
       if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(
@@ -336,18 +337,14 @@ def count_params(params: PyTree, masks: PyTree | None = None) -> dict[str, int]:
   }
 
 
-def resolve_leaf_targets(
-    masks: PyTree, targets: Mapping[str, float], default: float | None = None
-) -> dict[str, float]:
+def resolve_targets(names: list[str], targets: Mapping[str, float],
+                    default: float | None = None) -> dict[str, float]:
   """Maps every prunable path to a target using exact names or ``fnmatch`` patterns.
 
   Raises:
     ValueError: if a pattern matches no prunable leaf, or (without ``default``)
       a prunable leaf matches no pattern.
   """
-  import fnmatch  # local: only needed for custom maps
-
-  names = [name for name, _ in _prunable_masks(masks)]
   out: dict[str, float] = {}
   used = set()
   for name in names:

@@ -39,7 +39,7 @@ import orbax.checkpoint as ocp
 import tqdm
 
 import droppruning_jax as dp
-from droppruning_jax import han as han_lib
+from droppruning_jax import skeleton
 from droppruning_jax import masks as masks_lib
 from droppruning_jax import models
 from experiments import data as data_lib
@@ -393,7 +393,7 @@ def make_optimizer(
   begin, end = pruning_window(config, steps_per_epoch)
   if config.method == "han":
     if config.han_quality is not None:
-      return han_lib.han_pruning(inner, prune_steps=han_prune_steps(config, begin, end),
+      return dp.han_pruning(inner, pruning_steps=han_prune_steps(config, begin, end),
                                  quality=config.han_quality, packed_masks=config.packed_masks)
     if config.sparsity_distribution == "erk":
       shapes = {
@@ -404,7 +404,7 @@ def make_optimizer(
       rates = dp.erk_sparsities(shapes, config.target_sparsity)
     else:
       rates = {"*": config.target_sparsity}
-    return han_lib.han_pruning(inner, prune_steps=han_prune_steps(config, begin, end),
+    return dp.han_pruning(inner, pruning_steps=han_prune_steps(config, begin, end),
                                layer_rates=rates, packed_masks=config.packed_masks)
   common = dict(
       target_sparsity=config.target_sparsity,
@@ -483,7 +483,7 @@ def make_train_step(model, tx: optax.GradientTransformation, has_pruning: bool, 
         "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
     }
     if has_pruning:
-      before = dp.find_state(state.opt_state)
+      before = skeleton.find_state(state.opt_state)
       stats = dp.get_stats(opt_state)
       # Only a pruning step taken now counts; the stats persist between steps.
       metrics["shortfall"] = jnp.where(stats.last_step == before.count, stats.shortfall, 0.0)

@@ -40,9 +40,9 @@ CASES = {
     "drop_initial": _drop(initial_sparsity=0.3, drop_away_prob=0.8, drop_back_prob=0.05),
     "gradual": lambda inner: dp.gradual_magnitude_pruning(inner, **COMMON),
     "random": lambda inner: dp.random_pruning(inner, **COMMON),
-    "han_quality": lambda inner: dp.han_pruning(inner, prune_steps=[3, 9, 20], quality=0.7),
+    "han_quality": lambda inner: dp.han_pruning(inner, pruning_steps=[3, 9, 20], quality=0.7),
     "han_rates": lambda inner: dp.han_pruning(
-        inner, prune_steps=[3, 9, 20], layer_rates={"dense/*": 0.9, "conv/*": 0.6, "out/*": 0.7}),
+        inner, pruning_steps=[3, 9, 20], layer_rates={"dense/*": 0.9, "conv/*": 0.6, "out/*": 0.7}),
 }
 
 

@@ -55,7 +55,7 @@ def test_interleaved_orders_never_repeat_a_function_back_to_back(count):
 def test_radix_select_equals_the_librarys_bisection(n, density, tie_bits):
   """The compared histogram method is exact: the same selection, ties included."""
   import numpy as np
-  from droppruning_jax import drop
+  from droppruning_jax import selection as library_selection
   rng = np.random.default_rng(n)
   mask = jax.numpy.asarray(rng.random(n) < density)
   # Coarse scores (low mantissa bits cleared) make many exact ties.
@@ -63,7 +63,7 @@ def test_radix_select_equals_the_librarys_bisection(n, density, tie_bits):
   scores = (scores.view(np.uint32) >> tie_bits << tie_bits).view(np.float32)
   scores = jax.numpy.asarray(scores)
   for k in (0, 1, n // 7, int(mask.sum()), n):
-    expected = drop.lowest_scores(mask, scores, k, pruned_first=False)
+    expected = library_selection.lowest_scores_many([mask], [scores], [k], pruned_first=False)[0]
     np.testing.assert_array_equal(selection.radix_select(mask, scores, k), expected)
 
 

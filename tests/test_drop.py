@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import droppruning_jax as dp
+from droppruning_jax import drop, selection
 
 N = 10_000
 
@@ -26,26 +27,37 @@ def _binomial_bounds(trials, prob, sigmas=5.0):
   return mean - sigmas * sd, mean + sigmas * sd
 
 
-def test_drop_back_revives_within_binomial_bounds():
+def test_drop_back_alone_revives_within_binomial_bounds():
+  # Target s (1 - q) makes the pool c = 0: only drop back acts, each pruned weight
+  # returning with probability q (drop_back_scale="pruned").
   mask = _half_pruned_mask()
-  new = dp.drop_back(jax.random.PRNGKey(0), mask, 0.2)
+  q = 0.2
+  new, info = dp.drop_step(jax.random.PRNGKey(0), mask, jnp.ones(N), step_sparsity=0.5 * (1 - q),
+                           drop_away_prob=1.0, drop_back_prob=q, drop_back_scale="pruned")
+  assert int(info.pool_size) == 0
   revived = int(jnp.sum(new & ~mask))
-  low, high = _binomial_bounds(N // 2, 0.2)
+  low, high = _binomial_bounds(N // 2, q)
   assert low <= revived <= high
+  assert revived == int(info.dropped_back)
   assert bool(jnp.all(new[mask]))  # active weights stay active
 
 
-def test_drop_back_with_zero_prob_revives_none():
+def test_drop_back_with_zero_rate_revives_none():
   mask = _half_pruned_mask()
-  new = dp.drop_back(jax.random.PRNGKey(0), mask, 0.0)
+  new, _ = dp.drop_step(jax.random.PRNGKey(0), mask, jnp.ones(N), step_sparsity=0.5,
+                        drop_away_prob=1.0, drop_back_prob=0.0)
   np.testing.assert_array_equal(np.asarray(new), np.asarray(mask))
 
 
-def test_drop_away_removes_about_p_times_pool_from_the_pool():
+def test_drop_away_alone_removes_about_p_times_pool_from_the_pool():
+  # With q = 0 the pool is c = n (s' - s) / p: s' = 0.5 + 0.3 * 2000 / N gives c = 2000.
   mask = _half_pruned_mask()
   scores = jnp.asarray(np.random.default_rng(1).random(N), jnp.float32)
   pool_size, prob = 2000, 0.3
-  new = dp.drop_away(jax.random.PRNGKey(3), mask, scores, pool_size, prob)
+  new, info = dp.drop_step(jax.random.PRNGKey(3), mask, scores,
+                           step_sparsity=0.5 + prob * pool_size / N, drop_away_prob=prob,
+                           drop_back_prob=0.0)
+  assert int(info.pool_size) == pool_size
   removed = np.asarray(mask & ~new)
   low, high = _binomial_bounds(pool_size, prob)
   assert low <= removed.sum() <= high
@@ -59,7 +71,8 @@ def test_drop_away_removes_about_p_times_pool_from_the_pool():
 def test_drop_away_with_p_one_removes_exactly_the_pool():
   mask = _half_pruned_mask()
   scores = jnp.asarray(np.random.default_rng(1).random(N), jnp.float32)
-  new = dp.drop_away(jax.random.PRNGKey(3), mask, scores, 1234, 1.0)
+  new, _ = dp.drop_step(jax.random.PRNGKey(3), mask, scores, step_sparsity=0.5 + 1234 / N,
+                        drop_away_prob=1.0, drop_back_prob=0.0)
   assert int(jnp.sum(mask & ~new)) == 1234
 
 
@@ -71,7 +84,7 @@ def test_mean_sparsity_after_a_step_is_within_4_sigma_of_target():
 
   def one(key):
     new, info = dp.drop_step(
-        key, mask, scores, target_sparsity=target, drop_away_prob=p,
+        key, mask, scores, step_sparsity=target, drop_away_prob=p,
         drop_back_prob=q, drop_back_scale="pruned",
     )
     return 1.0 - jnp.mean(new), info
@@ -89,7 +102,7 @@ def test_drop_step_active_scale_revives_q_times_active_count():
   mask = _half_pruned_mask()
   scores = jnp.ones(N)
   new, info = dp.drop_step(
-      jax.random.PRNGKey(5), mask, scores, target_sparsity=0.5, drop_away_prob=1.0,
+      jax.random.PRNGKey(5), mask, scores, step_sparsity=0.5, drop_away_prob=1.0,
       drop_back_prob=0.05, drop_back_scale="active",
   )
   # q_eff = 0.05 * |A| / |P| = 0.05: about 250 of the 5000 pruned weights come back.
@@ -101,12 +114,13 @@ def test_drop_step_active_scale_revives_q_times_active_count():
 def test_drop_step_records_shortfall_when_clip_binds():
   mask = jnp.asarray(np.arange(N) < 100)  # 99 % sparse, 100 active weights
   new, info = dp.drop_step(
-      jax.random.PRNGKey(0), mask, jnp.ones(N), target_sparsity=0.995,
+      jax.random.PRNGKey(0), mask, jnp.ones(N), step_sparsity=0.995,
       drop_away_prob=1.0, drop_back_prob=0.5, drop_back_scale="pruned",
   )
-  assert int(info.pool_size) == 100  # clipped at |A|
+  assert int(info.pool_size) == 99  # clipped at |A| - 1: the leaf keeps one weight
   assert float(info.shortfall) > 0.4
-  assert int(jnp.sum(mask & ~new)) == 100
+  assert int(jnp.sum(mask & ~new)) == 99
+  assert int(jnp.sum(new)) >= 1
 
 
 def test_prune_exact_hits_target_with_deterministic_ties():
@@ -138,7 +152,7 @@ def test_drop_step_invariants(n, active_fraction, target, p, q, seed):
   mask = jnp.asarray(rng.random(n) < active_fraction)
   scores = jnp.asarray(rng.random(n), jnp.float32)
   new, info = dp.drop_step(
-      jax.random.PRNGKey(seed), mask, scores, target_sparsity=target,
+      jax.random.PRNGKey(seed), mask, scores, step_sparsity=target,
       drop_away_prob=p, drop_back_prob=q, drop_back_scale="pruned",
   )
   mask, new = np.asarray(mask), np.asarray(new)
@@ -165,7 +179,8 @@ def test_prune_exact_count_property(n, active_fraction, target, seed):
   rng = np.random.default_rng(seed)
   mask = jnp.asarray(rng.random(n) < active_fraction)
   new = dp.prune_exact(mask, jnp.asarray(rng.random(n), jnp.float32), target)
-  assert int(jnp.sum(~new)) == round(n * target)
+  # round(n * target) pruned, except that a leaf always keeps one weight.
+  assert int(jnp.sum(~new)) == min(round(n * target), n - 1)
 
 
 class DropStepVariantsTest(chex.TestCase):
@@ -176,7 +191,7 @@ class DropStepVariantsTest(chex.TestCase):
     scores = jnp.asarray(np.random.default_rng(4).random(N), jnp.float32)
 
     def step(key):
-      return dp.drop_step(key, mask, scores, target_sparsity=0.6, drop_away_prob=0.5,
+      return dp.drop_step(key, mask, scores, step_sparsity=0.6, drop_away_prob=0.5,
                           drop_back_prob=0.1)[0]
 
     reference = jax.jit(step)(jax.random.PRNGKey(7))
@@ -203,7 +218,7 @@ def test_one_selection_loop_for_many_arrays_equals_numpy_lexsort(sizes, seed):
   # Few distinct values, so that ties at the threshold happen.
   scores = [rng.integers(0, 5, n).astype(np.float32) for n in sizes]
   ks = [int(rng.integers(0, n + 2)) for n in sizes]
-  selected = dp.drop.lowest_scores_many([jnp.asarray(m) for m in masks],
+  selected = selection.lowest_scores_many([jnp.asarray(m) for m in masks],
                                         [jnp.asarray(s) for s in scores], ks, pruned_first=False)
   for mask, score, k, sel in zip(masks, scores, ks, selected):
     order = np.lexsort((np.arange(mask.size), score, ~mask))
@@ -212,7 +227,7 @@ def test_one_selection_loop_for_many_arrays_equals_numpy_lexsort(sizes, seed):
     np.testing.assert_array_equal(np.asarray(sel), expected)
 
 
-def test_drop_steps_equals_drop_step_per_mask():
+def test_one_drop_for_many_masks_equals_drop_step_per_mask():
   shapes = [(30, 20), (3, 3, 4, 6), (7,)]
   keys = jax.random.split(jax.random.PRNGKey(3), 3 * len(shapes))
   masks = [jax.random.uniform(k, s) < 0.6 for k, s in zip(keys[0::3], shapes)]
@@ -220,21 +235,22 @@ def test_drop_steps_equals_drop_step_per_mask():
   uniforms = [jax.random.uniform(k, s) for k, s in zip(keys[2::3], shapes)]
   targets = [0.5, 0.7, 0.6]
   kwargs = dict(drop_away_prob=0.6, drop_back_prob=0.2)
-  together, infos = dp.drop.drop_steps(masks, scores, uniforms, target_sparsities=targets, **kwargs)
-  for mask, score, u, target, new, info in zip(masks, scores, uniforms, targets, together, infos):
-    alone, alone_info = dp.drop_step(None, mask, score, target_sparsity=target, uniforms=u, **kwargs)
+  together, infos = drop.drop_leaves(masks, scores, uniforms, step_sparsities=targets, **kwargs)
+  for key, mask, score, target, new, info in zip(keys[2::3], masks, scores, targets, together, infos):
+    # drop_step draws its uniforms from the key: the same draws as above.
+    alone, alone_info = dp.drop_step(key, mask, score, step_sparsity=target, **kwargs)
     chex.assert_trees_all_equal((new, info), (alone, alone_info))
-  exact = dp.drop.prune_exact_many(masks, scores, targets)
+  exact = selection.prune_exact_many(masks, scores, targets)
   for mask, score, target, new in zip(masks, scores, targets, exact):
     chex.assert_trees_all_equal(new, dp.prune_exact(mask, score, target))
 
 
 def test_many_selection_inputs_must_match():
   with pytest.raises(ValueError, match="must match"):
-    dp.drop.select_lowest_many([jnp.zeros(3, jnp.uint32)], [jnp.ones(3, bool)], [1, 2])
+    selection.select_lowest_many([jnp.zeros(3, jnp.uint32)], [jnp.ones(3, bool)], [1, 2])
   with pytest.raises(ValueError, match="uniforms has shape"):
-    dp.drop_step(None, jnp.ones(4, bool), jnp.zeros(4), target_sparsity=0.5, drop_away_prob=0.5,
-                 drop_back_prob=0.1, uniforms=jnp.zeros(5))
+    drop.drop_leaves([jnp.ones(4, bool)], [jnp.zeros(4)], [jnp.zeros(5)], step_sparsities=[0.5],
+                     drop_away_prob=0.5, drop_back_prob=0.1)
 
 
 @pytest.mark.parametrize("k", [0, 3, 5, 6, 8, 10])
@@ -246,14 +262,14 @@ def test_select_at_threshold_with_ties_that_fit_and_ties_that_do_not(k):
   expected = np.zeros(10, bool)
   expected[order[:min(k, 9)]] = True  # k = 10 is clipped to the 9 eligible entries
   threshold = jnp.sort(jnp.where(eligible, keys, jnp.uint32(2**32 - 1)))[max(k, 1) - 1]
-  select = jax.jit(dp.drop.select_at_threshold)
+  select = jax.jit(selection.select_at_threshold)
   np.testing.assert_array_equal(select(keys, eligible, threshold, k), expected)
   # Under vmap the conditional becomes a select of both sides: same answer.
-  batched = jax.vmap(dp.drop.select_at_threshold, in_axes=(None, None, None, 0))(
+  batched = jax.vmap(selection.select_at_threshold, in_axes=(None, None, None, 0))(
       keys, eligible, threshold, jnp.asarray([k, k]))
   np.testing.assert_array_equal(batched, np.stack([expected, expected]))
   # The plain prefix count (used off the CPU) and the CPU shortcut agree.
   at = eligible & (keys == threshold)
   room = k - int(jnp.sum(eligible & (keys < threshold)))
-  np.testing.assert_array_equal(dp.drop.tie_prefix(at, room),
-                                jax.jit(dp.drop.tie_prefix_unless_all_fit)(at, room))
+  np.testing.assert_array_equal(selection.tie_prefix(at, room),
+                                jax.jit(selection.tie_prefix_unless_all_fit)(at, room))

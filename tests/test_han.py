@@ -30,7 +30,7 @@ def _train(tx, steps: int = 12):
 @pytest.mark.parametrize("kwargs", [{"quality": 0.7}, {"layer_rates": {"*": 0.9}}],
                          ids=["quality", "rates"])
 def test_never_revives_and_pruned_weights_are_exactly_zero(kwargs):
-  tx = han_pruning(optax.sgd(0.05, momentum=0.9), prune_steps=PRUNE_STEPS, **kwargs)
+  tx = han_pruning(optax.sgd(0.05, momentum=0.9), pruning_steps=PRUNE_STEPS, **kwargs)
   previous = dp.init_masks(toy_params())
   sparsities = []
   for params, masks, state in _train(tx):
@@ -50,7 +50,7 @@ def test_never_revives_and_pruned_weights_are_exactly_zero(kwargs):
 
 def test_layer_rates_reach_exact_counts_in_equal_increments():
   rates = {"dense/kernel": 0.9, "conv/kernel": 0.6, "out/*": 0.3}
-  tx = han_pruning(optax.adam(1e-2), prune_steps=PRUNE_STEPS, layer_rates=rates)
+  tx = han_pruning(optax.adam(1e-2), pruning_steps=PRUNE_STEPS, layer_rates=rates)
   history = _train(tx)
   for cycle, step in enumerate(PRUNE_STEPS, start=1):
     masks = history[step][1]
@@ -66,7 +66,7 @@ def test_layer_rates_reach_exact_counts_in_equal_increments():
 def test_quality_threshold_is_quality_times_std_of_active_weights():
   params = toy_params()
   # lr = 0: the weights the rule sees are exactly the params.
-  tx = han_pruning(optax.sgd(0.0), prune_steps=[0, 1], quality=0.5)
+  tx = han_pruning(optax.sgd(0.0), pruning_steps=[0, 1], quality=0.5)
   state = tx.init(params)
   step = jax.jit(make_step(tx))
   expected = {}
@@ -89,7 +89,7 @@ def test_quality_threshold_is_quality_times_std_of_active_weights():
 def test_works_inside_a_chain():
   params = toy_params()
   tx = optax.chain(optax.clip_by_global_norm(1.0),
-                   han_pruning(optax.sgd(0.1, momentum=0.9), prune_steps=[0],
+                   han_pruning(optax.sgd(0.1, momentum=0.9), pruning_steps=[0],
                                layer_rates={"*": 0.5}))
   state = tx.init(params)
   step = jax.jit(make_step(tx))
@@ -106,17 +106,17 @@ def test_works_inside_a_chain():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"prune_steps": []}, "prune_steps=\\[\\] is empty"),
-        ({"prune_steps": [3, 3]}, "strictly increasing"),
-        ({"prune_steps": [-1, 2]}, "contains -1"),
-        ({"prune_steps": [1.5]}, "contains 1.5"),
-        ({"prune_steps": "12"}, "must be a sequence"),
-        ({"prune_steps": [1], "quality": 0.5, "layer_rates": {"*": 0.5}}, "exactly one"),
-        ({"prune_steps": [1]}, "exactly one"),
-        ({"prune_steps": [1], "quality": 0.0}, "quality=0.0"),
-        ({"prune_steps": [1], "quality": float("nan")}, "quality=nan"),
-        ({"prune_steps": [1], "layer_rates": {}}, "non-empty mapping"),
-        ({"prune_steps": [1], "layer_rates": {"*": 1.0}}, "layer_rates\\['\\*'\\]=1.0"),
+        ({"pruning_steps": []}, "non-empty sequence"),
+        ({"pruning_steps": [3, 3]}, "strictly increasing"),
+        ({"pruning_steps": [-1, 2]}, "contains -1"),
+        ({"pruning_steps": [1.5]}, "contains 1.5"),
+        ({"pruning_steps": "12"}, "non-empty sequence"),
+        ({"pruning_steps": [1], "quality": 0.5, "layer_rates": {"*": 0.5}}, "exactly one"),
+        ({"pruning_steps": [1]}, "exactly one"),
+        ({"pruning_steps": [1], "quality": 0.0}, "quality=0.0"),
+        ({"pruning_steps": [1], "quality": float("nan")}, "quality=nan"),
+        ({"pruning_steps": [1], "layer_rates": {}}, "non-empty mapping"),
+        ({"pruning_steps": [1], "layer_rates": {"*": 1.0}}, "layer_rates\\['\\*'\\]=1.0"),
     ],
 )
 def test_invalid_arguments(kwargs, message):
@@ -125,16 +125,16 @@ def test_invalid_arguments(kwargs, message):
 
 
 def test_layer_rates_must_cover_the_prunable_leaves():
-  tx = han_pruning(optax.sgd(0.1), prune_steps=[1], layer_rates={"dense/kernel": 0.5})
+  tx = han_pruning(optax.sgd(0.1), pruning_steps=[1], layer_rates={"dense/kernel": 0.5})
   with pytest.raises(ValueError, match="no per-layer target given for prunable leaf"):
     tx.init(toy_params())
-  tx = han_pruning(optax.sgd(0.1), prune_steps=[1], layer_rates={"*": 0.5, "nothing/*": 0.2})
+  tx = han_pruning(optax.sgd(0.1), pruning_steps=[1], layer_rates={"*": 0.5, "nothing/*": 0.2})
   with pytest.raises(ValueError, match="match no prunable leaf"):
     tx.init(toy_params())
 
 
 def test_update_needs_params():
-  tx = han_pruning(optax.sgd(0.1), prune_steps=[1], quality=1.0)
+  tx = han_pruning(optax.sgd(0.1), pruning_steps=[1], quality=1.0)
   params = toy_params()
   with pytest.raises(ValueError, match="needs params"):
     tx.update(params, tx.init(params))

@@ -57,7 +57,7 @@ def _transforms(packed):
           dp.drop_pruning(optax.sgd(0.05, momentum=0.9), target_sparsity=0.8, end_step=12,
                           update_every=2, sparsity_distribution="global", packed_masks=packed),
           set(dp.pruning_steps(0, 12, 2))),
-      "han": (dp.han_pruning(optax.sgd(0.05), prune_steps=[3, 8, 14], quality=0.6,
+      "han": (dp.han_pruning(optax.sgd(0.05), pruning_steps=[3, 8, 14], quality=0.6,
                              packed_masks=packed), {3, 8, 14}),
   }
 
@@ -101,7 +101,7 @@ def test_packed_masks_must_be_a_bool(value):
   with pytest.raises(ValueError, match=f"packed_masks={value!r}"):
     dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.5, end_step=4, packed_masks=value)
   with pytest.raises(ValueError, match=f"packed_masks={value!r}"):
-    dp.han_pruning(optax.sgd(0.1), prune_steps=[2], quality=0.5, packed_masks=value)
+    dp.han_pruning(optax.sgd(0.1), pruning_steps=[2], quality=0.5, packed_masks=value)
 
 
 def test_public_mask_functions_accept_a_states_packed_masks():

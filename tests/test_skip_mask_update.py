@@ -16,7 +16,7 @@ def _transforms():
       "drop": (dp.drop_pruning(optax.sgd(0.05, momentum=0.9), target_sparsity=0.6, end_step=21,
                                begin_step=3, update_every=2, regrow_init="restore"),
                set(dp.pruning_steps(3, 21, 2))),
-      "han": (dp.han_pruning(optax.sgd(0.05), prune_steps=[4, 9, 15], quality=0.5), {4, 9, 15}),
+      "han": (dp.han_pruning(optax.sgd(0.05), pruning_steps=[4, 9, 15], quality=0.5), {4, 9, 15}),
       "chained": (optax.chain(optax.clip_by_global_norm(1.0),
                               dp.drop_pruning(optax.adam(1e-2), target_sparsity=0.5, end_step=12,
                                               update_every=1)),

@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import droppruning_jax as dp
-from droppruning_jax.masked import STATS_FIELDS, zero_stats
+from droppruning_jax.stats import STATS_FIELDS
 from tests.helpers import make_step, random_grads, toy_params
 
 END, EVERY = 40, 2
@@ -335,12 +335,13 @@ def test_init_can_be_traced():
 
 def test_drop_stats_are_one_vector_with_named_fields():
   """Every field reads back exactly; the state holds the stats as a single leaf."""
-  stats = zero_stats()
+  stats = dp.PruningStats.zeros()
   assert len(jax.tree.leaves(stats)) == 1 and stats.values.dtype == jnp.int32
   assert int(stats.last_step) == -1 and float(stats.shortfall) == 0.0
   fields = dict(last_step=12, dropped_away=7, dropped_back=3, shortfall=np.float32(1 / 3),
-                total_dropped_away=2**31 - 1, total_dropped_back=5, skipped_updates=1)
-  stats = dp.DropStats.create(**fields)
+                total_dropped_away=2**31 - 1, total_dropped_back=5, skipped_updates=1,
+                nonfinite=2)
+  stats = dp.PruningStats.create(**fields)
   for name in STATS_FIELDS:
     assert getattr(stats, name) == fields[name], name
   assert stats.shortfall.dtype == jnp.float32  # (the equality above checks it is bit-exact)
@@ -350,7 +351,7 @@ def test_drop_stats_are_one_vector_with_named_fields():
   # A replicated (pmap) state reads one value per replica, and is created per replica.
   replicated = jax.tree.map(lambda x: jnp.stack([x, x]), changed)
   np.testing.assert_array_equal(replicated.shortfall, [-0.5, -0.5])
-  per_replica = dp.DropStats.create(**{name: np.stack([value, value]) for name, value in fields.items()})
+  per_replica = dp.PruningStats.create(**{name: np.stack([value, value]) for name, value in fields.items()})
   assert per_replica.values.shape == (2, len(STATS_FIELDS))
   np.testing.assert_array_equal(per_replica.last_step, [12, 12])
   chex.assert_trees_all_equal(per_replica, replicated.replace(
@@ -363,8 +364,8 @@ def test_drop_stats_are_one_vector_with_named_fields():
 
 
 @pytest.mark.parametrize("call", [
-    lambda: dp.DropStats.create(last_step=0),
-    lambda: zero_stats().replace(dropped=1),
+    lambda: dp.PruningStats.create(last_step=0),
+    lambda: dp.PruningStats.zeros().replace(dropped=1),
 ])
 def test_drop_stats_reject_unknown_or_missing_fields(call):
   with pytest.raises(ValueError, match="field"):

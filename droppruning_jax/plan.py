@@ -1,0 +1,350 @@
+"""``DropPlan``: the validated, immutable description of a Drop Pruning run.
+
+Built once by :func:`droppruning_jax.drop_pruning`, it is used both by the static
+checks (is the schedule reachable? what is the expected trajectory?) and by the traced
+mask update, so every formula of the method exists once, here:
+
+* a leaf's target at a step: the overall schedule scaled by ``leaf_final / target``,
+  capped at ``leaf_final`` (:func:`leaf_step_target`);
+* the per-weight drop-back probability from the user's rate (:func:`effective_drop_back_prob`);
+* the pool size whose expected outcome is the target, and that outcome
+  (:func:`wanted_pool`, :func:`expected_sparsity`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from droppruning_jax import checks
+from droppruning_jax import distribution as distribution_lib
+from droppruning_jax import importance as importance_lib
+from droppruning_jax import schedules
+from droppruning_jax import selection
+
+DROP_BACK_SCALES = ("active", "pruned")
+REGROW_INITS = ("zero", "restore")
+# A shortfall this small is rounding noise, not an unreachable schedule.
+_REACHABILITY_TOLERANCE = 1e-6
+
+
+def _minimum(a, b):
+  return jnp.minimum(a, b) if isinstance(a, jax.Array) or isinstance(b, jax.Array) else np.minimum(a, b)
+
+
+def leaf_step_target(overall, leaf_final: float, target_sparsity: float):
+  """A leaf's target at a step: ``min(overall * leaf_final / target, leaf_final)``."""
+  scale = 0.0 if target_sparsity == 0 else leaf_final / target_sparsity
+  return _minimum(overall * scale, leaf_final)
+
+
+def effective_drop_back_prob(q, active, pruned, scale: str):
+  """Per-weight revival probability of a pruned weight, from the drop-back rate ``q``.
+
+  ``scale="pruned"``: ``q`` is that probability. ``scale="active"``: ``q`` is a *rate*,
+  the expected number of revived weights as a fraction of the active ones, ``q |A|``,
+  so each pruned weight comes back with probability ``min(1, q |A| / |P|)``. ``active``
+  and ``pruned`` are counts or fractions; Python floats and traced arrays alike.
+  """
+  if scale == "pruned":
+    return q
+  if isinstance(pruned, (int, float)) and isinstance(active, (int, float)):
+    return 0.0 if pruned <= 0 else min(1.0, q * active / pruned)
+  safe_pruned = jnp.maximum(pruned, 1)
+  return jnp.where(pruned > 0, jnp.minimum(1.0, q * active / safe_pruned), 0.0)
+
+
+def wanted_pool(size, sparsity, target, p, q):
+  """``c = n (s' - s (1 - q)) / p``: the pool whose expected outcome is the target.
+
+  With ``E[s_new] = s (1 - q) + p c / n`` (each pool member leaves with probability
+  ``p``, each pruned weight returns with probability ``q``). Not rounded or clipped.
+  """
+  return size * (target - sparsity * (1.0 - q)) / p
+
+
+def expected_sparsity(sparsity, pool_fraction, p, q):
+  """``E[s_new] = s (1 - q) + p c / n`` for a pool of ``c / n = pool_fraction``."""
+  return sparsity * (1.0 - q) + p * pool_fraction
+
+
+class TrajectoryPoint(NamedTuple):
+  """Expected state of one leaf at one pruning step (fractions of the leaf size).
+
+  Attributes:
+    step: the pruning step count.
+    target: scheduled sparsity after the step.
+    sparsity_before: expected sparsity before the step.
+    drop_away_prob: ``p`` at this step.
+    drop_back_prob: per-weight revival probability at this step.
+    pool_fraction: candidate pool size ``c / n`` (after clipping to ``[0, 1 - s]``).
+    expected_sparsity: expected sparsity after the step.
+  """
+
+  step: int
+  target: float
+  sparsity_before: float
+  drop_away_prob: float
+  drop_back_prob: float
+  pool_fraction: float
+  expected_sparsity: float
+
+  @property
+  def shortfall(self) -> float:
+    return self.target - self.expected_sparsity
+
+
+@dataclasses.dataclass(frozen=True)
+class DropPlan:
+  """Everything :func:`droppruning_jax.drop_pruning` was asked to do, validated.
+
+  Create it with :meth:`create`. ``steps`` are the pruning steps (the last one exact);
+  ``leaf_finals`` is filled at ``init`` (per-leaf final targets need the shapes);
+  ``None`` means one global pool.
+  """
+
+  target_sparsity: float
+  begin_step: int
+  end_step: int
+  update_every: int
+  seed: int
+  initial_sparsity: float
+  sparsity_schedule: schedules.Schedule
+  drop_away_prob: schedules.Schedule
+  drop_back_prob: schedules.Schedule
+  drop_back_scale: str
+  regrow_init: str
+  importance: importance_lib.ImportanceFn
+  distribution: distribution_lib.Distribution
+  steps: np.ndarray = dataclasses.field(repr=False)
+
+  @classmethod
+  def create(cls, *, target_sparsity, end_step, drop_away_prob, drop_back_prob, begin_step,
+             update_every, seed, initial_sparsity, sparsity_schedule, drop_back_scale,
+             regrow_init, importance, sparsity_distribution) -> DropPlan:
+    """Validates every argument (see ``drop_pruning``) and checks reachability.
+
+    Raises:
+      ValueError: naming the first bad value, or the first pruning step whose target
+        drop away cannot reach with these rates.
+    """
+    checks.check_number("target_sparsity", target_sparsity, 0.0, 1.0, low_open=False, high_open=True)
+    checks.check_number("initial_sparsity", initial_sparsity, 0.0, 1.0, low_open=False, high_open=True)
+    begin_step = checks.check_step("begin_step", begin_step)
+    end_step = checks.check_step("end_step", end_step)
+    checks.check_int("update_every", update_every, 1)
+    checks.check_int("seed", seed, -(2**63), 2**64 - 1)
+    if begin_step > end_step:
+      raise ValueError(f"begin_step={begin_step} is after end_step={end_step}.")
+    if initial_sparsity > target_sparsity:
+      raise ValueError(f"initial_sparsity={initial_sparsity} is above target_sparsity={target_sparsity}.")
+    checks.check_choice("drop_back_scale", drop_back_scale, DROP_BACK_SCALES)
+    checks.check_choice("regrow_init", regrow_init, REGROW_INITS)
+    distribution_lib.validate_distribution(sparsity_distribution, target_sparsity)
+    steps = schedules.pruning_step_array(begin_step, end_step, update_every)
+    _check_schedule("drop_away_prob", drop_away_prob, steps[:-1], low_open=True)
+    _check_schedule("drop_back_prob", drop_back_prob, steps[:-1], low_open=False)
+    if sparsity_schedule is None:
+      sparsity_schedule = schedules.polynomial_sparsity(target_sparsity, begin_step, end_step, initial_sparsity)
+    _check_schedule("sparsity_schedule", sparsity_schedule, steps, low_open=False, high_open=True)
+    plan = cls(
+      target_sparsity=float(target_sparsity), begin_step=begin_step, end_step=end_step,
+      update_every=int(update_every), seed=int(seed), initial_sparsity=float(initial_sparsity),
+      sparsity_schedule=sparsity_schedule, drop_away_prob=schedules.as_schedule(drop_away_prob),
+      drop_back_prob=schedules.as_schedule(drop_back_prob), drop_back_scale=drop_back_scale,
+      regrow_init=regrow_init, importance=importance_lib.get_importance(importance),
+      distribution=sparsity_distribution, steps=steps,
+    )
+    plan.check_reachable(distribution_lib.static_targets(sparsity_distribution) or [plan.target_sparsity])
+    return plan
+
+  @property
+  def is_global(self) -> bool:
+    return isinstance(self.distribution, str) and self.distribution == "global"
+
+  def leaf_finals(self, paths: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> list[float]:
+    """Final sparsity of every prunable leaf (static; the global target for a global pool)."""
+    if self.is_global:
+      return [self.target_sparsity] * len(paths)
+    by_name = distribution_lib.leaf_targets(dict(zip(paths, shapes)), self.distribution, self.target_sparsity)
+    return [by_name[path] for path in paths]
+
+  def check_leaves(self, paths: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> None:
+    """The checks that need the shapes (at ``init``): reachability per leaf, rounding."""
+    finals = self.leaf_finals(paths, shapes)
+    if not self.is_global:
+      self.check_reachable(finals)
+    warn_rounding(paths, shapes, finals)
+
+  def is_pruning_step(self, count):
+    """Traced ``count in steps``."""
+    on_grid = (count - self.begin_step) % self.update_every == 0
+    return (count >= self.begin_step) & (count <= self.end_step) & (on_grid | (count == self.end_step))
+
+  def rates(self, count) -> tuple[jax.Array, jax.Array]:
+    """``(p, q)`` at a traced step: the drop-away probability and the drop-back rate."""
+    return (jnp.asarray(self.drop_away_prob(count), jnp.float32),
+            jnp.asarray(self.drop_back_prob(count), jnp.float32))
+
+  def overall_target(self, count) -> jax.Array:
+    return jnp.asarray(self.sparsity_schedule(count), jnp.float32)
+
+  def expected_path(self, leaf_final: float) -> dict[str, np.ndarray]:
+    """The expected trajectory of a leaf as arrays (see :func:`expected_trajectory`)."""
+    return _path_arrays(leaf_final, self.target_sparsity, self.sparsity_schedule,
+                        self.drop_away_prob, self.drop_back_prob, self.drop_back_scale, self.steps)
+
+  def check_reachable(self, leaf_finals: Sequence[float]) -> None:
+    """Raises ``ValueError`` at the first pruning step whose target cannot be met in expectation.
+
+    Drop back revives ``q |P|`` weights in expectation while drop away removes at most
+    ``p |A|``; late in a schedule towards high sparsity ``|A|`` is tiny, so a drop-back
+    rate relative to the pruned set can make the target unreachable.
+    """
+    for leaf_final in sorted({float(t) for t in leaf_finals}, reverse=True):
+      path = self.expected_path(leaf_final)
+      short = np.flatnonzero(path["target"] - path["expected"] > _REACHABILITY_TOLERANCE)
+      if short.size:
+        i = int(short[0])
+        raise ValueError(_unreachable_message(self, leaf_final, {k: v[i] for k, v in path.items()}))
+
+
+def _unreachable_message(plan: DropPlan, leaf_final: float, point: dict[str, Any]) -> str:
+  s, p, q, t = point["before"], point["p"], point["q"], point["target"]
+  max_q = max(0.0, (s + p * (1.0 - s) - t) / s) if s > 0 else 0.0
+  if plan.drop_back_scale == "active":
+    max_q = max_q * s / (1.0 - s)  # back to the user's rate relative to |A|
+  min_p = (t - s * (1.0 - q)) / (1.0 - s)
+  hint = "" if plan.drop_back_scale == "active" else ", or drop_back_scale='active'"
+  return (
+    f"drop pruning cannot follow the sparsity schedule: at pruning step {int(point['step'])} "
+    f"the target sparsity is {t:.4f} (leaf target {leaf_final}) but the expected "
+    f"sparsity is {s:.4f} before the step; drop back revives a fraction {q * s:.4f} "
+    f"of the weights while drop away (p={p:.3f}) can remove at most {p * (1 - s):.4f}, "
+    f"so the step ends at {point['expected']:.4f}. Fix it with "
+    f"drop_back_prob <= {max_q:.4g} at this step (e.g. anneal it{hint}), "
+    f"drop_away_prob >= {min(min_p, 1.0):.4g}{'' if min_p <= 1 else ' (impossible: > 1)'}, "
+    "or more pruning steps (a smaller update_every or a later end_step)."
+  )
+
+
+def expected_trajectory(
+    leaf_target: float,
+    *,
+    target_sparsity: float,
+    sparsity_schedule: schedules.Schedule,
+    drop_away_prob: schedules.ScalarOrSchedule,
+    drop_back_prob: schedules.ScalarOrSchedule,
+    drop_back_scale: str,
+    steps: Sequence[int],
+) -> list[TrajectoryPoint]:
+  """The expected sparsity of a leaf whose final target is ``leaf_target``, step by step.
+
+  The drop is a Markov chain whose mean follows a deterministic recursion: with current
+  sparsity ``s``, target ``s'``, drop-away probability ``p`` and per-weight drop-back
+  probability ``q``, ``E[s_new] = s (1 - q) + p c / n`` with ``c / n = clip((s' - s (1 -
+  q)) / p, 0, 1 - s)``. The last step is exact (``p = 1, q = 0``, the target is hit).
+  Arguments as in :func:`droppruning_jax.drop_pruning`; ``steps`` are its pruning steps
+  (:func:`droppruning_jax.pruning_steps`).
+  """
+  checks.check_choice("drop_back_scale", drop_back_scale, DROP_BACK_SCALES)
+  path = _path_arrays(float(leaf_target), float(target_sparsity), sparsity_schedule,
+                      schedules.as_schedule(drop_away_prob), schedules.as_schedule(drop_back_prob),
+                      drop_back_scale, np.asarray(steps, np.int64))
+  return [
+    TrajectoryPoint(int(step), float(t), float(b), float(p), float(q), float(c), float(e))
+    for step, t, b, p, q, c, e in zip(steps, path["target"], path["before"], path["p"], path["q"],
+                                      path["pool"], path["expected"])
+  ]
+
+
+def _path_arrays(final, target_sparsity, sparsity_schedule, away, back, scale, steps):
+  return _expected_path(
+    final,
+    targets=leaf_step_target(schedules.schedule_values(sparsity_schedule, steps), final, target_sparsity),
+    away=schedules.schedule_values(away, steps),
+    back=schedules.schedule_values(back, steps),
+    scale=scale,
+  )
+
+
+def _expected_path(final, *, targets, away, back, scale) -> dict[str, np.ndarray]:
+  """The recursion ``s -> s (1 - q) + p clip(c / n, 0, 1 - s)`` over all pruning steps.
+
+  The last step is exact (``p = 1, q = 0``, target ``final``). Vectorised: where no
+  clip binds, the expected sparsity after a step is its target, so every step is
+  computed at once from the previous step's target, and only from the first step
+  whose clip binds on is the recursion run again (once per binding step). Cost:
+  ``O(steps)`` array work, a few seconds for 10^7 pruning steps.
+  """
+  n = len(targets)
+  targets = np.asarray(targets, np.float64).copy()
+  p = np.asarray(away, np.float64).copy()
+  rate = np.asarray(back, np.float64).copy()
+  targets[-1], p[-1], rate[-1] = final, 1.0, 0.0
+  before = np.empty(n)
+  q = np.empty(n)
+  pool = np.empty(n)
+  expected = np.empty(n)
+  start, s = 0, 0.0
+  while start < n:
+    guess = np.concatenate([[s], targets[start:-1]])  # sparsity before each step if no clip binds
+    q_seg = _effective_q_array(rate[start:], guess, scale)
+    unclipped = wanted_pool(1.0, guess, targets[start:], p[start:], q_seg)
+    clipped = np.clip(unclipped, 0.0, 1.0 - guess)
+    binds = np.flatnonzero(clipped != unclipped)
+    stop = n if not binds.size else start + int(binds[0]) + 1
+    m = stop - start
+    before[start:stop], q[start:stop], pool[start:stop] = guess[:m], q_seg[:m], clipped[:m]
+    expected[start:stop] = expected_sparsity(guess[:m], clipped[:m], p[start:stop], q_seg[:m])
+    if binds.size:  # the step that bound ends elsewhere than its target
+      expected[start:stop - 1] = targets[start:stop - 1]
+    s, start = expected[stop - 1], stop
+  return {"before": before, "target": targets, "p": p, "q": q, "pool": pool, "expected": expected}
+
+
+def _effective_q_array(rate, sparsity, scale):
+  if scale == "pruned":
+    return rate.copy()
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return np.where(sparsity > 0, np.minimum(1.0, rate * (1.0 - sparsity) / np.maximum(sparsity, 1e-300)), 0.0)
+
+
+def _check_schedule(name, schedule, steps, *, low_open, high_open=False):
+  """Checks a constant, or a schedule at every pruning step that uses it, in ``[0, 1]``."""
+  if not callable(schedule):
+    checks.check_number(name, schedule, 0.0, 1.0, low_open=low_open, high_open=high_open)
+    return
+  if not len(steps):
+    return
+  values = schedules.schedule_values(schedule, steps)
+  low = values <= 0 if low_open else values < 0
+  high = values >= 1 if high_open else values > 1
+  bad = np.flatnonzero(~np.isfinite(values) | low | high)
+  if bad.size:
+    i = int(bad[0])
+    try:
+      checks.check_number(name, float(values[i]), 0.0, 1.0, low_open=low_open, high_open=high_open)
+    except ValueError as error:
+      raise ValueError(f"{error} (schedule {name} evaluated at step {int(steps[i])})") from None
+
+
+def warn_rounding(paths: Sequence[str], shapes: Sequence[tuple[int, ...]], finals: Sequence[float]) -> None:
+  """Warns about leaves whose final target rounds to all of their weights, or to none."""
+  messages = []
+  for path, shape, final in zip(paths, shapes, finals):
+    size = int(np.prod(shape))
+    wanted = int(round(size * float(final)))
+    if size and wanted >= size:
+      kept = size - selection.final_pruned_count(size, final)
+      messages.append(f"{path!r} ({size} weights at {final:.4g} rounds to all: {kept} kept)")
+    elif final > 0 and wanted == 0:
+      messages.append(f"{path!r} ({size} weights at {final:.4g} rounds to none pruned)")
+  if messages:
+    warnings.warn("per-leaf target rounds to all or nothing: " + "; ".join(messages), stacklevel=3)

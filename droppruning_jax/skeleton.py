@@ -1,0 +1,291 @@
+"""The masked-update skeleton shared by every pruning transformation of the library.
+
+:func:`pruning_transformation` turns a :class:`MaskPolicy` (when the masks are updated,
+and a pure function that updates them) into an optax transformation. It owns everything
+the policies have in common:
+
+* gradients are masked before the inner optimizer, so clipping, norms and moments
+  never see pruned weights; extra keyword arguments reach the inner optimizer;
+* the returned updates make ``optax.apply_updates(params, updates)`` exactly masked
+  (pruned weights are exactly ``0.0`` after every step), and a revived weight restarts
+  at zero (or at a stashed value) with zero optimizer moments;
+* the mask update runs inside the same jitted update, behind a ``lax.switch`` on the
+  step count, unless the caller states that this step updates no mask
+  (``skip_mask_update=True``), which compiles the step without the conditional;
+* the key of the update at step ``t`` is ``fold_in(PRNGKey(seed), t)``; the prunable
+  leaves are handed to the policy as flat lists and the tree is rebuilt here;
+* the statistics: weights removed and revived, non-finite weights, running totals;
+* packed masks (bits in the state, booleans inside the step).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from droppruning_jax import checks
+from droppruning_jax import masks as masks_lib
+from droppruning_jax.stats import PruningStats
+
+PyTree = Any
+
+
+class PruningState(NamedTuple):
+  """State of every pruning transformation of the library.
+
+  Attributes:
+    count: number of updates applied so far (int32); the schedule is a function of it.
+    masks: boolean mask tree mirroring the params (``True`` = kept); with
+      ``packed_masks=True`` its prunable leaves are :class:`droppruning_jax.PackedMask`
+      (read it with :func:`droppruning_jax.get_masks`, which unpacks).
+    inner_state: state of the wrapped transformation.
+    stash: only with ``regrow_init="restore"``: for each prunable leaf, the value
+      every weight had when it was last pruned; ``None`` otherwise.
+    stats: :class:`droppruning_jax.PruningStats` of the most recent mask update.
+  """
+
+  count: jax.Array
+  masks: PyTree
+  inner_state: optax.OptState
+  stash: Optional[PyTree]
+  stats: PruningStats
+
+
+class LeafUpdate(NamedTuple):
+  """What a policy's mask update returns (flat lists over the prunable leaves).
+
+  Attributes:
+    masks: the new boolean masks, one per prunable leaf, of its shape.
+    shortfall: how far the expected sparsity stays below the target (float32;
+      0 when the policy has no expectation to miss).
+  """
+
+  masks: list[jax.Array]
+  shortfall: jax.Array
+
+
+# (key, count, params, masks, paths) -> LeafUpdate, with params and masks the flat lists
+# of prunable leaves (params after this step's inner update, before masking) and paths
+# their static "a/b/kernel" names.
+MaskUpdateFn = Callable[[jax.Array, jax.Array, list, list, list], LeafUpdate]
+
+
+class MaskPolicy(NamedTuple):
+  """When and how a pruning method updates the masks.
+
+  Attributes:
+    seed: the key of the update at step ``t`` is ``fold_in(PRNGKey(seed), t)``.
+    branch_index: ``count -> int32`` (traceable): ``0`` keeps the masks, ``i >= 1``
+      runs ``updates[i - 1]``.
+    updates: the mask updates, each a pure :data:`MaskUpdateFn`.
+    check_leaves: called at ``init`` with the prunable leaves' paths and shapes;
+      raises ``ValueError`` (or warns) for settings that need the shapes.
+    keep_stash: keep, for every prunable weight, its value when it was last pruned;
+      revived weights restart from it instead of ``0``.
+  """
+
+  seed: int
+  branch_index: Callable[[jax.Array], jax.Array]
+  updates: Sequence[MaskUpdateFn]
+  check_leaves: Optional[Callable[[list[str], list[tuple[int, ...]]], None]] = None
+  keep_stash: bool = False
+
+
+def prunable_leaves(tree: PyTree, masks: PyTree) -> tuple[list[int], list]:
+  """Indices (in ``jax.tree.leaves`` order) and leaves of ``tree`` whose mask is prunable."""
+  index = [i for i, m in enumerate(jax.tree.leaves(masks)) if masks_lib.is_prunable_mask(m)]
+  leaves = jax.tree.leaves(tree)
+  return index, [leaves[i] for i in index]
+
+
+def prunable_paths(masks: PyTree) -> list[str]:
+  """The ``"a/b/kernel"`` paths of the prunable leaves, in ``jax.tree.leaves`` order."""
+  return [p for p, m in zip(masks_lib.leaf_paths(masks), jax.tree.leaves(masks))
+          if masks_lib.is_prunable_mask(m)]
+
+
+def replace_leaves(tree: PyTree, index: Sequence[int], new: Sequence) -> PyTree:
+  """``tree`` with the leaves at ``index`` replaced by ``new``."""
+  leaves, treedef = jax.tree.flatten(tree)
+  for i, leaf in zip(index, new):
+    leaves[i] = leaf
+  return jax.tree.unflatten(treedef, leaves)
+
+
+def _update_masks(policy: MaskPolicy, fn: MaskUpdateFn, count, candidate, masks, stash,
+                  stats: PruningStats):
+  """Runs one policy update on the prunable leaves; the stash and the statistics follow."""
+  index, params = prunable_leaves(candidate, masks)
+  _, old = prunable_leaves(masks, masks)
+  key = jax.random.fold_in(jax.random.PRNGKey(policy.seed), count)
+  if index:
+    new, shortfall = fn(key, count, params, old, prunable_paths(masks))
+  else:
+    new, shortfall = [], jnp.zeros((), jnp.float32)
+  new_masks = replace_leaves(masks, index, new)
+  if stash is not None:  # remember the value of every weight pruned now
+    _, stashed = prunable_leaves(stash, masks)
+    kept = [jnp.where(o & ~n, c, s) for s, c, n, o in zip(stashed, params, new, old)]
+    stash = replace_leaves(stash, index, kept)
+  zero = jnp.zeros((), jnp.int32)
+  away = sum((jnp.sum(o & ~n, dtype=jnp.int32) for o, n in zip(old, new)), zero)
+  back = sum((jnp.sum(n & ~o, dtype=jnp.int32) for o, n in zip(old, new)), zero)
+  nonfinite = sum((jnp.sum(~jnp.isfinite(p), dtype=jnp.int32) for p in params), zero)
+  stats = stats.replace(
+    last_step=count.astype(jnp.int32), dropped_away=away, dropped_back=back,
+    shortfall=shortfall, nonfinite=nonfinite,
+    total_dropped_away=stats.total_dropped_away + away,
+    total_dropped_back=stats.total_dropped_back + back,
+  )
+  return new_masks, stash, stats
+
+
+def _reset_moments(inner, inner_state, new_masks, masks):
+  """Zeroes the optimizer moments of weights pruned now or until now.
+
+  A revived weight starts with zero momentum / Adam moments, for any optax
+  transformation with params-shaped state; fused into the optimizer's own update.
+  """
+  return optax.tree_utils.tree_map_params(
+    inner,
+    lambda x, new, old: jnp.where(new & old, x, jnp.zeros_like(x))
+    if isinstance(x, jax.Array) and masks_lib.is_prunable_mask(new) and x.shape == new.shape
+    else x,
+    inner_state, new_masks, masks,
+  )
+
+
+def pruning_transformation(
+    inner: optax.GradientTransformation,
+    policy: MaskPolicy,
+    *,
+    name: str,
+    prunable: Optional[masks_lib.PrunablePredicate] = None,
+    packed_masks: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """An optax transformation that trains with masks and updates them by ``policy``.
+
+  Args:
+    inner: the optimizer to wrap; it receives the extra keyword arguments of
+      ``update`` (e.g. ``value=loss`` for ``optax.contrib.reduce_on_plateau``).
+    policy: the :class:`MaskPolicy`.
+    name: the policy's public name, for error messages.
+    prunable: ``(path, leaf) -> bool`` choosing the pruned leaves.
+    packed_masks: store the masks in the state as bits (1/8 of the bytes of bool
+      masks); every step unpacks them inside the jitted update.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`PruningState`.
+    Its ``update(updates, state, params, *, skip_mask_update=False, **extra_args)``
+    needs ``params``; ``skip_mask_update=True`` (a Python bool) compiles the step
+    without the mask-update conditional, for loops that know on the host that this
+    step updates no mask. Skipping a pruning step anyway leaves the masks unchanged
+    and counts it in ``stats.skipped_updates``.
+  """
+  checks.check_bool("packed_masks", packed_masks)
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params: PyTree) -> PruningState:
+    masks = masks_lib.init_masks(params, prunable)
+    if policy.check_leaves is not None:
+      policy.check_leaves(prunable_paths(masks), [np.shape(m) for m in prunable_leaves(masks, masks)[1]])
+    stash = None
+    if policy.keep_stash:
+      stash = jax.tree.map(
+        lambda p, m: jnp.zeros_like(p) if masks_lib.is_prunable_mask(m) else jnp.zeros((), p.dtype),
+        params, masks,
+      )
+    return PruningState(
+      count=jnp.zeros((), jnp.int32),
+      masks=masks_lib.pack_masks(masks) if packed_masks else masks,
+      inner_state=inner.init(params),
+      stash=stash,
+      stats=PruningStats.zeros(),
+    )
+
+  def update_fn(updates, state: PruningState, params=None, *, skip_mask_update: bool = False,
+                **extra_args):
+    if params is None:
+      raise ValueError(f"{name} needs params: call tx.update(grads, state, params).")
+    if not isinstance(skip_mask_update, bool):
+      raise ValueError(
+        f"skip_mask_update={skip_mask_update!r} must be a Python bool (it decides what "
+        "is compiled); decide it on the host from the step number."
+      )
+    masks = masks_lib.unpack_masks(state.masks)
+    masks_lib.check_masks_match(params, masks)
+    grads = masks_lib.apply_masks(updates, masks)
+    inner_updates, inner_state = inner.update(grads, state.inner_state, params, **extra_args)
+    index = policy.branch_index(state.count)
+    if skip_mask_update:
+      # No conditional: on a GPU its predicate is read on the host, which stalls the
+      # asynchronous dispatch of the whole step. Nothing is revived, so no moment needs
+      # zeroing (pruned weights stay exactly 0 through the masked updates).
+      new_masks, stash, stored_masks = masks, state.stash, state.masks
+      stats = state.stats.replace(
+        skipped_updates=state.stats.skipped_updates + (index != 0).astype(jnp.int32))
+    else:
+      # Only the mask update sits inside the conditional (it returns small bool masks);
+      # the elementwise masking below runs outside it, fused into the optimizer update.
+      def keep():
+        return masks, state.stash, state.stats
+
+      def run(fn):
+        candidate = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, inner_updates)
+        return _update_masks(policy, fn, state.count, candidate, masks, state.stash, state.stats)
+
+      new_masks, stash, stats = jax.lax.switch(
+        index, [keep] + [functools.partial(run, fn) for fn in policy.updates])
+      inner_state = _reset_moments(inner, inner_state, new_masks, masks)
+      stored_masks = masks_lib.pack_masks(new_masks) if packed_masks else new_masks
+    new_updates = masks_lib.masked_updates(inner_updates, params, new_masks, masks, stash)
+    new_state = PruningState(
+      count=optax.safe_int32_increment(state.count),
+      masks=stored_masks,
+      inner_state=inner_state,
+      stash=stash,
+      stats=stats,
+    )
+    return new_updates, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def find_state(opt_state: optax.OptState) -> PruningState:
+  """Finds the :class:`PruningState` inside any optimizer state.
+
+  Works when the transformation is nested (e.g. inside ``optax.chain``) and on a
+  ``pmap``-replicated state, whose replicas are identical by construction (the key
+  does not depend on the device): replica 0 is returned.
+
+  Raises:
+    ValueError: if there is no such state, or more than one.
+  """
+  is_state = lambda x: isinstance(x, PruningState)  # noqa: E731
+  found = [leaf for leaf in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(leaf)]
+  if len(found) != 1:
+    raise ValueError(f"expected exactly one PruningState in the optimizer state, found {len(found)}.")
+  state = found[0]
+  if np.ndim(state.count) > 0:  # replicated by pmap: a leading device axis
+    state = jax.tree.map(lambda x: x[0], state)
+  return state
+
+
+def get_masks(opt_state: optax.OptState) -> PyTree:
+  """The boolean mask tree of an optimizer state (replica 0 of a replicated state).
+
+  Packed masks (``packed_masks=True``) are unpacked, so the result always mirrors the
+  params.
+  """
+  return masks_lib.unpack_masks(find_state(opt_state).masks)
+
+
+def get_stats(opt_state: optax.OptState) -> PruningStats:
+  """The :class:`droppruning_jax.PruningStats` held in an optimizer state."""
+  return find_state(opt_state).stats

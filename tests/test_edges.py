@@ -1,0 +1,131 @@
+"""Edges of the library: extra arguments, non-finite weights, tiny and empty leaves, step limits."""
+
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import droppruning_jax as dp
+from droppruning_jax import skeleton
+from tests.helpers import make_step, random_grads, toy_params
+
+
+def test_extra_args_reach_the_inner_transformation():
+  # reduce_on_plateau needs value=loss: before forwarding, it received value=None.
+  inner = optax.chain(optax.sgd(0.1), optax.contrib.reduce_on_plateau(patience=1, factor=0.5))
+  tx = dp.drop_pruning(inner, target_sparsity=0.5, end_step=4, update_every=2)
+  params = toy_params()
+  state = tx.init(params)
+  step = jax.jit(lambda p, s, g, v: tx.update(g, s, p, value=v))
+  for t, loss in enumerate([3.0, 2.0, 2.5, 2.5, 2.5]):
+    updates, state = step(params, state, random_grads(params, t), jnp.asarray(loss))
+    params = optax.apply_updates(params, updates)
+  plateau = skeleton.find_state(state).inner_state[1]
+  assert float(plateau.best_value) == 2.0  # the smallest value it was given
+  assert float(plateau.scale) == 0.5  # and it reduced the scale after the plateau
+
+
+@pytest.mark.parametrize("kwargs", [dict(importance="random"), dict(sparsity_distribution="global"),
+                                    dict(sparsity_distribution="global", importance="random"), {}])
+def test_non_finite_weights_are_never_pruned_and_are_counted(kwargs):
+  tx = dp.drop_pruning(optax.sgd(0.01), target_sparsity=0.9, end_step=6, update_every=2, **kwargs)
+  params = toy_params()
+  bad = np.zeros((30, 20), bool)
+  bad[np.random.default_rng(0).integers(0, 30, 12), np.random.default_rng(1).integers(0, 20, 12)] = True
+  kernel = np.asarray(params["dense"]["kernel"]).copy()
+  kernel[bad] = np.nan
+  kernel[0, 0], bad[0, 0] = np.inf, True
+  params["dense"]["kernel"] = jnp.asarray(kernel)
+  state = tx.init(params)
+  step = jax.jit(make_step(tx))
+  zero_grads = jax.tree.map(jnp.zeros_like, params)  # keeps the non-finite entries as they are
+  for _ in range(7):
+    params, state = step(params, state, zero_grads)
+  mask = np.asarray(dp.get_masks(state)["dense"]["kernel"])
+  assert mask[bad].all()  # every non-finite weight is still active
+  new_kernel = np.asarray(params["dense"]["kernel"])
+  assert np.all(new_kernel[~mask] == 0.0)  # no NaN hides in a pruned entry
+  assert int(dp.get_stats(state).nonfinite) == int(bad.sum())
+  # The exact target still holds for the layers without non-finite weights.
+  assert dp.layer_sparsity(dp.get_masks(state))["conv/kernel"] > 0.5
+
+
+def test_small_leaf_keeps_one_weight_and_init_warns():
+  params = {"big": {"kernel": jnp.ones((40, 50))}, "tiny": {"kernel": jnp.ones((4, 5))}}
+  tx = dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.99, end_step=0)
+  with pytest.warns(UserWarning, match=r"'tiny/kernel' \(20 weights at 0\.99 rounds to all: 1 kept\)"):
+    state = tx.init(params)
+  params, state = make_step(tx)(params, state, random_grads(params, 0))
+  masks = dp.get_masks(state)
+  assert int(np.sum(masks["tiny"]["kernel"])) == 1
+  assert int(np.sum(~np.asarray(masks["big"]["kernel"]))) == round(2000 * 0.99)
+
+
+def test_global_pool_never_empties_a_leaf():
+  # The small leaf has tiny weights: a global pool at 99.5 % would take all of them.
+  params = {"big": {"kernel": jnp.ones((40, 50))}, "small": {"kernel": jnp.full((4, 5), 1e-3)}}
+  tx = dp.drop_pruning(optax.sgd(0.0), target_sparsity=0.995, end_step=4, update_every=2,
+                       drop_back_prob=0.0, sparsity_distribution="global")
+  state = tx.init(params)
+  step = jax.jit(make_step(tx))
+  for _ in range(5):
+    params, state = step(params, state, jax.tree.map(jnp.zeros_like, params))
+  masks = dp.get_masks(state)
+  assert int(np.sum(masks["small"]["kernel"])) == 1
+  assert int(np.sum(masks["big"]["kernel"])) >= 1
+
+
+def test_rounding_to_nothing_warns():
+  params = {"a": {"kernel": jnp.ones((2, 3))}}
+  tx = dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.05, end_step=0)
+  with pytest.warns(UserWarning, match="rounds to none pruned"):
+    tx.init(params)
+
+
+def test_a_usual_model_does_not_warn():
+  tx = dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.9, end_step=10)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    tx.init(toy_params())
+
+
+def test_empty_leaf_is_not_pruned_and_steps_run():
+  params = {"empty": {"kernel": jnp.zeros((0, 5))}, "dense": {"kernel": jnp.ones((6, 5))}}
+  for tx in (dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.5, end_step=2, update_every=1),
+             dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.5, end_step=2, update_every=1,
+                             sparsity_distribution="global")):
+    state = tx.init(params)
+    assert np.ndim(state.masks["empty"]["kernel"]) == 0  # a marker, not a mask
+    step = jax.jit(make_step(tx))
+    p = params
+    for t in range(3):
+      p, state = step(p, state, random_grads(p, t))
+    assert dp.sparsity(dp.get_masks(state)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(end_step=2**31), r"end_step=2147483648 must be <= 2147483646"),
+    (dict(end_step=10, begin_step=-1), r"begin_step=-1 must be >= 0"),
+])
+def test_step_counts_beyond_int32_are_refused(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.5, **kwargs)
+  with pytest.raises(ValueError, match=r"pruning_steps=\[2147483647\] contains 2147483647"):
+    dp.han_pruning(optax.sgd(0.1), pruning_steps=[2**31 - 1], quality=0.5)
+
+
+def test_a_long_schedule_is_checked_without_a_python_loop_per_step():
+  # 10^7 pruning steps: the reachability check is vectorised (it took 48 s as a loop).
+  start = time.perf_counter()
+  tx = dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.9, end_step=10**9)
+  tx.init(toy_params())
+  elapsed = time.perf_counter() - start
+  # Generous bound (a loop took minutes): a regression to per-step Python fails it.
+  assert elapsed < 60, elapsed
+  with pytest.raises(ValueError, match="cannot follow"):
+    dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.98, end_step=10**9, drop_back_prob=0.1,
+                    drop_back_scale="pruned")
