@@ -212,7 +212,8 @@ class DropPlan:
       short = np.flatnonzero(path["target"] - path["expected"] > _REACHABILITY_TOLERANCE)
       if short.size:
         i = int(short[0])
-        raise ValueError(_unreachable_message(self, leaf_final, {k: v[i] for k, v in path.items()}))
+        point = {k: v[i] for k, v in path.items()}
+        raise ValueError(_unreachable_message(self, leaf_final, {**point, "step": self.steps[i]}))
 
 
 def _unreachable_message(plan: DropPlan, leaf_final: float, point: dict[str, Any]) -> str:
