@@ -265,15 +265,6 @@ def test_custom_map_and_erk_distributions():
   assert dp.sparsity(masks) == pytest.approx(0.8, abs=0.01)
 
 
-def test_erk_sparsities_balance_the_budget():
-  shapes = {"a": (784, 300), "b": (300, 100), "c": (100, 10)}
-  result = dp.erk_sparsities(shapes, 0.95)
-  sizes = {n: np.prod(s) for n, s in shapes.items()}
-  kept = sum(sizes[n] * (1 - result[n]) for n in shapes)
-  assert kept == pytest.approx(0.05 * sum(sizes.values()))
-  assert result["a"] > result["b"] > result["c"]  # big layers are pruned hardest
-
-
 def test_random_importance_is_random_pruning():
   tx = dp.random_pruning(optax.sgd(0.0), target_sparsity=0.5, end_step=0)
   params = {"w": jnp.tile(jnp.arange(1.0, 101.0), (10, 1))}  # magnitude grows with column
