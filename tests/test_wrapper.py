@@ -265,17 +265,6 @@ def test_custom_map_and_erk_distributions():
   assert dp.sparsity(masks) == pytest.approx(0.8, abs=0.01)
 
 
-def test_random_importance_is_random_pruning():
-  tx = dp.random_pruning(optax.sgd(0.0), target_sparsity=0.5, end_step=0)
-  params = {"w": jnp.tile(jnp.arange(1.0, 101.0), (10, 1))}  # magnitude grows with column
-  state = tx.init(params)
-  _, state = jax.jit(make_step(tx))(params, state, jax.tree.map(jnp.zeros_like, params))
-  mask = np.asarray(dp.get_masks(state)["w"])
-  assert (~mask).sum() == 500
-  # magnitude pruning would remove exactly columns 0-49; random pruning does not.
-  assert mask[:, :50].sum() > 100
-
-
 @pytest.mark.parametrize("packed_masks", [False, True], ids=["bool_masks", "packed_masks"])
 def test_state_round_trips_through_flax_serialization_and_orbax(tmp_path, packed_masks):
   tx = dp.drop_pruning(optax.adam(1e-2), target_sparsity=0.8, end_step=20, update_every=2,
