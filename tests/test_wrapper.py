@@ -229,7 +229,8 @@ def test_nested_in_chain_and_get_masks_finds_it():
       dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.5, end_step=4, update_every=2, drop_away_prob=1.0),
   )
   _, state, _ = _run(tx, 5)
-  assert dp.sparsity(dp.get_masks(state)) == pytest.approx(0.5, abs=1e-2)
+  # The exact step at end_step: round(n / 2) of each layer, 300 + 108 + 50 of 916.
+  assert dp.sparsity(dp.get_masks(state)) == 458 / 916
   with pytest.raises(ValueError, match="exactly one"):
     dp.get_masks(optax.sgd(0.1).init(toy_params()))
 
@@ -261,8 +262,9 @@ def test_custom_map_and_erk_distributions():
   )
   for name, value in dp.layer_sparsity(masks).items():
     size = {"dense/kernel": 600, "conv/kernel": 216, "out/kernel": 100}[name]
-    assert value == pytest.approx(round(size * expected[name]) / size)
-  assert dp.sparsity(masks) == pytest.approx(0.8, abs=0.01)
+    assert value == pytest.approx(round(size * expected[name]) / size, abs=1e-12)
+  # ERK's budget is 80 % overall; per-layer rounding moves it by at most 1.5 weights in 916.
+  assert abs(dp.sparsity(masks) - 0.8) <= 1.5 / 916
 
 
 @pytest.mark.parametrize("packed_masks", [False, True], ids=["bool_masks", "packed_masks"])
