@@ -351,3 +351,46 @@ def test_drop_stats_are_one_vector_with_named_fields():
 def test_drop_stats_reject_unknown_or_missing_fields(call):
   with pytest.raises(ValueError, match="field"):
     call()
+
+
+def test_drop_counts_at_each_step_follow_their_binomial_laws():
+  """dropped_away ~ Bin(c, p) and dropped_back ~ Bin(|P|, q_eff), from the masks before the step.
+
+  Drop away removes each of the c lowest-scoring active weights with probability p; drop
+  back revives each pruned weight with q_eff = min(1, q |A| / |P|) (drop_back_scale="active");
+  c = round(n (s' - s (1 - q_eff)) / p) clipped to [0, |A|] makes E[s_new] = s'. Each
+  pruning step draws with its own key (fold_in(seed, step)), so the 20 steps are 20
+  independent draws given their pre-step masks.
+  """
+  n, p, q, target, begin, end = 10_000, 0.5, 0.2, 0.9, 0, 21
+  tx = dp.drop_pruning(optax.sgd(0.0), target_sparsity=target, begin_step=begin, end_step=end,
+                       update_every=1, initial_sparsity=0.5, drop_away_prob=p,
+                       drop_back_prob=q, drop_back_scale="active")
+  schedule = lambda t: target + (0.5 - target) * (1 - (t - begin) / (end - begin)) ** 3
+  params = {"w": jax.random.normal(jax.random.PRNGKey(0), (100, 100))}
+  state = tx.init(params)
+  update = jax.jit(lambda s: tx.update(jax.tree.map(jnp.zeros_like, params), s, params)[1])
+  state = update(state)  # step 0: nothing is pruned yet, so nothing can come back
+  z_away, z_back = [], []
+  for step in range(1, end):
+    before = np.asarray(dp.get_masks(state)["w"])
+    state = update(state)
+    after = np.asarray(dp.get_masks(state)["w"])
+    stats = dp.get_stats(state)
+    assert int(stats.last_step) == step
+    assert int(stats.dropped_away) == int(np.sum(before & ~after))
+    assert int(stats.dropped_back) == int(np.sum(~before & after))
+    active = int(before.sum())
+    pruned = n - active
+    s = pruned / n
+    q_eff = min(1.0, q * active / pruned)
+    c = min(max(round(n * (schedule(step) - s * (1 - q_eff)) / p), 0), active)
+    assert 0 < c < active  # the clip does not bind: the laws below are the plain binomials
+    for count, trials, prob, zs in ((stats.dropped_away, c, p, z_away),
+                                    (stats.dropped_back, pruned, q_eff, z_back)):
+      z = (int(count) - trials * prob) / np.sqrt(trials * prob * (1 - prob))
+      assert abs(z) <= 5, (step, trials, prob, int(count))
+      zs.append(z)
+  # The mean of 20 independent standardised draws has standard error 1/sqrt(20).
+  for zs in (z_away, z_back):
+    assert abs(np.mean(zs)) <= 4 / np.sqrt(len(zs)), zs
