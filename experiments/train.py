@@ -1146,6 +1146,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
             if config.stop_after_steps is not None and step >= config.stop_after_steps:
               raise StopTraining()
             if sigterm.requested:
+              if step == 0:
+                raise Preempted("stopped by SIGTERM before the first step (nothing to "
+                                "save); rerun the same command to start.", step)
               if step != last_saved:
                 save(step, epoch - 1, partial_sums())
               manager.wait_until_finished()
