@@ -5,8 +5,10 @@ from __future__ import annotations
 import platform
 import random
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +27,27 @@ MODEL_INPUTS = {
 def device_description() -> str:
   device = jax.devices()[0]
   return f"{device.platform}:{device.device_kind} x{jax.device_count()} ({platform.processor() or platform.machine()})"
+
+
+def provenance() -> dict[str, str]:
+  """What a result was measured on and with: device, jax version, git commit of the code.
+
+  ``commit`` ends in ``+changes`` when the library or the benchmarks in the working tree
+  differed from it; it is ``unknown`` outside a git checkout.
+  """
+  root = Path(__file__).resolve().parents[1]
+
+  def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+  try:
+    commit = git("rev-parse", "HEAD")
+    if git("status", "--porcelain", "--untracked-files=no", "--", "droppruning_jax", "benchmarks"):
+      commit += "+changes"
+  except (OSError, subprocess.CalledProcessError):
+    commit = "unknown"
+  return {"device": device_description(), "jax": jax.__version__, "commit": commit}
 
 
 def init_model(name: str, batch_size: int, seed: int = 0):

@@ -10,6 +10,7 @@ minus the inner optimizer's state, against params, with bool masks and with
 from __future__ import annotations
 
 import argparse
+import json
 
 import jax
 import numpy as np
@@ -26,7 +27,9 @@ def tree_bytes(tree) -> int:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", default="lenet300,lenet5,vgg16")
+  parser.add_argument("--out", default=None, help="write the rows as JSON here")
   args = parser.parse_args()
+  rows = []
   print("| model | params (bytes) | inner sgd+momentum state | added by wrapper (bool masks) "
         "| of which masks | added with packed_masks=True | of which masks "
         "| added with regrow_init='restore' |")
@@ -52,6 +55,13 @@ def main():
           f"| {added_packed:,} ({added_packed / tree_bytes(params):.2%} of params) "
           f"| {packed_mask_bytes:,} | {tree_bytes(restore) - inner_bytes:,} |")
     assert mask_bytes >= prunable and packed_mask_bytes >= prunable / 8
+    rows.append({"model": name, "params_bytes": tree_bytes(params), "inner_state_bytes": inner_bytes,
+                 "added_bytes": added, "mask_bytes": mask_bytes, "added_packed_bytes": added_packed,
+                 "packed_mask_bytes": packed_mask_bytes,
+                 "added_restore_bytes": tree_bytes(restore) - inner_bytes})
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump({**common.provenance(), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def main():
     row = measure(name, args.batch_size, args.repeats, steps, args.update_every,
                   donate=not args.no_donate, budget_s=args.budget_s)
     row["donate"] = not args.no_donate
-    row["device"] = common.device_description()
+    row.update(common.provenance())
     rows.append(row)
     print(f"| {name} | {row['params']:,} | {row['dense_step_ms']:.2f} | {row['ratio_no_update']:.3f} "
           f"| {row['ratio_masking_floor']:.3f} "

@@ -25,6 +25,6 @@ run() {  # one benchmark; a failure is reported and the others still run
 }
 run overhead --models "$MODELS" ${OVERHEAD_REPEATS[@]+"${OVERHEAD_REPEATS[@]}"} --out "$OUT_DIR/overhead.json"
 run selection --sizes "$SIZES" --max-sort-size "$MAX_SORT" --out "$OUT_DIR/selection.json"
-run memory --models lenet300,lenet5,vgg16
-run sparse_inference
+run memory --models lenet300,lenet5,vgg16 --out "$OUT_DIR/memory.json"
+run sparse_inference --out "$OUT_DIR/sparse_inference.json"
 exit $status

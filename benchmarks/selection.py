@@ -115,7 +115,7 @@ def main():
     print(f"| {name} | " + " | ".join(cells) + f" | {exponent:.2f} |")
   if args.out:
     with open(args.out, "w") as f:
-      json.dump({"device": common.device_description(),
+      json.dump({**common.provenance(), "repeats": args.repeats,
                  "seconds": {m: {str(n): t for n, t in v.items()} for m, v in results.items()}},
                 f, indent=1)
 

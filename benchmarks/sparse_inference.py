@@ -9,6 +9,7 @@ calls after warm-up; reports sparse time / dense time (below 1 = sparse is faste
 from __future__ import annotations
 
 import argparse
+import json
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,9 @@ def main():
   parser.add_argument("--sparsities", default="0.9,0.98,0.99")
   parser.add_argument("--batches", default="1,128")
   parser.add_argument("--repeats", type=int, default=200)
+  parser.add_argument("--out", default=None, help="write the rows as JSON here")
   args = parser.parse_args()
+  rows = []
   model = models.LeNet300100()
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 784)))["params"]
   rng = np.random.default_rng(0)
@@ -62,6 +65,11 @@ def main():
       }, args.repeats)
       print(f"| {sparsity:.0%} | {batch} | {times['dense'] * 1e3:.3f} | {times['bcoo'] * 1e3:.3f} "
             f"| {times['bcoo'] / times['dense']:.2f} | {diff:.1e} |", flush=True)
+      rows.append({"sparsity": sparsity, "batch": batch, "dense_s": times["dense"],
+                   "bcoo_s": times["bcoo"], "max_abs_logit_diff": diff})
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump({**common.provenance(), "repeats": args.repeats, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,23 @@ r"""Command line entry point of the experiments.
       --config.idx_dir=PATH --config.target_sparsity=0.98
 
 Every config field can be overridden with ``--config.FIELD=VALUE``. Rerunning the
-same command resumes from the latest checkpoint in ``--workdir``. At the end the
-results row (Markdown) and the paths of the plots are printed.
+same command resumes from the latest checkpoint in ``--workdir``; a rerun whose config
+changes results is refused, ``--fresh`` starts over (the old folder is renamed to
+``<workdir>.old``). At the end the results row (Markdown) and the paths of the plots
+are printed.
+
+Exit status: 0 finished (or stopped by ``stop_after_epochs``); 1 the run diverged
+(non-finite loss); 2 a user error: command line, config, data or run folder (one
+line on stderr, no traceback); 143 stopped by SIGTERM after saving a checkpoint.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging as logging_std
 from pathlib import Path
+import re
+import sys
 
 from absl import app
 from absl import flags
@@ -26,7 +35,52 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run folder: checkpoints, metrics.jsonl, summary.json and plots."
 )
+_FRESH = flags.DEFINE_bool(
+    "fresh", False,
+    "Start over: rename an existing --workdir to <workdir>.old (.old.1, ... if taken) "
+    "and train from step 0.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+EXIT_DIVERGED = 1
+EXIT_USER_ERROR = 2
+EXIT_SIGTERM = 128 + 15
+
+
+def _one_line(text: str) -> str:
+  lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+  if any(line.startswith("Traceback") for line in lines):
+    lines = lines[-1:]  # a config file that raised: its exception is the last line
+  return " ".join(lines)
+
+
+def _fail(message: str, status: int) -> None:
+  print(f"error: {_one_line(message)}", file=sys.stderr)
+  sys.exit(status)
+
+
+def _unknown_fields(argv: list[str]) -> list[str]:
+  """``--config.FIELD`` overrides naming a field no config has, with suggestions."""
+  from experiments.configs import default  # pylint: disable=g-import-not-at-top
+
+  known = list(default.get_config().keys())
+  messages = []
+  for arg in argv[1:]:
+    match = re.match(r"--config\.([^=.]+)", arg)
+    if match and match.group(1) not in known:
+      name = match.group(1)
+      close = difflib.get_close_matches(name, known, n=1)
+      hint = f"; did you mean {close[0]!r}?" if close else " (see experiments/configs/default.py)"
+      messages.append(f"unknown config field {name!r}{hint}")
+  return messages
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with any error as one line and exit status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as error:  # pylint: disable=broad-except  # config_flags raises any type
+    unknown = _unknown_fields(argv)
+    _fail("; ".join(unknown) if unknown else str(error), EXIT_USER_ERROR)
 
 
 class _OwnInfoOnly(logging_std.Filter):
@@ -57,8 +111,18 @@ def main(argv):
   from experiments import report  # pylint: disable=g-import-not-at-top
   from experiments import train  # pylint: disable=g-import-not-at-top
 
+  from experiments import data  # pylint: disable=g-import-not-at-top
+
   workdir = Path(_WORKDIR.value)
-  summary = train.train_and_evaluate(config, workdir)
+  try:
+    summary = train.train_and_evaluate(config, workdir, fresh=_FRESH.value)
+  except train.DivergedError as error:
+    _fail(str(error), EXIT_DIVERGED)
+  except (train.RunError, data.DatasetError) as error:
+    _fail(str(error), EXIT_USER_ERROR)
+  except train.Preempted as error:
+    print(error, file=sys.stderr)
+    sys.exit(EXIT_SIGTERM)
   if jax.process_index() != 0:
     return
   if summary.get("stopped"):
@@ -74,4 +138,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

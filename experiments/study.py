@@ -21,6 +21,7 @@ import json
 import math
 import re
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,10 @@ def run_grid(study: dict[str, Any], root: Path, idx_dir: str | None, max_runs: i
     logging.info("run %s", cell["run"])
     try:
       train.train_and_evaluate(make_config(study, cell, idx_dir), workdir)
+    except train.Preempted as error:
+      # SIGTERM: the run saved its current step; stop the grid, a rerun resumes it.
+      print(error, file=sys.stderr)
+      sys.exit(128 + 15)
     except ValueError as error:
       # The library rejects an unreachable (p, q, schedule) before the first step:
       # a result of the sweep, not a failure of the grid.

@@ -5,8 +5,13 @@ on a dataset from ``experiments.data`` with one of the pruning methods (or none)
 data-parallel over the local devices with ``jax.pmap``, and writes into ``workdir``:
 
 * ``metrics.jsonl``: one JSON line per epoch (losses, test error, sparsity, drop counts);
-* ``checkpoints/``: an Orbax checkpoint after every epoch (the last two are kept);
-  rerunning the same command resumes from the latest one;
+* ``checkpoints/``: an Orbax checkpoint after every epoch, every
+  ``config.checkpoint_every_steps`` steps and on SIGTERM, named by the global step
+  (the last two are kept); rerunning the same command resumes from the latest one
+  that restores;
+* ``config.json`` (the config the run was started with; a rerun whose config differs
+  in a field that affects results is refused) and ``run.json`` (device count and the
+  resumes, with the result-neutral fields they changed);
 * ``summary.json``, ``results_row.md``, ``curves.png``, ``layers.png`` at the end
   (the last three written by :mod:`experiments.report`).
 
@@ -19,10 +24,14 @@ exactly the bits of an uninterrupted run.
 
 from __future__ import annotations
 
+import difflib
 import functools
+import itertools
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,18 +67,29 @@ MODEL_DATASETS = {
     "lenet5": data_lib.MNIST_LIKE_NAMES,
     "vgg16": ("cifar10",),
 }
-# Config fields that only steer one invocation; a resume may change them freely.
+# Config fields that cannot change a run's results: a resume may change them freely
+# (the summary lists the ones that changed). How the devices are chosen is here too;
+# the resulting device count is checked separately (see _check_devices).
 RUN_CONTROL_FIELDS = (
     "stop_after_epochs", "stop_after_steps", "progress", "host_devices",
     "coordinator_address", "num_processes", "process_id", "download",
-    "idx_dir", "data_dir",
+    "idx_dir", "data_dir", "checkpoint_every_steps", "num_devices", "multihost",
 )
+# Fields that change the layout of the checkpointed state, not the training: a run
+# cannot resume from a checkpoint written with another value.
+STATE_LAYOUT_FIELDS = ("packed_masks",)
 
 METRICS_FILE = report.METRICS_FILE
 SUMMARY_FILE = report.SUMMARY_FILE
 CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"
 CHECKPOINT_DIR = "checkpoints"
+BROKEN_CHECKPOINT_DIR = "broken_checkpoints"
 CHECKPOINTS_TO_KEEP = 2
+# Running sums of the unfinished epoch, saved with a mid-epoch checkpoint so that the
+# epoch's metrics line comes out the same after a resume.
+PARTIAL_FIELDS = ("loss", "accuracy", "max_shortfall", "away_before", "back_before",
+                  "train_time_s")
 
 
 class TrainState(NamedTuple):
@@ -88,6 +108,42 @@ class TrainState(NamedTuple):
 
 class StopTraining(Exception):
   """Raised internally by ``config.stop_after_steps`` to simulate a crash."""
+
+
+class RunError(Exception):
+  """An error the user can act on; the command line prints its message as one line."""
+
+
+class ConfigError(RunError, ValueError):
+  """The config is invalid, or differs from the one the run folder was started with."""
+
+
+class RunFolderError(RunError):
+  """The run folder cannot be used (not writable, or a file is unreadable)."""
+
+
+class DivergedError(RunError):
+  """The train loss (or a parameter) became non-finite; the run stopped.
+
+  Attributes:
+    step: the global step (1-based) whose loss was not finite.
+  """
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
+
+
+class Preempted(Exception):
+  """SIGTERM arrived: a checkpoint of the current step was saved and the run stopped.
+
+  Attributes:
+    step: the global step of that checkpoint.
+  """
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
 
 
 # ---------------------------------------------------------------------------
@@ -114,7 +170,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """
 
   def fail(message: str):
-    raise ValueError(f"invalid config: {message}")
+    raise ConfigError(f"invalid config: {message}")
+
+  def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+  def is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
   if config.method not in METHODS:
     fail(f"method={config.method!r} is not one of {METHODS}.")
@@ -136,19 +199,31 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       fail(f"{name}={value!r} must be a positive integer.")
   for name in ("max_train_examples", "max_test_examples", "stop_after_epochs",
-               "stop_after_steps"):
+               "stop_after_steps", "checkpoint_every_steps"):
     value = config[name]
-    if value is not None and (not isinstance(value, int) or value < 1):
+    if value is not None and (not is_int(value) or value < 1):
       fail(f"{name}={value!r} must be unset or a positive integer.")
-  if config.learning_rate <= 0 or not math.isfinite(config.learning_rate):
+  # numpy's generators take no negative seeds; JAX keys take 32 bits.
+  if not is_int(config.seed) or not 0 <= config.seed < 2**31:
+    fail(f"seed={config.seed!r} must be an integer in [0, 2**31).")
+  if not is_int(config.host_devices) or config.host_devices < 0:
+    fail(f"host_devices={config.host_devices!r} must be 0 (JAX's default) or a positive "
+         "integer.")
+  if not is_number(config.learning_rate) or config.learning_rate <= 0:
     fail(f"learning_rate={config.learning_rate!r} must be a finite number > 0.")
-  if not 0.0 <= config.momentum < 1.0:
+  if not is_number(config.momentum) or not 0.0 <= config.momentum < 1.0:
     fail(f"momentum={config.momentum!r} is outside [0, 1).")
-  if config.weight_decay < 0:
-    fail(f"weight_decay={config.weight_decay!r} must be >= 0.")
+  if not is_number(config.weight_decay) or config.weight_decay < 0:
+    fail(f"weight_decay={config.weight_decay!r} must be a finite number >= 0.")
+  if not is_number(config.lr_step_factor) or config.lr_step_factor <= 0:
+    fail(f"lr_step_factor={config.lr_step_factor!r} must be a finite number > 0.")
+  if config.model == "vgg16" and (
+      not is_number(config.width_multiplier) or config.width_multiplier <= 0):
+    fail(f"width_multiplier={config.width_multiplier!r} must be a finite number > 0.")
   if config.lr_schedule == "step":
     fractions = list(config.lr_step_fractions)
-    if not fractions or any(not 0 < f < 1 for f in fractions) or fractions != sorted(fractions):
+    if (not fractions or any(not is_number(f) or not 0 < f < 1 for f in fractions)
+        or fractions != sorted(fractions)):
       fail(
           f"lr_step_fractions={tuple(fractions)!r} must be increasing fractions of the "
           "training inside (0, 1)."
@@ -171,10 +246,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
           "pick a multiple, or set num_devices / host_devices."
       )
   if config.method != "dense":
-    if not 0.0 <= config.target_sparsity < 1.0:
+    if not is_number(config.target_sparsity) or not 0.0 <= config.target_sparsity < 1.0:
       fail(f"target_sparsity={config.target_sparsity!r} is outside [0, 1).")
+    if not is_int(config.update_every) or config.update_every < 1:
+      fail(f"update_every={config.update_every!r} must be a positive integer.")
+    for name in ("drop_away_prob", "drop_back_prob"):
+      if not is_number(config[name]) or not 0.0 <= config[name] <= 1.0:
+        fail(f"{name}={config[name]!r} is outside [0, 1].")
     begin, end = config.prune_begin_epoch, config.prune_end_epoch
-    if not 0 <= begin <= end <= config.num_epochs:
+    if not (is_number(begin) and is_number(end)) or not 0 <= begin <= end <= config.num_epochs:
       fail(
           f"need 0 <= prune_begin_epoch={begin} <= prune_end_epoch={end} <= "
           f"num_epochs={config.num_epochs}."
@@ -189,6 +269,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.method == "han":
     if not isinstance(config.han_cycles, int) or config.han_cycles < 1:
       fail(f"han_cycles={config.han_cycles!r} must be a positive integer.")
+    if config.han_quality is not None and (
+        not is_number(config.han_quality) or config.han_quality <= 0):
+      fail(f"han_quality={config.han_quality!r} must be unset or a finite number > 0.")
     if config.han_quality is None and config.sparsity_distribution == "global":
       fail("method='han' prunes per layer: sparsity_distribution='global' is not "
            "supported (use 'uniform' or 'erk', or set han_quality).")
@@ -230,7 +313,7 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
     test_images = test_images[: config.max_test_examples]
     test_labels = test_labels[: config.max_test_examples]
   if len(train_images) < config.batch_size:
-    raise ValueError(
+    raise ConfigError(
         f"invalid config: batch_size={config.batch_size} is larger than the "
         f"{len(train_images)} training examples."
     )
@@ -560,10 +643,28 @@ def _is_writer() -> bool:
   return jax.process_index() == 0
 
 
-def _truncate_metrics(workdir: Path, last_epoch: int) -> None:
-  """Drops lines of epochs after the checkpoint we resume from (they will be redone)."""
-  lines = [line for line in report.read_metrics(workdir) if line["epoch"] <= last_epoch]
-  _write_atomic(workdir / METRICS_FILE, "".join(json.dumps(line) + "\n" for line in lines))
+def _sync(name: str) -> None:
+  """A barrier over the processes of a multi-host run (nothing with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    multihost_utils.sync_global_devices(name)
+
+
+def _json_safe(value: Any) -> Any:
+  """``value`` with every non-finite float replaced by ``None`` (JSON ``null``)."""
+  if isinstance(value, (float, np.floating)):
+    return float(value) if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {key: _json_safe(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_safe(item) for item in value]
+  return value
+
+
+def dumps(value: Any, **kwargs) -> str:
+  """Strict JSON (RFC 8259): a non-finite float is written as ``null``, never ``NaN``."""
+  return json.dumps(_json_safe(value), allow_nan=False, default=str, **kwargs)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -574,67 +675,159 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _append_metrics(workdir: Path, line: dict) -> None:
   with open(workdir / METRICS_FILE, "a") as f:
-    f.write(json.dumps(line) + "\n")
+    f.write(dumps(line) + "\n")
     f.flush()
     os.fsync(f.fileno())
 
 
-# Fields that change the layout of the checkpointed state, not the training: a run
-# cannot resume from a checkpoint written with another value.
-STATE_LAYOUT_FIELDS = ("packed_masks",)
+def _read_json(path: Path) -> Optional[dict]:
+  """A JSON file of the run folder, or ``None`` if it does not exist."""
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError) as error:
+    raise RunFolderError(
+        f"cannot read {path} ({error}); repair or remove it, or start over with --fresh."
+    ) from error
+
+
+def read_metrics_for_resume(workdir: Path) -> list[dict]:
+  """The lines of ``metrics.jsonl``; a torn last line (a write cut short by a crash) is
+  dropped with a warning.
+
+  Raises:
+    RunFolderError: for an unreadable line that is not the last one.
+  """
+  path = workdir / METRICS_FILE
+  if not path.exists():
+    return []
+  lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+  parsed = []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      parsed.append(json.loads(line))
+    except ValueError as error:
+      if any(rest.strip() for rest in lines[number:]):
+        raise RunFolderError(
+            f"{path} line {number} is not JSON ({error}); remove that line or start over "
+            "with --fresh.") from error
+      logging.warning("%s: dropped its torn last line %r (a write cut short); the epochs "
+                      "after the checkpoint are redone.", path, line[:40])
+  return parsed
+
+
+def _truncate_metrics(workdir: Path, last_epoch: int) -> None:
+  """Drops lines of epochs after the checkpoint we resume from (they will be redone)."""
+  lines = [line for line in read_metrics_for_resume(workdir) if line["epoch"] <= last_epoch]
+  _write_atomic(workdir / METRICS_FILE, "".join(dumps(line) + "\n" for line in lines))
 
 
 def _saved_config(workdir: Path) -> Optional[dict]:
   """The config a run folder was started with; fields added to the configs since then
   take their defaults (that is what the run used). ``None`` for a new folder."""
-  path = workdir / CONFIG_FILE
-  if not path.exists():
+  saved = _read_json(workdir / CONFIG_FILE)
+  if saved is None:
     return None
-  from experiments.configs import default as default_config
+  from experiments.configs import default as default_config  # pylint: disable=g-import-not-at-top
 
-  return {**default_config.get_config().to_dict(), **json.loads(path.read_text())}
+  return {**default_config.get_config().to_dict(), **saved}
 
 
-def _check_state_layout(workdir: Path, config: ml_collections.ConfigDict) -> None:
-  """Raises ``ValueError`` before restoring a checkpoint whose state layout differs."""
+def config_changes(saved: dict, config: ml_collections.ConfigDict) -> tuple[dict, dict]:
+  """``(affecting, neutral)``: the fields of ``config`` that differ from a saved config,
+  as ``{field: (old, new)}``, split into those that change results and those in
+  :data:`RUN_CONTROL_FIELDS`. Fields no longer in the configs are ignored."""
+  new = config.to_dict()
+  affecting, neutral = {}, {}
+  for key in sorted(new):
+    old_value, new_value = saved.get(key), new[key]
+    if json.dumps(old_value, default=str) == json.dumps(new_value, default=str):
+      continue
+    (neutral if key in RUN_CONTROL_FIELDS else affecting)[key] = (old_value, new_value)
+  return affecting, neutral
+
+
+def check_config_change(workdir: Path, config: ml_collections.ConfigDict) -> dict:
+  """Refuses to continue a run folder with a config that changes results; reads only.
+
+  Returns:
+    The changed result-neutral fields, ``{field: (old, new)}`` (``{}`` for a new folder).
+
+  Raises:
+    ConfigError: one line naming every changed field with its old and new value.
+  """
   saved = _saved_config(workdir)
   if saved is None:
-    return
+    return {}
+  affecting, neutral = config_changes(saved, config)
   for field in STATE_LAYOUT_FIELDS:
-    before = saved.get(field)
-    if before != config[field]:
-      raise ValueError(
+    if field in affecting:
+      before = affecting[field][0]
+      raise ConfigError(
           f"{field}={config[field]!r} but the checkpoints in {workdir} were written with "
           f"{field}={before!r}; resume with --config.{field}={before!r} (results are "
-          "identical either way) or use a new workdir.")
+          "identical either way), use a new workdir, or start over with --fresh.")
+  if affecting:
+    changes = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in affecting.items())
+    raise ConfigError(
+        f"{workdir} holds a run started with another config, and these fields change its "
+        f"results: {changes}. Rerun with the old values to resume, use another workdir, "
+        "or start over with --fresh (moves the old folder aside).")
+  return neutral
 
 
-def _has_seven_scalar_stats(raw_checkpoint) -> bool:
-  """Whether a raw restored checkpoint holds the old ``DropStats`` (one leaf per field)."""
-  if isinstance(raw_checkpoint, dict):
-    return "total_dropped_away" in raw_checkpoint or any(
-        _has_seven_scalar_stats(v) for v in raw_checkpoint.values())
-  if isinstance(raw_checkpoint, (list, tuple)):
-    return any(_has_seven_scalar_stats(v) for v in raw_checkpoint)
-  return False
+def _check_devices(workdir: Path, run_info: Optional[dict], device_count: int) -> None:
+  """Refuses to continue a run on another number of devices (not bitwise the same)."""
+  before = (run_info or {}).get("device_count")
+  if before is not None and before != device_count:
+    raise ConfigError(
+        f"{workdir} was trained data-parallel on {before} device(s) and this run would use "
+        f"{device_count}; the results differ in the last bits with the device count, so it "
+        f"cannot continue: use {before} device(s) (num_devices, host_devices), another "
+        "workdir, or start over with --fresh.")
 
 
-def _check_resumed_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
-  """Warns when a resumed run's config differs from the one that started it."""
-  path = workdir / CONFIG_FILE
-  new = config.to_dict()
-  old = _saved_config(workdir)
-  if old is not None:
-    changed = sorted(
-        key for key in set(old) | set(new)
-        if key not in RUN_CONTROL_FIELDS and json.dumps(old.get(key)) != json.dumps(new.get(key))
-    )
-    if changed:
-      logging.warning(
-          "Resuming %s with a different config (fields %s); the result will not match "
-          "an uninterrupted run with either config.", workdir, changed)
-  if _is_writer():
-    _write_atomic(path, json.dumps(new, indent=2, default=str))
+def _write_run_files(workdir: Path, config, run_info: Optional[dict], device_count: int,
+                     start_step: int, neutral_changes: dict) -> dict:
+  """Writes ``config.json`` (first start only) and adds this start to ``run.json``."""
+  if not (workdir / CONFIG_FILE).exists():
+    _write_atomic(workdir / CONFIG_FILE, dumps(config.to_dict(), indent=2))
+  info = run_info or {"device_count": device_count, "process_count": jax.process_count(),
+                      "starts": []}
+  info["starts"].append({
+      "step": start_step,
+      "changed": {key: [old, new] for key, (old, new) in neutral_changes.items()},
+  })
+  _write_atomic(workdir / RUN_FILE, dumps(info, indent=2))
+  return info
+
+
+def _move_aside(path: Path, destination: Path) -> Path:
+  """Renames ``path`` to ``destination``, or ``destination.N`` if that exists."""
+  target = destination
+  for n in itertools.count(1):
+    if not target.exists():
+      break
+    target = destination.with_name(f"{destination.name}.{n}")
+  target.parent.mkdir(parents=True, exist_ok=True)
+  os.replace(path, target)
+  return target
+
+
+def _check_writable(folder: Path) -> None:
+  """Creates ``folder`` if needed and writes a file into it, or raises RunFolderError."""
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".writable-{jax.process_index()}-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+  except OSError as error:
+    raise RunFolderError(
+        f"cannot write to {folder}: {error.strerror or error}; make it writable or use "
+        "another workdir.") from error
 
 
 def checkpoint_manager(workdir: Path) -> ocp.CheckpointManager:
@@ -644,16 +837,80 @@ def checkpoint_manager(workdir: Path) -> ocp.CheckpointManager:
   )
 
 
+def _checkpoint_item(state: TrainState, step: int, epoch: int, partial) -> dict:
+  """What a checkpoint holds: the state after ``step`` global steps, the finished epochs,
+  and the running sums of the unfinished epoch (:data:`PARTIAL_FIELDS`)."""
+  return {
+      "state": state,
+      "step": np.array(step, np.int64),
+      "epoch": np.array(epoch, np.int64),
+      "partial": np.asarray(partial, np.float64),
+  }
+
+
+def _first_line(error: BaseException, limit: int = 160) -> str:
+  text = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+  return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _restore_latest(manager: ocp.CheckpointManager, workdir: Path, template: dict
+                    ) -> tuple[Optional[dict], ocp.CheckpointManager]:
+  """The newest checkpoint that restores into ``template``, newest first.
+
+  A checkpoint that does not restore at all (truncated or missing files) is moved to
+  ``workdir/broken_checkpoints/`` and the previous one is tried; one warning line
+  says so. A checkpoint that restores but into another structure (written by another
+  version of the code) is an error: nothing is moved.
+
+  Returns:
+    ``(checkpoint or None, manager)``; the manager is a new one if any was moved.
+  """
+  broken = []
+  restored = None
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = manager.restore(step, args=ocp.args.StandardRestore(template))
+      break
+    except Exception as error:  # pylint: disable=broad-except  # orbax raises many types
+      try:
+        manager.restore(step, args=ocp.args.StandardRestore())
+      except Exception:  # pylint: disable=broad-except
+        broken.append((step, error))
+        continue
+      raise RunFolderError(
+          f"checkpoint {step} in {workdir / CHECKPOINT_DIR} is readable but holds another "
+          f"state structure than this code builds ({_first_line(error)}); finish the run "
+          "with the version that started it, or start over with --fresh.") from error
+  if not broken:
+    return restored, manager
+  manager.close()
+  moved = []
+  if _is_writer():
+    for step, _ in broken:
+      moved.append(str(_move_aside(workdir / CHECKPOINT_DIR / str(step),
+                                   workdir / BROKEN_CHECKPOINT_DIR / str(step))))
+  _sync("broken-checkpoints")
+  fallback = (f"resuming from checkpoint {int(restored['step'])}" if restored is not None
+              else "no checkpoint restores, starting from step 0")
+  logging.warning(
+      "checkpoint(s) %s in %s do not restore (%s); moved to %s; %s.",
+      [step for step, _ in broken], workdir / CHECKPOINT_DIR, _first_line(broken[0][1]),
+      moved or workdir / BROKEN_CHECKPOINT_DIR, fallback)
+  return restored, checkpoint_manager(workdir)
+
+
 def restore_checkpoint(workdir: str | Path, target: Optional[PyTree] = None) -> Optional[dict]:
   """The latest checkpoint of a run folder, or ``None`` if there is none.
 
   Args:
     workdir: the run folder.
-    target: a tree of the saved structure (``{"state": TrainState, "epoch": ...}``)
-      to restore into; without it the raw tree comes back (named tuples as dicts).
+    target: a tree of the saved structure (``{"state": TrainState, "step": ...,
+      "epoch": ..., "partial": ...}``) to restore into; without it the raw tree comes
+      back (named tuples as dicts).
 
   Returns:
-    ``{"state": ..., "epoch": int}`` with NumPy leaves.
+    ``{"state": ..., "step": int, "epoch": int, "partial": ...}`` with NumPy leaves:
+    the state after ``step`` global steps, of which ``epoch`` whole epochs.
   """
   manager = checkpoint_manager(Path(workdir))
   try:
@@ -664,6 +921,48 @@ def restore_checkpoint(workdir: str | Path, target: Optional[PyTree] = None) -> 
     return manager.restore(step, args=args)
   finally:
     manager.close()
+
+
+def _check_finite_state(state: TrainState, step: int, workdir: Path, last_saved: int) -> None:
+  """Raises DivergedError if a parameter or batch statistic is not finite."""
+  for leaf in jax.tree.leaves((state.params, state.batch_stats)):
+    if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.all(np.isfinite(leaf)):
+      raise DivergedError(
+          f"training diverged: non-finite parameters after step {step}; "
+          f"{_kept_checkpoint(workdir, last_saved)}", step)
+
+
+def _kept_checkpoint(workdir: Path, last_saved: int) -> str:
+  if last_saved:
+    return (f"the last good checkpoint (step {last_saved}) is kept in "
+            f"{workdir / CHECKPOINT_DIR}; lower the learning rate and start over with --fresh.")
+  return "no checkpoint was written; lower the learning rate and start over with --fresh."
+
+
+class _SigtermFlag:
+  """While entered, SIGTERM sets ``requested`` instead of killing the process.
+
+  Only installed in the main thread of a single-process run; elsewhere SIGTERM keeps
+  its default action (with several processes, all would have to stop at one step).
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __enter__(self):
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc_info):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
 
 
 # ---------------------------------------------------------------------------
@@ -693,13 +992,16 @@ def select_devices(config: ml_collections.ConfigDict) -> Optional[list]:
   return jax.local_devices()[: config.num_devices]
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *,
+                       fresh: bool = False) -> dict:
   """Trains, evaluates every epoch, checkpoints, and writes the run's reports.
 
   Args:
     config: see ``experiments/configs/default.py`` for the fields.
     workdir: run folder; created if needed. If it holds a checkpoint, training
-      resumes from it.
+      resumes from the newest one that restores.
+    fresh: start over: an existing ``workdir`` is first renamed to
+      ``<workdir>.old`` (``.old.1``, ... if taken), never deleted.
 
   Returns:
     The summary dict also written to ``workdir/summary.json``; if the run stopped
@@ -707,15 +1009,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     ``"stopped": True`` and the last finished epoch instead.
 
   Raises:
-    ValueError: for an invalid config, before any data is loaded or compiled.
-    experiments.data.DatasetError: if the dataset is missing or corrupt.
+    ConfigError: (a ``ValueError``) for an invalid config, or one that differs from
+      the run folder's in a field that changes results, or another device count;
+      before any file is written.
+    experiments.data.DatasetError: if the dataset is missing or corrupt (before any
+      file is written).
+    RunFolderError: the run folder is not writable (before training) or holds an
+      unreadable file.
+    DivergedError: the train loss or a parameter became non-finite; the checkpoints
+      written before are kept.
+    Preempted: SIGTERM arrived; a checkpoint of the current step was saved first.
   """
   run_start = time.perf_counter()
   initialize_multihost(config)
   validate_config(config)
   workdir = Path(workdir)
-  if _is_writer():
-    workdir.mkdir(parents=True, exist_ok=True)
+  device_count = _global_device_count(config)
+  neutral_changes, run_info = {}, None
+  if not fresh:
+    neutral_changes = check_config_change(workdir, config)
+    run_info = _read_json(workdir / RUN_FILE)
+    _check_devices(workdir, run_info, device_count)
   devices = select_devices(config)
   num_local_devices = len(devices) if devices is not None else jax.local_device_count()
 
@@ -724,30 +1038,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   total_steps = config.num_epochs * steps_per_epoch
   model = make_model(config, data.num_classes)
   params, batch_stats = init_variables(config, model, data.image_shape)
-  tx = make_optimizer(config, steps_per_epoch, params)
-  state = TrainState(params, batch_stats, tx.init(params))
+  try:
+    tx = make_optimizer(config, steps_per_epoch, params)
+    state = TrainState(params, batch_stats, tx.init(params))
+  except ValueError as error:  # the library's checks of the method's arguments
+    raise ConfigError(str(error)) from error
   state = jax.tree.map(np.asarray, state)
 
-  manager = checkpoint_manager(workdir)
-  start_epoch = 0
-  latest = manager.latest_step()
-  if latest is not None:
-    _check_state_layout(workdir, config)
-    try:
-      restored = manager.restore(
-          latest, args=ocp.args.StandardRestore({"state": state, "epoch": np.array(0, np.int64)}))
-    except Exception as error:  # orbax raises several types for a tree that does not match
-      if _has_seven_scalar_stats(manager.restore(latest, args=ocp.args.StandardRestore())):
-        raise ValueError(
-            f"the checkpoints in {workdir} were written before DropStats became one vector "
-            "(droppruning_jax session 4); they cannot be resumed by this version: finish the "
-            "run with the version that started it, or use a new workdir.") from error
-      raise
-    state = restored["state"]
-    start_epoch = int(restored["epoch"])
-    logging.info("Resuming %s from the checkpoint after epoch %d.", workdir, start_epoch)
+  # Everything is checked: from here on files are written.
   if _is_writer():
-    _check_resumed_config(workdir, config)
+    if fresh and workdir.exists():
+      moved = _move_aside(workdir, workdir.with_name(workdir.name + ".old"))
+      logging.warning("Starting over: moved the old %s to %s.", workdir, moved)
+    _check_writable(workdir)
+  _sync("workdir")
+  _check_writable(workdir / CHECKPOINT_DIR)
+
+  manager = checkpoint_manager(workdir)
+  partial = np.zeros(len(PARTIAL_FIELDS), np.float64)
+  restored, manager = _restore_latest(
+      manager, workdir, _checkpoint_item(state, 0, 0, partial))
+  start_step = 0
+  if restored is not None:
+    state = restored["state"]
+    start_step = int(restored["step"])
+    partial = restored["partial"]
+    logging.info("Resuming %s from the checkpoint at step %d (epoch %d).", workdir,
+                 start_step, start_step // steps_per_epoch)
+  start_epoch, start_offset = divmod(start_step, steps_per_epoch)
+  if _is_writer():
+    run_info = _write_run_files(workdir, config, run_info, device_count, start_step,
+                                neutral_changes)
     _truncate_metrics(workdir, start_epoch)
 
   learning_rate = make_learning_rate(config, steps_per_epoch)
@@ -768,7 +1089,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   # several processes a compiled pmap expects global shapes, while a pmap call
   # takes each process's local arrays.
   compile_start = time.perf_counter()
-  if start_epoch < config.num_epochs:
+  if start_step < total_steps:
     sample = next(train_batches(config, data, 1, num_local_devices))
     for train_step in dict.fromkeys([mask_step, frozen_step]):  # each distinct program once
       # A fresh replica: the step donates (consumes) the state it is given.
@@ -780,72 +1101,120 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     del warm, sample
   compile_time = time.perf_counter() - compile_start
 
-  stopped = False
-  try:
-    for epoch in range(start_epoch + 1, config.num_epochs + 1):
-      epoch_start = time.perf_counter()
-      away_before, back_before = drop_totals(config, host_state)
-      sums = {"loss": 0.0, "accuracy": 0.0}
-      max_shortfall = 0.0
-      step = (epoch - 1) * steps_per_epoch
-      bar = tqdm.tqdm(
-          total=steps_per_epoch, desc=f"epoch {epoch}/{config.num_epochs}", unit="step",
-          disable=not (config.progress and _is_writer()), leave=False, dynamic_ncols=True,
-      )
-      with bar:
-        for images, labels in train_batches(config, data, epoch, num_local_devices):
-          if config.stop_after_steps is not None and step >= config.stop_after_steps:
-            raise StopTraining()
-          train_step = mask_step if step in update_steps else frozen_step
-          replicated, metrics = train_step(replicated, images, labels)
-          # Fetching the metrics blocks on this step: with several (simulated) CPU
-          # devices, collectives stall when ~100 steps are queued unawaited.
-          metrics = {key: float(value[0]) for key, value in jax.device_get(metrics).items()}
-          sums["loss"] += metrics["loss"]
-          sums["accuracy"] += metrics["accuracy"]
-          max_shortfall = max(max_shortfall, metrics.get("shortfall", 0.0))
-          step += 1
-          bar.update()
-          if step % 20 == 0:
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+  last_saved = start_step
 
-      train_time = time.perf_counter() - epoch_start
-      host_state = unreplicate(replicated)
-      if has_pruning and int(dp.get_stats(host_state.opt_state).skipped_updates):
-        raise RuntimeError(  # mask_update_steps disagrees with the transformation
-            f"{int(dp.get_stats(host_state.opt_state).skipped_updates)} pruning step(s) ran "
-            "with skip_mask_update=True; this is a bug in mask_update_steps.")
-      eval_metrics = evaluate(eval_step, replicated, config, data, num_local_devices)
-      masks = masks_of(config, host_state)
-      away_after, back_after = drop_totals(config, host_state)
-      line = {
-          "epoch": epoch,
-          "step": step,
-          "learning_rate": float(learning_rate(step - 1)),
-          "train_loss": sums["loss"] / steps_per_epoch,
-          "train_accuracy": sums["accuracy"] / steps_per_epoch,
-          **eval_metrics,
-          "sparsity": dp.sparsity(masks),
-          "layer_sparsity": dp.layer_sparsity(masks),
-          "dropped_away": away_after - away_before,
-          "dropped_back": back_after - back_before,
-          "max_shortfall": max_shortfall,
-          "train_time_s": train_time,
-          "epoch_time_s": time.perf_counter() - epoch_start,
-      }
-      # Metrics first, then the checkpoint: if we die in between, the resume
-      # restarts from the previous checkpoint and drops this line.
-      if _is_writer():
-        _append_metrics(workdir, line)
-      manager.save(epoch, args=ocp.args.StandardSave({"state": host_state, "epoch": np.array(epoch, np.int64)}))
-      logging.info(
-          "epoch %d/%d: train loss %.4f, test error %.2f%%, sparsity %.2f%% (%.1fs)",
-          epoch, config.num_epochs, line["train_loss"], 100 * line["test_error"],
-          100 * line["sparsity"], line["epoch_time_s"])
-      if config.stop_after_epochs is not None and epoch >= config.stop_after_epochs:
-        if epoch < config.num_epochs:
-          stopped = True
-          break
+  def save(step: int, epoch: int, partial_sums, host: Optional[TrainState] = None) -> None:
+    """Checkpoints the state after ``step`` steps (``host``: it, already on the host)."""
+    nonlocal last_saved
+    if host is None:
+      host = unreplicate(replicated)
+      _check_finite_state(host, step, workdir, last_saved)
+    manager.save(step, args=ocp.args.StandardSave(_checkpoint_item(host, step, epoch,
+                                                                   partial_sums)))
+    last_saved = step
+
+  stopped = False
+  sigterm = _SigtermFlag()
+  try:
+    with sigterm:
+      for epoch in range(start_epoch + 1, config.num_epochs + 1):
+        epoch_start = time.perf_counter()
+        skip = start_offset if epoch == start_epoch + 1 else 0
+        if skip:  # resuming inside this epoch: its running sums come from the checkpoint
+          loss_sum, accuracy_sum, max_shortfall, away_before, back_before, time_before = (
+              float(x) for x in partial)
+        else:
+          loss_sum = accuracy_sum = max_shortfall = time_before = 0.0
+          away_before, back_before = drop_totals(config, host_state)
+
+        def partial_sums():
+          return [loss_sum, accuracy_sum, max_shortfall, away_before, back_before,
+                  time_before + time.perf_counter() - epoch_start]
+
+        step = (epoch - 1) * steps_per_epoch + skip
+        bar = tqdm.tqdm(
+            total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}/{config.num_epochs}",
+            unit="step", disable=not (config.progress and _is_writer()), leave=False,
+            dynamic_ncols=True,
+        )
+        # The batches of an epoch are a pure function of (seed, epoch): a resume
+        # inside it regenerates them and skips those already trained on.
+        batches = itertools.islice(
+            train_batches(config, data, epoch, num_local_devices), skip, None)
+        with bar:
+          for images, labels in batches:
+            if config.stop_after_steps is not None and step >= config.stop_after_steps:
+              raise StopTraining()
+            if sigterm.requested:
+              if step == 0:
+                raise Preempted("stopped by SIGTERM before the first step (nothing to "
+                                "save); rerun the same command to start.", step)
+              if step != last_saved:
+                save(step, epoch - 1, partial_sums())
+              manager.wait_until_finished()
+              raise Preempted(
+                  f"stopped by SIGTERM: saved a checkpoint at step {step} (epoch {epoch}, "
+                  f"step {step - (epoch - 1) * steps_per_epoch} of {steps_per_epoch}); "
+                  "rerun the same command to resume.", step)
+            train_step = mask_step if step in update_steps else frozen_step
+            replicated, metrics = train_step(replicated, images, labels)
+            # Fetching the metrics blocks on this step: with several (simulated) CPU
+            # devices, collectives stall when ~100 steps are queued unawaited.
+            metrics = {key: float(value[0]) for key, value in jax.device_get(metrics).items()}
+            if not math.isfinite(metrics["loss"]):
+              raise DivergedError(
+                  f"training diverged: the train loss is {metrics['loss']} at step "
+                  f"{step + 1} (epoch {epoch}); {_kept_checkpoint(workdir, last_saved)}",
+                  step + 1)
+            loss_sum += metrics["loss"]
+            accuracy_sum += metrics["accuracy"]
+            max_shortfall = max(max_shortfall, metrics.get("shortfall", 0.0))
+            step += 1
+            bar.update()
+            if step % 20 == 0:
+              bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+            if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
+                and step % steps_per_epoch):  # the epoch's end has its own checkpoint
+              save(step, epoch - 1, partial_sums())
+
+        train_time = time_before + time.perf_counter() - epoch_start
+        host_state = unreplicate(replicated)
+        _check_finite_state(host_state, step, workdir, last_saved)
+        if has_pruning and int(dp.get_stats(host_state.opt_state).skipped_updates):
+          raise RuntimeError(  # mask_update_steps disagrees with the transformation
+              f"{int(dp.get_stats(host_state.opt_state).skipped_updates)} pruning step(s) ran "
+              "with skip_mask_update=True; this is a bug in mask_update_steps.")
+        eval_metrics = evaluate(eval_step, replicated, config, data, num_local_devices)
+        masks = masks_of(config, host_state)
+        away_after, back_after = drop_totals(config, host_state)
+        line = {
+            "epoch": epoch,
+            "step": step,
+            "learning_rate": float(learning_rate(step - 1)),
+            "train_loss": loss_sum / steps_per_epoch,
+            "train_accuracy": accuracy_sum / steps_per_epoch,
+            **eval_metrics,
+            "sparsity": dp.sparsity(masks),
+            "layer_sparsity": dp.layer_sparsity(masks),
+            "dropped_away": away_after - away_before,
+            "dropped_back": back_after - back_before,
+            "max_shortfall": max_shortfall,
+            "train_time_s": train_time,
+            "epoch_time_s": time.perf_counter() - epoch_start + time_before,
+        }
+        # Metrics first, then the checkpoint: if we die in between, the resume
+        # restarts from the previous checkpoint and drops this line.
+        if _is_writer():
+          _append_metrics(workdir, line)
+        save(step, epoch, np.zeros(len(PARTIAL_FIELDS)), host_state)
+        logging.info(
+            "epoch %d/%d: train loss %.4f, test error %.2f%%, sparsity %.2f%% (%.1fs)",
+            epoch, config.num_epochs, line["train_loss"], 100 * line["test_error"],
+            100 * line["sparsity"], line["epoch_time_s"])
+        if config.stop_after_epochs is not None and epoch >= config.stop_after_epochs:
+          if epoch < config.num_epochs:
+            stopped = True
+            break
   except StopTraining:
     stopped = True
   finally:
@@ -858,10 +1227,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
   summary = build_summary(config, workdir, host_state, total_steps, run_start)
   summary["compile_time_s"] = compile_time
+  summary["starts"] = run_info["starts"] if run_info else []
+  summary["changed_on_resume"] = sorted(
+      {key for start in summary["starts"] for key in start["changed"]})
   # Round-trip through JSON so the returned dict equals the file (tuples -> lists).
-  summary = json.loads(json.dumps(summary, default=str))
+  summary = json.loads(dumps(summary))
   if _is_writer():
-    _write_atomic(workdir / SUMMARY_FILE, json.dumps(summary, indent=2))
+    _write_atomic(workdir / SUMMARY_FILE, dumps(summary, indent=2))
     report.write_report(workdir)
   return summary
 

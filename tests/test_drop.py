@@ -123,21 +123,6 @@ def test_drop_step_records_shortfall_when_clip_binds():
   assert int(jnp.sum(new)) >= 1
 
 
-def test_prune_exact_hits_target_with_deterministic_ties():
-  mask = jnp.ones(1000, bool)
-  scores = jnp.zeros(1000)  # all tied: lowest flat indices go first
-  new = dp.prune_exact(mask, scores, 0.25)
-  np.testing.assert_array_equal(np.asarray(new), np.arange(1000) >= 250)
-
-
-def test_prune_exact_keeps_pruned_weights_pruned_first():
-  mask = jnp.asarray(np.arange(100) % 2 == 0)  # 50 % pruned
-  scores = jnp.asarray(np.arange(100.0)[::-1])
-  new = dp.prune_exact(mask, scores, 0.7)
-  assert int(jnp.sum(~new)) == 70
-  assert not bool(jnp.any(new & ~mask))  # nothing revived
-
-
 @settings(deadline=None, max_examples=30)
 @given(
     n=st.integers(min_value=1, max_value=300),
@@ -168,21 +153,6 @@ def test_drop_step_invariants(n, active_fraction, target, p, q, seed):
     assert pool_rank[removed].max() < int(info.pool_size)
 
 
-@settings(deadline=None, max_examples=30)
-@given(
-    n=st.integers(min_value=1, max_value=500),
-    active_fraction=st.floats(min_value=0.0, max_value=1.0),
-    target=st.floats(min_value=0.0, max_value=0.999),
-    seed=st.integers(min_value=0, max_value=2**31 - 1),
-)
-def test_prune_exact_count_property(n, active_fraction, target, seed):
-  rng = np.random.default_rng(seed)
-  mask = jnp.asarray(rng.random(n) < active_fraction)
-  new = dp.prune_exact(mask, jnp.asarray(rng.random(n), jnp.float32), target)
-  # round(n * target) pruned, except that a leaf always keeps one weight.
-  assert int(jnp.sum(~new)) == min(round(n * target), n - 1)
-
-
 class DropStepVariantsTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -197,12 +167,6 @@ class DropStepVariantsTest(chex.TestCase):
     reference = jax.jit(step)(jax.random.PRNGKey(7))
     chex.assert_trees_all_equal(self.variant(step)(jax.random.PRNGKey(7)), reference)
     self.assertFalse(bool(jnp.all(step(jax.random.PRNGKey(8)) == reference)))
-
-
-def test_prune_exact_after_an_overshoot_revives_the_highest_index_pruned_weights():
-  mask = jnp.asarray(np.arange(10) >= 6)  # 6 pruned (indices 0-5), target 4
-  new = dp.prune_exact(mask, jnp.ones(10), 0.4)
-  np.testing.assert_array_equal(np.asarray(new), np.arange(10) >= 4)
 
 
 @settings(deadline=None, max_examples=25)

@@ -19,8 +19,8 @@ def test_masks_mirror_params():
   # Non-prunable leaves get a scalar True marker, never None.
   assert masks["dense"]["bias"].shape == () and bool(masks["dense"]["bias"])
   assert masks["norm"]["scale"].shape == ()
-  # jax.tree.map over params and masks just works.
-  jax.tree.map(lambda p, m: p * m, params, masks)
+  # jax.tree.map over params and masks just works, and fresh masks keep every weight.
+  chex.assert_trees_all_equal(jax.tree.map(lambda p, m: p * m, params, masks), params)
 
 
 def test_custom_prunable_predicate():

@@ -65,5 +65,6 @@ def test_pmap_replicas_identical_and_equal_to_one_device(packed_masks):
     chex.assert_trees_all_equal(dp.get_masks(rep_state), dp.get_masks(one_state))
     chex.assert_trees_all_close(jax.tree.map(lambda p: p[0], rep_params), one_params,
                                 atol=1e-5)
-  assert dp.sparsity(dp.get_masks(rep_state)) == pytest.approx(0.8, abs=1e-2)
+  # Past the exact step at end_step: round(0.8 n) per kernel, 410 of 512 and 102 of 128.
+  assert dp.sparsity(dp.get_masks(rep_state)) == (410 + 102) / 640
   assert int(dp.get_stats(rep_state).total_dropped_back) > 0

@@ -102,6 +102,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.progress = True
   # Stop cleanly after this epoch (its checkpoint is written); rerun to resume.
   config.stop_after_epochs = config_dict.placeholder(int)
+  # Also checkpoint every N global steps (besides every epoch's end and SIGTERM), for
+  # long epochs; unset = at epochs' ends only. Results are the same either way.
+  config.checkpoint_every_steps = config_dict.placeholder(int)
   # Stop abruptly before this global step, saving nothing of the unfinished epoch
   # (simulates a crash; used by the resume test).
   config.stop_after_steps = config_dict.placeholder(int)

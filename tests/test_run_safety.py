@@ -1,0 +1,406 @@
+"""What the experiment runner does when a run goes wrong (docs/experiments.md,
+"What happens when ...").
+
+A rerun with another config, a diverging loss, a corrupt checkpoint, SIGTERM, SIGKILL
+(also in the middle of a checkpoint write), a torn metrics line, an unwritable folder
+and user errors on the command line. Every run is tiny: 256 synthetic examples,
+16 steps an epoch, on one device.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import chex
+import jax
+import numpy as np
+import pytest
+from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
+
+from experiments import data as data_lib
+from experiments import report
+from experiments import train
+from experiments.configs import default
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STEPS_PER_EPOCH = 256 // 16
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+  path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture(scope="module")
+def idx_dir(tmp_path_factory) -> Path:
+  folder = tmp_path_factory.mktemp("idx")
+  rng = np.random.default_rng(0)
+  for split, count in (("train", 256), ("test", 100)):
+    labels = rng.integers(0, 10, size=count)
+    images = rng.integers(0, 100, size=(count, 28, 28)) + 15 * labels[:, None, None]
+    images_name, labels_name = data_lib.IDX_FILENAMES[split]
+    _write_idx(folder / f"{images_name}.gz", images)
+    _write_idx(folder / f"{labels_name}.gz", labels)
+  return folder
+
+
+# Two epochs of 16 steps, pruning in both, a checkpoint every 5 steps as well.
+FIELDS = dict(
+    dataset="fashion_mnist", model="lenet300", progress=False, num_epochs=2,
+    batch_size=16, eval_batch_size=50, prune_begin_epoch=0.0, prune_end_epoch=1.5,
+    update_every=2, target_sparsity=0.9, drop_back_prob=0.2, num_devices=1,
+    checkpoint_every_steps=5,
+)
+
+
+def _config(idx_dir: Path, **overrides):
+  config = default.get_config()
+  for name, value in {**FIELDS, "idx_dir": str(idx_dir), **overrides}.items():
+    config[name] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+  """A persistent compilation cache shared by this module's runs and subprocesses
+  (the results are the same with or without it)."""
+  folder = tmp_path_factory.mktemp("jax-cache")
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  saved = {name: getattr(jax.config, name) for name in names}
+  jax_compilation_cache.reset_cache()
+  jax.config.update(names[0], str(folder))
+  jax.config.update(names[1], 0)
+  jax.config.update(names[2], 0)
+  yield folder
+  for name, value in saved.items():
+    jax.config.update(name, value)
+  jax_compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def reference(idx_dir, cache_dir, tmp_path_factory):
+  """An uninterrupted run: ``(summary, workdir)``."""
+  workdir = tmp_path_factory.mktemp("reference") / "run"
+  return train.train_and_evaluate(_config(idx_dir), workdir), workdir
+
+
+def _strict_json(text: str):
+  def reject(constant):
+    raise AssertionError(f"non-standard JSON constant {constant}")
+
+  return json.loads(text, parse_constant=reject)
+
+
+def _without_times(lines: list[dict]) -> list[dict]:
+  return [{k: v for k, v in line.items() if not k.endswith("_time_s")} for line in lines]
+
+
+def _assert_same_run(workdir: Path, reference_dir: Path) -> None:
+  """Final state bitwise equal, and the same metrics lines (times aside)."""
+  a, b = train.restore_checkpoint(reference_dir), train.restore_checkpoint(workdir)
+  assert int(a["step"]) == int(b["step"]) == 2 * STEPS_PER_EPOCH
+  chex.assert_trees_all_equal(a["state"], b["state"])  # params, batch stats, masks, stats
+  assert _without_times(report.read_metrics(workdir)) == _without_times(
+      report.read_metrics(reference_dir))
+  for name in (train.SUMMARY_FILE, train.RUN_FILE, train.CONFIG_FILE):
+    _strict_json((workdir / name).read_text())
+  for line in (workdir / train.METRICS_FILE).read_text().splitlines():
+    _strict_json(line)
+
+
+def _folder_snapshot(folder: Path) -> dict:
+  return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
+          for p in sorted(folder.rglob("*"))}
+
+
+def _newest_checkpoint(workdir: Path) -> Path:
+  return max((p for p in (workdir / train.CHECKPOINT_DIR).iterdir() if p.name.isdigit()),
+             key=lambda p: int(p.name))
+
+
+def _truncate_largest_file(folder: Path) -> Path:
+  largest = max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+  largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
+  return largest
+
+
+# --- 1. a rerun with another config ------------------------------------------------
+
+
+def test_rerun_with_another_config_is_refused_before_writing(idx_dir, reference, tmp_path):
+  _, workdir = reference
+  before = _folder_snapshot(workdir)
+  with pytest.raises(train.ConfigError) as error:
+    train.train_and_evaluate(_config(idx_dir, method="random", target_sparsity=0.5), workdir)
+  message = str(error.value)
+  assert "\n" not in message
+  assert "method 'drop' -> 'random'" in message and "target_sparsity 0.9 -> 0.5" in message
+  assert "--fresh" in message
+  # Another device count changes the last bits of the results: refused too.
+  with pytest.raises(train.ConfigError, match="on 1 device.* would use 2"):
+    train.train_and_evaluate(_config(idx_dir, num_devices=2), workdir)
+  assert _folder_snapshot(workdir) == before
+
+
+def test_result_neutral_changes_are_allowed_and_listed(idx_dir, reference, tmp_path):
+  summary, workdir = reference
+  copy = _copy_folder(workdir, tmp_path / "run")
+  # The run is finished: the rerun only rebuilds the summary.
+  again = train.train_and_evaluate(
+      _config(idx_dir, checkpoint_every_steps=7, stop_after_epochs=5), copy)
+  assert again["changed_on_resume"] == ["checkpoint_every_steps", "stop_after_epochs"]
+  assert again["starts"][-1] == {
+      "step": 2 * STEPS_PER_EPOCH,
+      "changed": {"checkpoint_every_steps": [5, 7], "stop_after_epochs": [None, 5]}}
+  assert again["test_error"] == summary["test_error"]
+  assert summary["changed_on_resume"] == []
+
+
+def _copy_folder(source: Path, target: Path) -> Path:
+  for path in sorted(source.rglob("*")):
+    destination = target / path.relative_to(source)
+    if path.is_dir():
+      destination.mkdir(parents=True, exist_ok=True)
+    else:
+      destination.parent.mkdir(parents=True, exist_ok=True)
+      destination.write_bytes(path.read_bytes())
+  return target
+
+
+def test_fresh_moves_the_old_folder_aside(idx_dir, reference, tmp_path):
+  workdir = _copy_folder(reference[1], tmp_path / "run")
+  before = _folder_snapshot(workdir)
+  # --fresh skips the config check, but still moves nothing before the rest is checked.
+  with pytest.raises(data_lib.DatasetError):
+    train.train_and_evaluate(_config(tmp_path / "no-data", method="random"), workdir,
+                             fresh=True)
+  assert _folder_snapshot(workdir) == before
+  summary = train.train_and_evaluate(_config(idx_dir), workdir, fresh=True)
+  assert _folder_snapshot(tmp_path / "run.old") == before
+  assert [start["step"] for start in summary["starts"]] == [0]
+  _assert_same_run(workdir, reference[1])
+
+
+# --- 2. divergence ------------------------------------------------------------------
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(
+    idx_dir, cache_dir, tmp_path, monkeypatch):
+  original = train.train_batches
+
+  def poisoned(config, data, epoch, num_local_devices):  # NaN images from step 21 on
+    for index, (images, labels) in enumerate(original(config, data, epoch, num_local_devices)):
+      if epoch == 2 and index >= 4:
+        images = np.full_like(images, np.nan)
+      yield images, labels
+
+  monkeypatch.setattr(train, "train_batches", poisoned)
+  workdir = tmp_path / "run"
+  with pytest.raises(train.DivergedError) as error:
+    train.train_and_evaluate(_config(idx_dir), workdir)
+  assert error.value.step == STEPS_PER_EPOCH + 5
+  assert "train loss is nan at step 21 (epoch 2)" in str(error.value)
+  assert "last good checkpoint (step 20)" in str(error.value)
+  assert int(train.restore_checkpoint(workdir)["step"]) == 20
+  assert [line["epoch"] for line in report.read_metrics(workdir)] == [1]
+  assert not (workdir / train.SUMMARY_FILE).exists()
+
+
+def test_summaries_are_strict_json():
+  text = train.dumps({"loss": float("nan"), "errors": [float("inf"), 1.5],
+                      "x": np.float32("-inf")})
+  assert _strict_json(text) == {"loss": None, "errors": [None, 1.5], "x": None}
+
+
+# --- 5. and 6. a corrupt checkpoint, SIGTERM, an unwritable folder -------------------
+
+
+def test_unwritable_checkpoint_folder_fails_before_training(idx_dir, tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / train.CHECKPOINT_DIR).write_text("a file where the folder should be")
+  with pytest.raises(train.RunFolderError, match="cannot write to .*checkpoints"):
+    train.train_and_evaluate(_config(idx_dir), workdir)
+  assert sorted(p.name for p in workdir.iterdir()) == [train.CHECKPOINT_DIR]
+
+
+# --- 7. user errors -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"seed": -5}, "seed=-5 must be an integer in [0, 2**31)"),
+        ({"update_every": 0}, "update_every=0 must be a positive integer"),
+        ({"checkpoint_every_steps": 0}, "checkpoint_every_steps=0 must be unset or a positive"),
+        ({"drop_away_prob": 1.5}, "drop_away_prob=1.5 is outside [0, 1]"),
+        ({"lr_step_fractions": (0.5, "x"), "lr_schedule": "step"}, "lr_step_fractions="),
+    ],
+)
+def test_config_errors_name_the_value_before_anything_is_written(overrides, message, tmp_path):
+  with pytest.raises(train.ConfigError) as error:
+    train.train_and_evaluate(_config(tmp_path / "no-data", **overrides), tmp_path / "run")
+  assert message in str(error.value)
+  assert not (tmp_path / "run").exists()
+
+
+def _cli(commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
+  """Runs ``experiments.main`` with each argument list, side by side."""
+  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+  processes = [subprocess.Popen(
+      [sys.executable, "-m", "experiments.main", "--config", "experiments/configs/lenet300.py",
+       *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for args in commands]
+  results = []
+  for process, args in zip(processes, commands):
+    stdout, stderr = process.communicate(timeout=120)
+    results.append(subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
+  return results
+
+
+def _error_line(result: subprocess.CompletedProcess) -> str:
+  assert "Traceback" not in result.stderr, result.stderr
+  lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+  assert len(lines) == 1, result.stderr
+  return lines[0]
+
+
+def test_cli_user_errors_are_one_line_and_exit_2(tmp_path):
+  workdir = tmp_path / "run"
+  typo, seed, bad_value = _cli([
+      [f"--workdir={workdir}", "--config.targt_sparsity=0.9"],
+      [f"--workdir={workdir}", "--config.seed=-5"],
+      [f"--workdir={workdir}", "--config.num_epochs=two"],
+  ])
+  assert typo.returncode == 2
+  assert _error_line(typo) == (
+      "error: unknown config field 'targt_sparsity'; did you mean 'target_sparsity'?")
+  assert seed.returncode == 2
+  assert "seed=-5 must be an integer" in _error_line(seed)
+  assert bad_value.returncode == 2 and "num_epochs=two" in _error_line(bad_value)
+  assert not workdir.exists()
+
+
+# --- fault injection ------------------------------------------------------------------
+
+# Runs experiments.main with a fault: "nan N" (NaN images after the N-th batch, the
+# warm-up's included),
+# "kill STEPS" (SIGKILL when the loop asks for its
+# STEPS-th batch in this process), "term STEPS" (SIGTERM there), or "kill_in_save N"
+# (SIGKILL inside the N-th checkpoint write of this process, after its files are
+# written and before orbax renames its temporary folder into place).
+_WORKER = textwrap.dedent(
+    """
+    import asyncio, json, os, signal, sys
+    import jax
+    jax.config.update("jax_num_cpu_devices", 2)  # as the test process
+    from absl import app
+    from experiments import main, train
+    fault, at = sys.argv[1], int(sys.argv[2])
+    signum = signal.SIGTERM if fault == "term" else signal.SIGKILL
+    if fault == "nan":  # NaN images from the AT-th batch of this process on
+      original = train.train_batches
+      count = [0]
+      def batches(*args):
+        for images, labels in original(*args):
+          count[0] += 1
+          yield (images * float("nan") if count[0] > at else images), labels
+      train.train_batches = batches
+    elif fault in ("kill", "term"):
+      original = train.train_batches
+      count = [0]
+      def batches(*args):
+        for batch in original(*args):
+          yield batch
+          count[0] += 1
+          if count[0] == at:
+            os.kill(os.getpid(), signum)
+      train.train_batches = batches
+    else:
+      from orbax.checkpoint._src.path import atomicity
+      finalize = atomicity.AtomicRenameTemporaryPath.finalize
+      saves = [0]
+      async def killing_finalize(self):
+        saves[0] += 1
+        if saves[0] == at:
+          os.kill(os.getpid(), signal.SIGKILL)
+        await finalize(self)
+      atomicity.AtomicRenameTemporaryPath.finalize = killing_finalize
+    sys.argv = ["main"] + sys.argv[3:]
+    app.run(main.main, flags_parser=main._parse_flags)
+    """
+)
+
+
+def _run_worker(fault: str, at: int, workdir: Path, idx_dir: Path, cache_dir: Path
+                ) -> subprocess.CompletedProcess:
+  args = ["--config", "experiments/configs/default.py", f"--workdir={workdir}"] + [
+      f"--config.{name}={value}" for name, value in {**FIELDS, "idx_dir": idx_dir}.items()]
+  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "XLA_FLAGS": "",
+         "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+  return subprocess.run([sys.executable, "-c", _WORKER, fault, str(at), *args],
+                        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_cli_divergence_exits_1_with_one_line(idx_dir, reference, cache_dir, tmp_path):
+  result = _run_worker("nan", 21, tmp_path / "run", idx_dir, cache_dir)
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert _error_line(result) == (
+      "error: training diverged: the train loss is nan at step 21 (epoch 2); the last good "
+      f"checkpoint (step 20) is kept in {tmp_path / 'run' / 'checkpoints'}; lower the "
+      "learning rate and start over with --fresh.")
+
+
+def test_fault_injection_resume_is_bitwise(idx_dir, reference, cache_dir, tmp_path, caplog):
+  """SIGKILL at random steps and inside a checkpoint write, SIGTERM, and a corrupted
+  newest checkpoint: the run still ends bitwise identical to an uninterrupted one."""
+  seed = int(os.environ.get("FAULT_SEED", "0"))
+  rng = np.random.default_rng(seed)
+  workdir = tmp_path / "run"
+
+  def run(fault: str, at: int) -> subprocess.CompletedProcess:
+    return _run_worker(fault, at, workdir, idx_dir, cache_dir)
+
+  faults = [("kill", int(rng.integers(3, 16))),     # epoch 1, maybe during an async save
+            ("kill_in_save", 1),                    # the next checkpoint write
+            ("term", int(rng.integers(12, 28)))]    # SIGTERM: saves, exits 143; then the
+                                                    # newest checkpoint is corrupted
+  steps = []
+  for fault, at in faults:
+    result = run(fault, at)
+    expected = 128 + 15 if fault == "term" else -signal.SIGKILL
+    assert result.returncode == expected, (seed, fault, at, result.stderr[-3000:])
+    if fault == "term":
+      assert "stopped by SIGTERM: saved a checkpoint at step" in result.stderr
+      assert "Traceback" not in result.stderr
+    steps.append(int(train.restore_checkpoint(workdir)["step"]) if any(
+        p.name.isdigit() for p in (workdir / train.CHECKPOINT_DIR).iterdir()) else 0)
+  assert steps == sorted(steps) and steps[-1] > 0, (seed, faults, steps)
+
+  newest = _newest_checkpoint(workdir)
+  _truncate_largest_file(newest)
+  # And a torn last line in metrics.jsonl, as a kill in the middle of an append leaves.
+  with open(workdir / train.METRICS_FILE, "a") as f:
+    f.write('{"epoch": 2, "step": 32, "learning_ra')
+  handler = signal.getsignal(signal.SIGTERM)
+  with caplog.at_level("WARNING"):
+    summary = train.train_and_evaluate(_config(idx_dir), workdir)
+  assert signal.getsignal(signal.SIGTERM) == handler  # the run's own handler is gone
+  assert f"checkpoint(s) [{newest.name}]" in caplog.text and "do not restore" in caplog.text
+  assert "dropped its torn last line" in caplog.text
+  assert (workdir / train.BROKEN_CHECKPOINT_DIR / newest.name).is_dir()
+  _assert_same_run(workdir, reference[1])
+  assert summary["test_error"] == reference[0]["test_error"]
+  assert len(summary["starts"]) == len(faults) + 1

@@ -1,0 +1,82 @@
+"""Exact selection (dp.prune_exact): exactly round(n * target) pruned (but never all: a leaf
+keeps one weight), the pruned set first, then the lowest scores, ties to the lowest flat
+index -- a NumPy stable sort's order."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import droppruning_jax as dp
+
+
+def _reference(mask: np.ndarray, scores: np.ndarray, target: float) -> np.ndarray:
+  """The new mask by NumPy, from prune_exact's documented order: already pruned weights
+  first, in flat-index order (their scores do not matter); then active weights by score,
+  ties by flat index (what a stable argsort gives)."""
+  flat_mask, flat_scores = mask.reshape(-1), scores.reshape(-1)
+  active_scores = np.where(flat_mask, flat_scores, 0.0)  # one value for every pruned weight
+  order = np.lexsort((np.arange(flat_mask.size), active_scores, flat_mask))  # last key first
+  keep = np.ones(flat_mask.size, bool)
+  keep[order[:min(round(flat_mask.size * target), flat_mask.size - 1)]] = False
+  return keep.reshape(mask.shape)
+
+
+def test_prune_exact_hits_target_with_deterministic_ties():
+  mask = jnp.ones(1000, bool)
+  scores = jnp.zeros(1000)  # all tied: lowest flat indices go first
+  new = dp.prune_exact(mask, scores, 0.25)
+  np.testing.assert_array_equal(np.asarray(new), np.arange(1000) >= 250)
+
+
+def test_prune_exact_keeps_pruned_weights_pruned_first():
+  mask = jnp.asarray(np.arange(100) % 2 == 0)  # 50 % pruned
+  scores = jnp.asarray(np.arange(100.0)[::-1])
+  new = dp.prune_exact(mask, scores, 0.7)
+  assert int(jnp.sum(~new)) == 70
+  assert not bool(jnp.any(new & ~mask))  # nothing revived
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    n=st.integers(min_value=1, max_value=500),
+    active_fraction=st.floats(min_value=0.0, max_value=1.0),
+    target=st.floats(min_value=0.0, max_value=0.999),
+    seed=st.integers(min_value=0, max_value=2**31 - 1),
+)
+def test_prune_exact_count_property(n, active_fraction, target, seed):
+  rng = np.random.default_rng(seed)
+  mask = jnp.asarray(rng.random(n) < active_fraction)
+  new = dp.prune_exact(mask, jnp.asarray(rng.random(n), jnp.float32), target)
+  # round(n * target) pruned, except that a leaf always keeps one weight.
+  assert int(jnp.sum(~new)) == min(round(n * target), n - 1)
+
+
+def test_prune_exact_after_an_overshoot_revives_the_highest_index_pruned_weights():
+  mask = jnp.asarray(np.arange(10) >= 6)  # 6 pruned (indices 0-5), target 4
+  new = dp.prune_exact(mask, jnp.ones(10), 0.4)
+  np.testing.assert_array_equal(np.asarray(new), np.arange(10) >= 4)
+
+
+_prune_exact_jit = jax.jit(dp.prune_exact, static_argnums=2)  # one trace per (shape, target)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    # Few shapes and targets: each (size, count) pair compiles once, the draws vary freely.
+    shape=st.sampled_from([(7,), (6, 9), (3, 4, 5)]),
+    active_fraction=st.floats(min_value=0.0, max_value=1.0),
+    target=st.sampled_from([0.0, 0.3, 0.5, 0.999]),
+    distinct=st.sampled_from([1, 3, 1000]),
+    seed=st.integers(min_value=0, max_value=2**31 - 1),
+)
+def test_prune_exact_equals_a_numpy_stable_sort(shape, active_fraction, target, distinct, seed):
+  rng = np.random.default_rng(seed)
+  mask = rng.random(shape) < active_fraction
+  # Few distinct values make ties at the threshold common; negative scores are ordered too.
+  # (-0.0 is left out: the selection orders it below +0.0, NumPy treats the two as a tie.)
+  scores = (rng.integers(0, distinct, shape) - distinct // 2).astype(np.float32)
+  scores *= rng.choice(np.float32([1.0, 0.5, 1e-3]))
+  new = _prune_exact_jit(jnp.asarray(mask), jnp.asarray(scores), target)
+  np.testing.assert_array_equal(np.asarray(new), _reference(mask, scores, target))
