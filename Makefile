@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo data results clean
+.PHONY: install test lint format demo data results clean
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,19 @@ $(STAMP): pyproject.toml requirements.txt
 
 install: $(STAMP)
 
-test: install
+LINTED := droppruning_jax experiments benchmarks tests
+
+test: install lint
 	$(PY) -m pytest tests
+
+# One style (pyproject.toml [tool.ruff]); `make format` applies it.
+lint: install
+	$(PY) -m ruff format --check $(LINTED)
+	$(PY) -m ruff check $(LINTED)
+
+format: install
+	$(PY) -m ruff format $(LINTED)
+	$(PY) -m ruff check --fix $(LINTED)
 
 # Real Fashion-MNIST IDX files from the Debian package dataset-fashion-mnist
 # (apt-get download + dpkg-deb -x into .cache/, no install needed).

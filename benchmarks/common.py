@@ -17,16 +17,17 @@ import optax
 from droppruning_jax import models
 
 MODEL_INPUTS = {
-    "lenet300": ((28, 28, 1), lambda: models.LeNet300100()),
-    "lenet5": ((28, 28, 1), lambda: models.LeNet5()),
-    "vgg16_w0.25": ((32, 32, 3), lambda: models.VGG16(width_multiplier=0.25)),
-    "vgg16": ((32, 32, 3), lambda: models.VGG16()),
+  "lenet300": ((28, 28, 1), lambda: models.LeNet300100()),
+  "lenet5": ((28, 28, 1), lambda: models.LeNet5()),
+  "vgg16_w0.25": ((32, 32, 3), lambda: models.VGG16(width_multiplier=0.25)),
+  "vgg16": ((32, 32, 3), lambda: models.VGG16()),
 }
 
 
 def device_description() -> str:
   device = jax.devices()[0]
-  return f"{device.platform}:{device.device_kind} x{jax.device_count()} ({platform.processor() or platform.machine()})"
+  cpu = platform.processor() or platform.machine()
+  return f"{device.platform}:{device.device_kind} x{jax.device_count()} ({cpu})"
 
 
 def provenance() -> dict[str, str]:
@@ -38,8 +39,9 @@ def provenance() -> dict[str, str]:
   root = Path(__file__).resolve().parents[1]
 
   def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+      ["git", *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
   try:
     commit = git("rev-parse", "HEAD")
@@ -59,8 +61,9 @@ def init_model(name: str, batch_size: int, seed: int = 0):
   return model, variables, x, y
 
 
-def make_train_step(model, tx: optax.GradientTransformation, donate: bool = True,
-                    **update_kwargs) -> Callable:
+def make_train_step(
+  model, tx: optax.GradientTransformation, donate: bool = True, **update_kwargs
+) -> Callable:
   """A jitted train step (params, batch_stats, opt_state, x, y) -> (..., loss).
 
   ``donate`` donates params, batch stats and optimizer state, as a training loop
@@ -99,8 +102,9 @@ def time_call(fn: Callable, *args) -> float:
   return time.perf_counter() - start
 
 
-def interleaved_orders(names: list[str], repeats: int, seed: int = 0,
-                       last: str | None = None) -> list[list[str]]:
+def interleaved_orders(
+  names: list[str], repeats: int, seed: int = 0, last: str | None = None
+) -> list[list[str]]:
   """One shuffled order per repeat, such that no function ever runs twice in a row.
 
   A function that runs right after itself finds its state in the caches; with a
@@ -122,8 +126,9 @@ def interleaved_orders(names: list[str], repeats: int, seed: int = 0,
   return orders
 
 
-def repeats_for_budget(seconds_per_round: float, budget_s: float, low: int = 10,
-                       high: int = 2000) -> int:
+def repeats_for_budget(
+  seconds_per_round: float, budget_s: float, low: int = 10, high: int = 2000
+) -> int:
   """How many interleaved rounds fit in ``budget_s``, clipped to ``[low, high]``.
 
   A fixed count is wrong at both ends: 100 rounds of a 1.3 ms step left the ratio
@@ -142,14 +147,19 @@ def repeats_for_budget(seconds_per_round: float, budget_s: float, low: int = 10,
     ValueError: if a time is not positive.
   """
   if not seconds_per_round > 0 or not budget_s > 0:
-    raise ValueError(f"seconds_per_round={seconds_per_round!r} and budget_s={budget_s!r} "
-                     "must be positive.")
+    raise ValueError(
+      f"seconds_per_round={seconds_per_round!r} and budget_s={budget_s!r} must be positive."
+    )
   return int(min(high, max(low, int(budget_s / seconds_per_round))))
 
 
-def interleaved_median(fns: dict[str, Callable], repeats: int | None, warmup: int = 3,
-                       budget_s: float | None = None, min_repeats: int = 10,
-                       ) -> tuple[dict[str, float], int]:
+def interleaved_median(
+  fns: dict[str, Callable],
+  repeats: int | None,
+  warmup: int = 3,
+  budget_s: float | None = None,
+  min_repeats: int = 10,
+) -> tuple[dict[str, float], int]:
   """Median seconds per call of each function, in shuffled interleaved orders.
 
   Args:

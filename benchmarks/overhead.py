@@ -24,8 +24,8 @@ import jax
 import optax
 
 import droppruning_jax as dp
-from droppruning_jax import masks as masks_lib
 from benchmarks import common
+from droppruning_jax import masks as masks_lib
 
 FAR = 10**8  # a begin_step never reached: every step takes the no-update branch
 
@@ -49,8 +49,15 @@ def masking_floor(inner: optax.GradientTransformation) -> optax.GradientTransfor
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def measure(name: str, batch_size: int, repeats: int | None, epoch_steps: int,
-            update_every: int, donate: bool = True, budget_s: float = 30.0):
+def measure(
+  name: str,
+  batch_size: int,
+  repeats: int | None,
+  epoch_steps: int,
+  update_every: int,
+  donate: bool = True,
+  budget_s: float = 30.0,
+):
   model, variables, x, y = common.init_model(name, batch_size)
   params = variables["params"]
   stats = variables.get("batch_stats")
@@ -58,19 +65,29 @@ def measure(name: str, batch_size: int, repeats: int | None, epoch_steps: int,
   never = dp.drop_pruning(inner, target_sparsity=0.9, begin_step=FAR, end_step=FAR)
   # update_every=1: every step until 10**4 is a (stochastic) mask-update step.
   always = dp.drop_pruning(inner, target_sparsity=0.9, end_step=10**4, update_every=1)
-  never_packed = dp.drop_pruning(inner, target_sparsity=0.9, begin_step=FAR, end_step=FAR,
-                                 packed_masks=True)
-  always_packed = dp.drop_pruning(inner, target_sparsity=0.9, end_step=10**4, update_every=1,
-                                  packed_masks=True)
-  txs = {"dense": inner, "floor": masking_floor(inner), "no_update": never,
-         "no_update_cond": never, "update": always,
-         "no_update_packed": never_packed, "update_packed": always_packed}
+  never_packed = dp.drop_pruning(
+    inner, target_sparsity=0.9, begin_step=FAR, end_step=FAR, packed_masks=True
+  )
+  always_packed = dp.drop_pruning(
+    inner, target_sparsity=0.9, end_step=10**4, update_every=1, packed_masks=True
+  )
+  txs = {
+    "dense": inner,
+    "floor": masking_floor(inner),
+    "no_update": never,
+    "no_update_cond": never,
+    "update": always,
+    "no_update_packed": never_packed,
+    "update_packed": always_packed,
+  }
   steps = {k: common.make_train_step(model, tx, donate) for k, tx in txs.items()}
   for kind in ("no_update", "no_update_packed"):
     steps[kind] = common.make_train_step(model, txs[kind], donate, skip_mask_update=True)
   # Each kind carries its own state from call to call, as a training loop does.
-  carries = {k: (common.fresh_copy(params), common.fresh_copy(stats), tx.init(params))
-             for k, tx in txs.items()}
+  carries = {
+    k: (common.fresh_copy(params), common.fresh_copy(stats), tx.init(params))
+    for k, tx in txs.items()
+  }
 
   def run(kind):
     def go():
@@ -80,16 +97,21 @@ def measure(name: str, batch_size: int, repeats: int | None, epoch_steps: int,
       seconds = time.perf_counter() - start
       carries[kind] = (p, s, o)
       return seconds
+
     return go
 
-  per_step, step_repeats = common.interleaved_median({k: run(k) for k in txs}, repeats,
-                                                     budget_s=budget_s)
+  per_step, step_repeats = common.interleaved_median(
+    {k: run(k) for k in txs}, repeats, budget_s=budget_s
+  )
 
   # (c) an epoch: the state is fed back, pruning every `update_every` steps.
-  epoch_tx = dp.drop_pruning(inner, target_sparsity=0.9, end_step=50 * update_every,
-                             update_every=update_every)
-  epoch_step_fns = (common.make_train_step(model, epoch_tx, donate),
-                    common.make_train_step(model, epoch_tx, donate, skip_mask_update=True))
+  epoch_tx = dp.drop_pruning(
+    inner, target_sparsity=0.9, end_step=50 * update_every, update_every=update_every
+  )
+  epoch_step_fns = (
+    common.make_train_step(model, epoch_tx, donate),
+    common.make_train_step(model, epoch_tx, donate, skip_mask_update=True),
+  )
   prune_at = set(dp.pruning_steps(0, 50 * update_every, update_every))
 
   def epoch(step_fns, tx, prune_at):
@@ -101,31 +123,36 @@ def measure(name: str, batch_size: int, repeats: int | None, epoch_steps: int,
         p, s, o, loss = step(p, s, o, x, y)
         loss.block_until_ready()  # as a CPU training loop does every step
       return time.perf_counter() - start
+
     return go
 
   # Two warm-up epochs: the first compiles, the second sizes the budgeted repeat count.
   epoch_times, epoch_repeats = common.interleaved_median(
-      {"dense": epoch((steps["dense"], steps["dense"]), inner, set()),
-       "drop": epoch(epoch_step_fns, epoch_tx, prune_at)},
-      None if repeats is None else max(3, repeats // 10), warmup=2, budget_s=budget_s,
-      min_repeats=3,
+    {
+      "dense": epoch((steps["dense"], steps["dense"]), inner, set()),
+      "drop": epoch(epoch_step_fns, epoch_tx, prune_at),
+    },
+    None if repeats is None else max(3, repeats // 10),
+    warmup=2,
+    budget_s=budget_s,
+    min_repeats=3,
   )
   return {
-      "model": name,
-      "params": sum(int(p.size) for p in jax.tree.leaves(params)),
-      "batch_size": batch_size,
-      "repeats": step_repeats,
-      "epoch_repeats": epoch_repeats,
-      "dense_step_ms": per_step["dense"] * 1e3,
-      "ratio_no_update": per_step["no_update"] / per_step["dense"],
-      "ratio_masking_floor": per_step["floor"] / per_step["dense"],
-      "ratio_no_update_with_cond": per_step["no_update_cond"] / per_step["dense"],
-      "ratio_update": per_step["update"] / per_step["dense"],
-      "ratio_no_update_packed": per_step["no_update_packed"] / per_step["dense"],
-      "ratio_update_packed": per_step["update_packed"] / per_step["dense"],
-      "epoch_steps": epoch_steps,
-      "update_every": update_every,
-      "ratio_epoch": epoch_times["drop"] / epoch_times["dense"],
+    "model": name,
+    "params": sum(int(p.size) for p in jax.tree.leaves(params)),
+    "batch_size": batch_size,
+    "repeats": step_repeats,
+    "epoch_repeats": epoch_repeats,
+    "dense_step_ms": per_step["dense"] * 1e3,
+    "ratio_no_update": per_step["no_update"] / per_step["dense"],
+    "ratio_masking_floor": per_step["floor"] / per_step["dense"],
+    "ratio_no_update_with_cond": per_step["no_update_cond"] / per_step["dense"],
+    "ratio_update": per_step["update"] / per_step["dense"],
+    "ratio_no_update_packed": per_step["no_update_packed"] / per_step["dense"],
+    "ratio_update_packed": per_step["update_packed"] / per_step["dense"],
+    "epoch_steps": epoch_steps,
+    "update_every": update_every,
+    "ratio_epoch": epoch_times["drop"] / epoch_times["dense"],
   }
 
 
@@ -133,35 +160,58 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", default="lenet300,lenet5,vgg16_w0.25")
   parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--repeats", type=int, default=None,
-                      help="interleaved rounds per model (default: as many as fit in --budget-s)")
-  parser.add_argument("--budget-s", type=float, default=30.0,
-                      help="without --repeats: seconds for the step rounds of each model, and "
-                      "as many again for its epochs")
+  parser.add_argument(
+    "--repeats",
+    type=int,
+    default=None,
+    help="interleaved rounds per model (default: as many as fit in --budget-s)",
+  )
+  parser.add_argument(
+    "--budget-s",
+    type=float,
+    default=30.0,
+    help="without --repeats: seconds for the step rounds of each model, and "
+    "as many again for its epochs",
+  )
   parser.add_argument("--epoch-steps", type=int, default=469)
   parser.add_argument("--update-every", type=int, default=100)
-  parser.add_argument("--no-donate", action="store_true",
-                      help="do not donate the train state to the step (copies pass-through state)")
+  parser.add_argument(
+    "--no-donate",
+    action="store_true",
+    help="do not donate the train state to the step (copies pass-through state)",
+  )
   parser.add_argument("--out", default=None, help="write the rows as JSON here")
   args = parser.parse_args()
   rows = []
   print(f"device: {common.device_description()}")
-  print("| model | params | dense step (ms) | (a) no-update / dense | masking alone / dense "
-        "| (a') same, conditional kept "
-        "| (b) update / dense | (c) epoch / dense | (a) packed masks | (b) packed masks |")
+  print(
+    "| model | params | dense step (ms) | (a) no-update / dense | masking alone / dense "
+    "| (a') same, conditional kept "
+    "| (b) update / dense | (c) epoch / dense | (a) packed masks | (b) packed masks |"
+  )
   print("|---|---|---|---|---|---|---|---|---|---|")
   for name in args.models.split(","):
     steps = args.epoch_steps if not name.startswith("vgg16") else min(args.epoch_steps, 60)
-    row = measure(name, args.batch_size, args.repeats, steps, args.update_every,
-                  donate=not args.no_donate, budget_s=args.budget_s)
+    row = measure(
+      name,
+      args.batch_size,
+      args.repeats,
+      steps,
+      args.update_every,
+      donate=not args.no_donate,
+      budget_s=args.budget_s,
+    )
     row["donate"] = not args.no_donate
     row.update(common.provenance())
     rows.append(row)
-    print(f"| {name} | {row['params']:,} | {row['dense_step_ms']:.2f} | {row['ratio_no_update']:.3f} "
-          f"| {row['ratio_masking_floor']:.3f} "
-          f"| {row['ratio_no_update_with_cond']:.3f} "
-          f"| {row['ratio_update']:.2f} | {row['ratio_epoch']:.3f} "
-          f"| {row['ratio_no_update_packed']:.3f} | {row['ratio_update_packed']:.2f} |", flush=True)
+    print(
+      f"| {name} | {row['params']:,} | {row['dense_step_ms']:.2f} | {row['ratio_no_update']:.3f} "
+      f"| {row['ratio_masking_floor']:.3f} "
+      f"| {row['ratio_no_update_with_cond']:.3f} "
+      f"| {row['ratio_update']:.2f} | {row['ratio_epoch']:.3f} "
+      f"| {row['ratio_no_update_packed']:.3f} | {row['ratio_update_packed']:.2f} |",
+      flush=True,
+    )
   if args.out:
     with open(args.out, "w") as f:
       json.dump(rows, f, indent=1)

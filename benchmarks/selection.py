@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import droppruning_jax as dp
-from droppruning_jax import selection as library_selection
 from benchmarks import common
+from droppruning_jax import selection as library_selection
 
 
 def sort_select(mask, scores, k):
@@ -57,15 +57,20 @@ def radix_select(mask, scores, k):
 
 def make_methods(k_static):
   return {
-      "bisection (default)": jax.jit(lambda m, s, k: library_selection.lowest_scores_many([m], [s], [k], pruned_first=False)[0]),
-      "histogram radix (2 x 16 bit)": jax.jit(radix_select),
-      "full sort": jax.jit(sort_select),
-      "lax.top_k": jax.jit(lambda m, s, k: jax.lax.top_k(-jnp.where(m, s, jnp.inf), k_static)[1]),
-      "lax.approx_min_k": jax.jit(
-          lambda m, s, k: jax.lax.approx_min_k(jnp.where(m, s, jnp.inf), k_static)[1]),
-      "drop_step (whole)": jax.jit(lambda m, s, k: dp.drop_step(
-          jax.random.PRNGKey(0), m, s, step_sparsity=0.6, drop_away_prob=0.5,
-          drop_back_prob=0.1)[0]),
+    "bisection (default)": jax.jit(
+      lambda m, s, k: library_selection.lowest_scores_many([m], [s], [k], pruned_first=False)[0]
+    ),
+    "histogram radix (2 x 16 bit)": jax.jit(radix_select),
+    "full sort": jax.jit(sort_select),
+    "lax.top_k": jax.jit(lambda m, s, k: jax.lax.top_k(-jnp.where(m, s, jnp.inf), k_static)[1]),
+    "lax.approx_min_k": jax.jit(
+      lambda m, s, k: jax.lax.approx_min_k(jnp.where(m, s, jnp.inf), k_static)[1]
+    ),
+    "drop_step (whole)": jax.jit(
+      lambda m, s, k: dp.drop_step(
+        jax.random.PRNGKey(0), m, s, step_sparsity=0.6, drop_away_prob=0.5, drop_back_prob=0.1
+      )[0]
+    ),
   }
 
 
@@ -89,8 +94,12 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sizes", default="1e4,1e5,1e6,3e6,1e7,3e7")
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--max-sort-size", type=float, default=3e6,
-                      help="skip sort-based methods above this size (slow on CPU)")
+  parser.add_argument(
+    "--max-sort-size",
+    type=float,
+    default=3e6,
+    help="skip sort-based methods above this size (slow on CPU)",
+  )
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   sizes = [int(float(s)) for s in args.sizes.split(",")]
@@ -115,9 +124,15 @@ def main():
     print(f"| {name} | " + " | ".join(cells) + f" | {exponent:.2f} |")
   if args.out:
     with open(args.out, "w") as f:
-      json.dump({**common.provenance(), "repeats": args.repeats,
-                 "seconds": {m: {str(n): t for n, t in v.items()} for m, v in results.items()}},
-                f, indent=1)
+      json.dump(
+        {
+          **common.provenance(),
+          "repeats": args.repeats,
+          "seconds": {m: {str(n): t for n, t in v.items()} for m, v in results.items()},
+        },
+        f,
+        indent=1,
+      )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,8 @@ def main():
   forward = jax.jit(mlp_logits)
   for sparsity in (float(s) for s in args.sparsities.split(",")):
     masks = jax.tree.map(
-        lambda m: jnp.asarray(rng.random(m.shape) >= sparsity) if m.ndim else m,
-        dp.init_masks(params))
+      lambda m: jnp.asarray(rng.random(m.shape) >= sparsity) if m.ndim else m, dp.init_masks(params)
+    )
     masked = dp.apply_masks(params, masks)
     exported = export.export_sparse(masked, masks)
     dense_kernels = [masked[n]["kernel"] for n in LAYERS]
@@ -57,16 +57,30 @@ def main():
     biases = [masked[n]["bias"] for n in LAYERS]
     for batch in (int(b) for b in args.batches.split(",")):
       x = jax.random.normal(jax.random.PRNGKey(batch), (batch, 784))
-      diff = float(jnp.max(jnp.abs(forward(dense_kernels, biases, x)
-                                   - forward(sparse_kernels, biases, x))))
-      times, _ = common.interleaved_median({
+      diff = float(
+        jnp.max(jnp.abs(forward(dense_kernels, biases, x) - forward(sparse_kernels, biases, x)))
+      )
+      times, _ = common.interleaved_median(
+        {
           "dense": lambda: common.time_call(forward, dense_kernels, biases, x),
           "bcoo": lambda: common.time_call(forward, sparse_kernels, biases, x),
-      }, args.repeats)
-      print(f"| {sparsity:.0%} | {batch} | {times['dense'] * 1e3:.3f} | {times['bcoo'] * 1e3:.3f} "
-            f"| {times['bcoo'] / times['dense']:.2f} | {diff:.1e} |", flush=True)
-      rows.append({"sparsity": sparsity, "batch": batch, "dense_s": times["dense"],
-                   "bcoo_s": times["bcoo"], "max_abs_logit_diff": diff})
+        },
+        args.repeats,
+      )
+      print(
+        f"| {sparsity:.0%} | {batch} | {times['dense'] * 1e3:.3f} | {times['bcoo'] * 1e3:.3f} "
+        f"| {times['bcoo'] / times['dense']:.2f} | {diff:.1e} |",
+        flush=True,
+      )
+      rows.append(
+        {
+          "sparsity": sparsity,
+          "batch": batch,
+          "dense_s": times["dense"],
+          "bcoo_s": times["bcoo"],
+          "max_abs_logit_diff": diff,
+        }
+      )
   if args.out:
     with open(args.out, "w") as f:
       json.dump({**common.provenance(), "repeats": args.repeats, "rows": rows}, f, indent=1)

@@ -13,37 +13,33 @@ The names below are the public API (the README's table); everything else lives i
 modules that may change between versions.
 """
 
-from droppruning_jax.baselines import drop_away_only
-from droppruning_jax.baselines import drop_back_only
-from droppruning_jax.baselines import gradual_magnitude_pruning
-from droppruning_jax.baselines import random_pruning
+from droppruning_jax.baselines import (
+  drop_away_only,
+  drop_back_only,
+  gradual_magnitude_pruning,
+  random_pruning,
+)
 from droppruning_jax.distribution import erk_sparsities
-from droppruning_jax.drop import DropInfo
-from droppruning_jax.drop import drop_pruning
-from droppruning_jax.drop import drop_step
-from droppruning_jax.export import SparseLeaf
-from droppruning_jax.export import export_sparse
+from droppruning_jax.drop import DropInfo, drop_pruning, drop_step
+from droppruning_jax.export import SparseLeaf, export_sparse, to_bcoo
 from droppruning_jax.export import nbytes as params_nbytes
-from droppruning_jax.export import to_bcoo
 from droppruning_jax.export import to_dense as sparse_to_dense
 from droppruning_jax.han import han_pruning
-from droppruning_jax.masks import PackedMask
-from droppruning_jax.masks import apply_masks
-from droppruning_jax.masks import count_params
-from droppruning_jax.masks import default_prunable
-from droppruning_jax.masks import init_masks
-from droppruning_jax.masks import layer_sparsity
-from droppruning_jax.masks import pack_masks
-from droppruning_jax.masks import sparsity
-from droppruning_jax.masks import unpack_masks
+from droppruning_jax.masks import (
+  PackedMask,
+  apply_masks,
+  count_params,
+  default_prunable,
+  init_masks,
+  layer_sparsity,
+  pack_masks,
+  sparsity,
+  unpack_masks,
+)
 from droppruning_jax.plan import expected_trajectory
-from droppruning_jax.schedules import cosine_anneal
-from droppruning_jax.schedules import polynomial_sparsity
-from droppruning_jax.schedules import pruning_steps
+from droppruning_jax.schedules import cosine_anneal, polynomial_sparsity, pruning_steps
 from droppruning_jax.selection import prune_exact
-from droppruning_jax.skeleton import PruningState
-from droppruning_jax.skeleton import get_masks
-from droppruning_jax.skeleton import get_stats
+from droppruning_jax.skeleton import PruningState, get_masks, get_stats
 from droppruning_jax.stats import PruningStats
 
 __version__ = "0.2.0"

@@ -12,20 +12,22 @@ from droppruning_jax import schedules
 from droppruning_jax.drop import drop_pruning
 
 
-def gradual_magnitude_pruning(inner: optax.GradientTransformation, **kwargs) -> optax.GradientTransformation:
+def gradual_magnitude_pruning(
+  inner: optax.GradientTransformation, **kwargs
+) -> optax.GradientTransformation:
   """Zhu & Gupta (2017): prune the lowest-magnitude weights, never revive (``p = 1, q = 0``)."""
   return drop_pruning(inner, drop_away_prob=1.0, drop_back_prob=0.0, **kwargs)
 
 
 def drop_away_only(
-    inner: optax.GradientTransformation, drop_away_prob: schedules.ScalarOrSchedule = 0.5, **kwargs
+  inner: optax.GradientTransformation, drop_away_prob: schedules.ScalarOrSchedule = 0.5, **kwargs
 ) -> optax.GradientTransformation:
   """The paper's ablation without drop back (``q = 0``)."""
   return drop_pruning(inner, drop_away_prob=drop_away_prob, drop_back_prob=0.0, **kwargs)
 
 
 def drop_back_only(
-    inner: optax.GradientTransformation, drop_back_prob: schedules.ScalarOrSchedule = 0.1, **kwargs
+  inner: optax.GradientTransformation, drop_back_prob: schedules.ScalarOrSchedule = 0.1, **kwargs
 ) -> optax.GradientTransformation:
   """The paper's ablation without stochastic drop away (``p = 1``)."""
   return drop_pruning(inner, drop_away_prob=1.0, drop_back_prob=drop_back_prob, **kwargs)
@@ -33,6 +35,4 @@ def drop_back_only(
 
 def random_pruning(inner: optax.GradientTransformation, **kwargs) -> optax.GradientTransformation:
   """Gradual pruning of uniformly random weights (random importance, ``p = 1, q = 0``)."""
-  return drop_pruning(
-      inner, drop_away_prob=1.0, drop_back_prob=0.0, importance="random", **kwargs
-  )
+  return drop_pruning(inner, drop_away_prob=1.0, drop_back_prob=0.0, importance="random", **kwargs)

@@ -11,8 +11,9 @@ import numpy as np
 MAX_STEP = 2**31 - 2
 
 
-def check_number(name: str, value: Any, low: float, high: float, *, low_open: bool,
-                 high_open: bool) -> float:
+def check_number(
+  name: str, value: Any, low: float, high: float, *, low_open: bool, high_open: bool
+) -> float:
   """Returns ``value`` as a float; raises ``ValueError`` unless it is a finite real in range."""
   if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
     raise ValueError(f"{name}={value!r} must be a finite real number.")

@@ -28,14 +28,12 @@ def validate_distribution(distribution: Distribution, target_sparsity: float) ->
     for name, value in distribution.items():
       value = float(value)
       if not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"per-layer target sparsity {value} for {name!r} is outside [0, 1)."
-        )
+        raise ValueError(f"per-layer target sparsity {value} for {name!r} is outside [0, 1).")
     return
   if not isinstance(distribution, str) or distribution not in DISTRIBUTIONS:
     raise ValueError(
-        f"sparsity_distribution={distribution!r} is not one of {DISTRIBUTIONS} or a "
-        "mapping {path pattern: sparsity}."
+      f"sparsity_distribution={distribution!r} is not one of {DISTRIBUTIONS} or a "
+      "mapping {path pattern: sparsity}."
     )
 
 
@@ -46,7 +44,9 @@ def static_targets(distribution: Distribution) -> list[float]:
   return []
 
 
-def erk_sparsities(shapes: Mapping[str, tuple[int, ...]], target_sparsity: float) -> dict[str, float]:
+def erk_sparsities(
+  shapes: Mapping[str, tuple[int, ...]], target_sparsity: float
+) -> dict[str, float]:
   """Erdős–Rényi-Kernel per-layer sparsities (Evci et al., 2020, "Rigging the Lottery").
 
   Layer ``l`` gets density ``eps * sum(shape_l) / prod(shape_l)``, with ``eps``
@@ -76,13 +76,14 @@ def erk_sparsities(shapes: Mapping[str, tuple[int, ...]], target_sparsity: float
       continue
     break
   return {
-      name: 0.0 if name in dense else float(min(1.0, max(0.0, 1.0 - raw[name] * eps)))
-      for name in sizes
+    name: 0.0 if name in dense else float(min(1.0, max(0.0, 1.0 - raw[name] * eps)))
+    for name in sizes
   }
 
 
-def leaf_targets(shapes: Mapping[str, tuple[int, ...]], distribution: Distribution,
-                 target_sparsity: float) -> dict[str, float]:
+def leaf_targets(
+  shapes: Mapping[str, tuple[int, ...]], distribution: Distribution, target_sparsity: float
+) -> dict[str, float]:
   """Final target sparsity of every prunable leaf, from ``{path: shape}``.
 
   ``"global"`` gives every leaf the global target (the pool decides per leaf).

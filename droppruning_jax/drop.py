@@ -22,9 +22,7 @@ from droppruning_jax import distribution as distribution_lib
 from droppruning_jax import importance as importance_lib
 from droppruning_jax import masks as masks_lib
 from droppruning_jax import plan as plan_lib
-from droppruning_jax import schedules
-from droppruning_jax import selection
-from droppruning_jax import skeleton
+from droppruning_jax import schedules, selection, skeleton
 
 
 class DropInfo(NamedTuple):
@@ -48,10 +46,17 @@ class DropInfo(NamedTuple):
   shortfall: jax.Array
 
 
-def drop_leaves(masks: Sequence[jax.Array], scores: Sequence[jax.Array],
-                uniforms: Sequence[jax.Array], *, step_sparsities: Sequence, drop_away_prob,
-                drop_back_prob, drop_back_scale: str = "active",
-                protected: Optional[Sequence[jax.Array]] = None) -> tuple[list, list[DropInfo]]:
+def drop_leaves(
+  masks: Sequence[jax.Array],
+  scores: Sequence[jax.Array],
+  uniforms: Sequence[jax.Array],
+  *,
+  step_sparsities: Sequence,
+  drop_away_prob,
+  drop_back_prob,
+  drop_back_scale: str = "active",
+  protected: Optional[Sequence[jax.Array]] = None,
+) -> tuple[list, list[DropInfo]]:
   """One stochastic drop step on several independent masks, with one selection for all.
 
   With ``n`` weights, pruned set ``P`` (sparsity ``s``), this step's target ``s'``,
@@ -88,8 +93,9 @@ def drop_leaves(masks: Sequence[jax.Array], scores: Sequence[jax.Array],
   for i, (mask, target) in enumerate(zip(masks, step_sparsities)):
     n = mask.size
     active = jnp.sum(mask, dtype=jnp.int32)
-    q = plan_lib.effective_drop_back_prob(jnp.asarray(drop_back_prob, jnp.float32), active, n - active,
-                                          drop_back_scale)
+    q = plan_lib.effective_drop_back_prob(
+      jnp.asarray(drop_back_prob, jnp.float32), active, n - active, drop_back_scale
+    )
     if protected is None:
       candidates, room = mask, jnp.maximum(active - 1, 0)
     else:
@@ -100,26 +106,38 @@ def drop_leaves(masks: Sequence[jax.Array], scores: Sequence[jax.Array],
     sizes.append((n, active, q, wanted, room, jnp.clip(wanted, 0, room).astype(jnp.int32)))
   pools = selection.lowest_scores_many(eligible, scores, [s[-1] for s in sizes], pruned_first=False)
   new_masks, infos = [], []
-  for mask, u, pool, target, (n, active, q, wanted, room, c) in zip(masks, uniforms, pools,
-                                                                    step_sparsities, sizes):
+  for mask, u, pool, target, (n, active, q, wanted, room, c) in zip(
+    masks, uniforms, pools, step_sparsities, sizes
+  ):
     after_away = mask & ~(pool & (u < p))
     revived = ~mask & (u < q)
     new_masks.append(after_away | revived)
-    infos.append(DropInfo(
-      pool_size=c,
-      dropped_away=jnp.sum(mask & ~after_away, dtype=jnp.int32),
-      dropped_back=jnp.sum(revived, dtype=jnp.int32),
-      target=jnp.asarray(target, jnp.float32),
-      expected_sparsity=plan_lib.expected_sparsity((n - active) / n, c / n, p, q).astype(jnp.float32),
-      # Only the clip counts: rounding c to an integer is not a shortfall.
-      shortfall=(p * jnp.maximum(wanted - room, 0) / n).astype(jnp.float32),
-    ))
+    infos.append(
+      DropInfo(
+        pool_size=c,
+        dropped_away=jnp.sum(mask & ~after_away, dtype=jnp.int32),
+        dropped_back=jnp.sum(revived, dtype=jnp.int32),
+        target=jnp.asarray(target, jnp.float32),
+        expected_sparsity=plan_lib.expected_sparsity((n - active) / n, c / n, p, q).astype(
+          jnp.float32
+        ),
+        # Only the clip counts: rounding c to an integer is not a shortfall.
+        shortfall=(p * jnp.maximum(wanted - room, 0) / n).astype(jnp.float32),
+      )
+    )
   return new_masks, infos
 
 
-def drop_step(key: jax.Array, mask: jax.Array, scores: jax.Array, *, step_sparsity,
-              drop_away_prob, drop_back_prob,
-              drop_back_scale: str = "active") -> tuple[jax.Array, DropInfo]:
+def drop_step(
+  key: jax.Array,
+  mask: jax.Array,
+  scores: jax.Array,
+  *,
+  step_sparsity,
+  drop_away_prob,
+  drop_back_prob,
+  drop_back_scale: str = "active",
+) -> tuple[jax.Array, DropInfo]:
   """One stochastic Drop Pruning step on one mask: drop away, then drop back.
 
   The pure ``jax.random`` transform that :func:`drop_pruning` applies at every
@@ -138,46 +156,65 @@ def drop_step(key: jax.Array, mask: jax.Array, scores: jax.Array, *, step_sparsi
     ``(new_mask, DropInfo)``.
   """
   plan_lib.checks.check_choice("drop_back_scale", drop_back_scale, plan_lib.DROP_BACK_SCALES)
-  new, infos = drop_leaves([mask], [scores], [jax.random.uniform(key, mask.shape)],
-                           step_sparsities=[step_sparsity], drop_away_prob=drop_away_prob,
-                           drop_back_prob=drop_back_prob, drop_back_scale=drop_back_scale)
+  new, infos = drop_leaves(
+    [mask],
+    [scores],
+    [jax.random.uniform(key, mask.shape)],
+    step_sparsities=[step_sparsity],
+    drop_away_prob=drop_away_prob,
+    drop_back_prob=drop_back_prob,
+    drop_back_scale=drop_back_scale,
+  )
   return new[0], infos[0]
 
 
 def _scores(plan: plan_lib.DropPlan, key, params) -> list[jax.Array]:
   """Importance of every weight; non-finite weights score ``+inf`` (never pruned)."""
-  return [jnp.where(jnp.isfinite(param), plan.importance(param, jax.random.fold_in(key, i)), jnp.inf)
-          for i, param in enumerate(params)]
+  return [
+    jnp.where(jnp.isfinite(param), plan.importance(param, jax.random.fold_in(key, i)), jnp.inf)
+    for i, param in enumerate(params)
+  ]
 
 
 def _max_shortfall(infos) -> jax.Array:
-  return functools.reduce(jnp.maximum, (info.shortfall for info in infos), jnp.zeros((), jnp.float32))
+  return functools.reduce(
+    jnp.maximum, (info.shortfall for info in infos), jnp.zeros((), jnp.float32)
+  )
 
 
-def per_leaf_update(plan: plan_lib.DropPlan, key, count, params, masks, paths, *,
-                    final_step: bool) -> skeleton.LeafUpdate:
+def per_leaf_update(
+  plan: plan_lib.DropPlan, key, count, params, masks, paths, *, final_step: bool
+) -> skeleton.LeafUpdate:
   """Every prunable leaf drops on its own, towards its scaled share of the schedule."""
   finals = plan.leaf_finals(paths, [m.shape for m in masks])
   score_key, drop_key = jax.random.split(key)
   scores = _scores(plan, score_key, params)
   if final_step:
-    return skeleton.LeafUpdate(selection.prune_exact_many(masks, scores, finals), jnp.zeros((), jnp.float32))
+    return skeleton.LeafUpdate(
+      selection.prune_exact_many(masks, scores, finals), jnp.zeros((), jnp.float32)
+    )
   # One draw for all leaves, sliced per leaf: a random-bit generator per leaf made the
   # mask update of VGG-16 (15 leaves) compile about 5 s longer on a CPU.
   offsets = np.cumsum([0] + [m.size for m in masks])
   draws = jax.random.uniform(drop_key, (int(offsets[-1]),))
-  uniforms = [draws[offsets[i]:offsets[i + 1]].reshape(m.shape) for i, m in enumerate(masks)]
+  uniforms = [draws[offsets[i] : offsets[i + 1]].reshape(m.shape) for i, m in enumerate(masks)]
   p, q = plan.rates(count)
   overall = plan.overall_target(count)
   new, infos = drop_leaves(
-    masks, scores, uniforms, drop_away_prob=p, drop_back_prob=q, drop_back_scale=plan.drop_back_scale,
+    masks,
+    scores,
+    uniforms,
+    drop_away_prob=p,
+    drop_back_prob=q,
+    drop_back_scale=plan.drop_back_scale,
     step_sparsities=[plan_lib.leaf_step_target(overall, f, plan.target_sparsity) for f in finals],
   )
   return skeleton.LeafUpdate(new, _max_shortfall(infos))
 
 
-def global_update(plan: plan_lib.DropPlan, key, count, params, masks, paths, *,
-                  final_step: bool) -> skeleton.LeafUpdate:
+def global_update(
+  plan: plan_lib.DropPlan, key, count, params, masks, paths, *, final_step: bool
+) -> skeleton.LeafUpdate:
   """One pool over all prunable weights, scores normalised per leaf."""
   del paths  # one pool: no per-leaf targets
   score_keys = jax.random.split(jax.random.fold_in(key, 0), len(params))
@@ -200,15 +237,21 @@ def global_update(plan: plan_lib.DropPlan, key, count, params, masks, paths, *,
   if final_step:
     wanted = selection.final_pruned_count(all_masks.size, plan.target_sparsity)
     count_kept = jnp.minimum(wanted, all_masks.size - jnp.sum(protected, dtype=jnp.int32))
-    pruned = selection.lowest_scores_many([all_masks], [jnp.where(protected, jnp.inf, all_scores)],
-                                          [count_kept], pruned_first=True)[0]
+    pruned = selection.lowest_scores_many(
+      [all_masks], [jnp.where(protected, jnp.inf, all_scores)], [count_kept], pruned_first=True
+    )[0]
     new_all, shortfall = ~pruned, jnp.zeros((), jnp.float32)
   else:
     p, q = plan.rates(count)
     new, infos = drop_leaves(
-      [all_masks], [all_scores], [jax.random.uniform(jax.random.fold_in(key, 1), all_masks.shape)],
-      step_sparsities=[plan.overall_target(count)], drop_away_prob=p, drop_back_prob=q,
-      drop_back_scale=plan.drop_back_scale, protected=[protected],
+      [all_masks],
+      [all_scores],
+      [jax.random.uniform(jax.random.fold_in(key, 1), all_masks.shape)],
+      step_sparsities=[plan.overall_target(count)],
+      drop_away_prob=p,
+      drop_back_prob=q,
+      drop_back_scale=plan.drop_back_scale,
+      protected=[protected],
     )
     new_all, shortfall = new[0], infos[0].shortfall
   pieces = jnp.split(new_all, np.cumsum([m.size for m in masks])[:-1])
@@ -216,23 +259,23 @@ def global_update(plan: plan_lib.DropPlan, key, count, params, masks, paths, *,
 
 
 def drop_pruning(
-    inner: optax.GradientTransformation,
-    *,
-    target_sparsity: float,
-    end_step: int,
-    drop_away_prob: schedules.ScalarOrSchedule = 0.5,
-    drop_back_prob: schedules.ScalarOrSchedule = 0.1,
-    begin_step: int = 0,
-    update_every: int = 100,
-    seed: int = 0,
-    initial_sparsity: float = 0.0,
-    sparsity_schedule: Optional[schedules.Schedule] = None,
-    drop_back_scale: str = "active",
-    regrow_init: str = "zero",
-    importance: Union[str, importance_lib.ImportanceFn] = "magnitude",
-    prunable: Optional[masks_lib.PrunablePredicate] = None,
-    sparsity_distribution: distribution_lib.Distribution = "uniform",
-    packed_masks: bool = False,
+  inner: optax.GradientTransformation,
+  *,
+  target_sparsity: float,
+  end_step: int,
+  drop_away_prob: schedules.ScalarOrSchedule = 0.5,
+  drop_back_prob: schedules.ScalarOrSchedule = 0.1,
+  begin_step: int = 0,
+  update_every: int = 100,
+  seed: int = 0,
+  initial_sparsity: float = 0.0,
+  sparsity_schedule: Optional[schedules.Schedule] = None,
+  drop_back_scale: str = "active",
+  regrow_init: str = "zero",
+  importance: Union[str, importance_lib.ImportanceFn] = "magnitude",
+  prunable: Optional[masks_lib.PrunablePredicate] = None,
+  sparsity_distribution: distribution_lib.Distribution = "uniform",
+  packed_masks: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """Wraps an optax transformation with Drop Pruning (Jia et al., arXiv 1812.02035).
 
@@ -298,18 +341,27 @@ def drop_pruning(
       these ``p`` and ``q`` (the message names the first such step).
   """
   plan = plan_lib.DropPlan.create(
-    target_sparsity=target_sparsity, end_step=end_step, drop_away_prob=drop_away_prob,
-    drop_back_prob=drop_back_prob, begin_step=begin_step, update_every=update_every, seed=seed,
-    initial_sparsity=initial_sparsity, sparsity_schedule=sparsity_schedule,
-    drop_back_scale=drop_back_scale, regrow_init=regrow_init, importance=importance,
+    target_sparsity=target_sparsity,
+    end_step=end_step,
+    drop_away_prob=drop_away_prob,
+    drop_back_prob=drop_back_prob,
+    begin_step=begin_step,
+    update_every=update_every,
+    seed=seed,
+    initial_sparsity=initial_sparsity,
+    sparsity_schedule=sparsity_schedule,
+    drop_back_scale=drop_back_scale,
+    regrow_init=regrow_init,
+    importance=importance,
     sparsity_distribution=sparsity_distribution,
   )
-  return skeleton.pruning_transformation(inner, drop_policy(plan), name="drop_pruning",
-                                         prunable=prunable, packed_masks=packed_masks)
+  return skeleton.pruning_transformation(
+    inner, drop_policy(plan), name="drop_pruning", prunable=prunable, packed_masks=packed_masks
+  )
 
 
 def drop_policy(plan: plan_lib.DropPlan) -> skeleton.MaskPolicy:
-  """The :class:`droppruning_jax.skeleton.MaskPolicy` of a plan: stochastic steps, then one exact."""
+  """The :class:`~droppruning_jax.skeleton.MaskPolicy` of a plan: stochastic steps, one exact."""
   update = global_update if plan.is_global else per_leaf_update
 
   def branch_index(count):
@@ -318,8 +370,10 @@ def drop_policy(plan: plan_lib.DropPlan) -> skeleton.MaskPolicy:
   return skeleton.MaskPolicy(
     seed=plan.seed,
     branch_index=branch_index,
-    updates=[functools.partial(update, plan, final_step=False),
-             functools.partial(update, plan, final_step=True)],
+    updates=[
+      functools.partial(update, plan, final_step=False),
+      functools.partial(update, plan, final_step=True),
+    ],
     check_leaves=plan.check_leaves,
     keep_stash=plan.regrow_init == "restore",
   )

@@ -94,8 +94,9 @@ def to_dense(exported: PyTree) -> PyTree:
 def nbytes(tree: PyTree) -> int:
   """Bytes of a params tree, dense or exported (indices + values for sparse leaves)."""
   leaves = jax.tree.leaves(tree, is_leaf=_is_sparse_leaf)
-  return int(sum(leaf.nbytes if _is_sparse_leaf(leaf) else np.asarray(leaf).nbytes
-                 for leaf in leaves))
+  return int(
+    sum(leaf.nbytes if _is_sparse_leaf(leaf) else np.asarray(leaf).nbytes for leaf in leaves)
+  )
 
 
 def nonzero_count(exported: PyTree) -> int:
@@ -108,6 +109,8 @@ def to_bcoo(leaf: SparseLeaf) -> sparse.BCOO:
   """A ``BCOO`` matrix of a stored kernel, for sparse inference (``x @ bcoo``)."""
   coords = np.stack(np.unravel_index(leaf.indices.astype(np.int64), leaf.shape), axis=-1)
   return sparse.BCOO(
-      (jnp.asarray(leaf.values), jnp.asarray(coords, jnp.int32)),
-      shape=leaf.shape, indices_sorted=True, unique_indices=True,
+    (jnp.asarray(leaf.values), jnp.asarray(coords, jnp.int32)),
+    shape=leaf.shape,
+    indices_sorted=True,
+    unique_indices=True,
   )

@@ -33,10 +33,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from droppruning_jax import checks
+from droppruning_jax import checks, selection, skeleton
 from droppruning_jax import masks as masks_lib
-from droppruning_jax import selection
-from droppruning_jax import skeleton
 
 
 def _check_steps(steps: Any) -> tuple[int, ...]:
@@ -46,8 +44,10 @@ def _check_steps(steps: Any) -> tuple[int, ...]:
     try:
       checks.check_step("step", step)
     except ValueError:
-      raise ValueError(f"pruning_steps={list(steps)!r} contains {step!r}; every step must be an "
-                       f"integer in [0, {checks.MAX_STEP}].") from None
+      raise ValueError(
+        f"pruning_steps={list(steps)!r} contains {step!r}; every step must be an "
+        f"integer in [0, {checks.MAX_STEP}]."
+      ) from None
   steps = tuple(int(s) for s in steps)
   if any(b <= a for a, b in zip(steps, steps[1:])):
     raise ValueError(f"pruning_steps={list(steps)!r} must be strictly increasing.")
@@ -56,11 +56,16 @@ def _check_steps(steps: Any) -> tuple[int, ...]:
 
 def _check_layer_rates(layer_rates: Any) -> dict[str, float]:
   if not isinstance(layer_rates, Mapping) or not layer_rates:
-    raise ValueError(f"layer_rates={layer_rates!r} must be a non-empty mapping "
-                     "{path or fnmatch pattern: sparsity}.")
-  return {str(name): checks.check_number(f"layer_rates[{name!r}]", rate, 0.0, 1.0, low_open=False,
-                                         high_open=True)
-          for name, rate in layer_rates.items()}
+    raise ValueError(
+      f"layer_rates={layer_rates!r} must be a non-empty mapping "
+      "{path or fnmatch pattern: sparsity}."
+    )
+  return {
+    str(name): checks.check_number(
+      f"layer_rates[{name!r}]", rate, 0.0, 1.0, low_open=False, high_open=True
+    )
+    for name, rate in layer_rates.items()
+  }
 
 
 def quality_masks(quality: float, params, masks) -> list[jax.Array]:
@@ -91,8 +96,13 @@ def rate_masks(rates: Sequence[float], num_cycles: int, cycle, params, masks) ->
   extras = []
   for mask, rate in zip(masks, rates):
     # Exact integer targets per cycle, precomputed on the host; never the whole leaf.
-    targets = jnp.asarray([min(round(mask.size * rate * (k + 1) / num_cycles), mask.size - 1)
-                           for k in range(num_cycles)], jnp.int32)
+    targets = jnp.asarray(
+      [
+        min(round(mask.size * rate * (k + 1) / num_cycles), mask.size - 1)
+        for k in range(num_cycles)
+      ],
+      jnp.int32,
+    )
     extras.append(jnp.maximum(targets[cycle] - jnp.sum(~mask, dtype=jnp.int32), 0))
   scores = [jnp.where(jnp.isfinite(p), jnp.abs(p), jnp.inf) for p in params]
   removed = selection.lowest_scores_many(masks, scores, extras, pruned_first=False)
@@ -100,13 +110,13 @@ def rate_masks(rates: Sequence[float], num_cycles: int, cycle, params, masks) ->
 
 
 def han_pruning(
-    inner: optax.GradientTransformation,
-    *,
-    pruning_steps: Sequence[int],
-    quality: Optional[float] = None,
-    layer_rates: Optional[Mapping[str, float]] = None,
-    prunable: Optional[masks_lib.PrunablePredicate] = None,
-    packed_masks: bool = False,
+  inner: optax.GradientTransformation,
+  *,
+  pruning_steps: Sequence[int],
+  quality: Optional[float] = None,
+  layer_rates: Optional[Mapping[str, float]] = None,
+  prunable: Optional[masks_lib.PrunablePredicate] = None,
+  packed_masks: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """Wraps an optax transformation with Han et al.'s iterative magnitude pruning.
 
@@ -143,7 +153,9 @@ def han_pruning(
   step_array = jnp.asarray(steps, jnp.int32)
 
   if quality is not None:
-    quality = checks.check_number("quality", quality, 0.0, float("inf"), low_open=True, high_open=True)
+    quality = checks.check_number(
+      "quality", quality, 0.0, float("inf"), low_open=True, high_open=True
+    )
 
     def update(key, count, params, masks, paths):
       del key, count, paths
@@ -157,8 +169,9 @@ def han_pruning(
       del key
       cycle = jnp.argmax(count == step_array)
       leaf_rates = list(masks_lib.resolve_targets(paths, rates).values())
-      return skeleton.LeafUpdate(rate_masks(leaf_rates, len(steps), cycle, params, masks),
-                                 jnp.zeros((), jnp.float32))
+      return skeleton.LeafUpdate(
+        rate_masks(leaf_rates, len(steps), cycle, params, masks), jnp.zeros((), jnp.float32)
+      )
 
     def check_leaves(paths, shapes):
       del shapes
@@ -170,5 +183,6 @@ def han_pruning(
     updates=[update],
     check_leaves=check_leaves,
   )
-  return skeleton.pruning_transformation(inner, policy, name="han_pruning", prunable=prunable,
-                                         packed_masks=packed_masks)
+  return skeleton.pruning_transformation(
+    inner, policy, name="han_pruning", prunable=prunable, packed_masks=packed_masks
+  )

@@ -36,7 +36,7 @@ def get_importance(importance: Union[str, ImportanceFn]) -> ImportanceFn:
     return importance
   if importance not in IMPORTANCE_FUNCTIONS:
     raise ValueError(
-        f"importance={importance!r} is not one of {sorted(IMPORTANCE_FUNCTIONS)} "
-        "or a callable (param, key) -> scores."
+      f"importance={importance!r} is not one of {sorted(IMPORTANCE_FUNCTIONS)} "
+      "or a callable (param, key) -> scores."
     )
   return IMPORTANCE_FUNCTIONS[importance]

@@ -96,13 +96,13 @@ def init_masks(params: PyTree, prunable: PrunablePredicate | None = None) -> PyT
       dtype = getattr(leaf, "dtype", None)
       if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(
-            f"prunable leaf {name!r} has dtype {dtype}; only floating point "
-            "leaves can be pruned (adjust the `prunable` predicate)."
+          f"prunable leaf {name!r} has dtype {dtype}; only floating point "
+          "leaves can be pruned (adjust the `prunable` predicate)."
         )
       if np.ndim(leaf) == 0:
         raise ValueError(
-            f"prunable leaf {name!r} is a scalar; only arrays with ndim >= 1 "
-            "can be pruned (adjust the `prunable` predicate)."
+          f"prunable leaf {name!r} is a scalar; only arrays with ndim >= 1 "
+          "can be pruned (adjust the `prunable` predicate)."
         )
       masks.append(jnp.ones(np.shape(leaf), dtype=jnp.bool_))
     else:
@@ -119,16 +119,14 @@ def check_masks_match(params: PyTree, masks: PyTree) -> None:
   masks_def = jax.tree.structure(masks)
   if params_def != masks_def:
     raise ValueError(
-        "masks do not match params: the tree structures differ.\n"
-        f"  params: {params_def}\n  masks:  {masks_def}"
+      "masks do not match params: the tree structures differ.\n"
+      f"  params: {params_def}\n  masks:  {masks_def}"
     )
-  for name, leaf, mask in zip(
-      leaf_paths(params), jax.tree.leaves(params), jax.tree.leaves(masks)
-  ):
+  for name, leaf, mask in zip(leaf_paths(params), jax.tree.leaves(params), jax.tree.leaves(masks)):
     if is_prunable_mask(mask) and np.shape(mask) != np.shape(leaf):
       raise ValueError(
-          f"mask for {name!r} has shape {np.shape(mask)} but the parameter has "
-          f"shape {np.shape(leaf)}."
+        f"mask for {name!r} has shape {np.shape(mask)} but the parameter has "
+        f"shape {np.shape(leaf)}."
       )
     if getattr(mask, "dtype", jnp.bool_) != jnp.bool_:
       raise ValueError(f"mask for {name!r} has dtype {mask.dtype}, expected bool.")
@@ -153,9 +151,9 @@ jax.tree_util.register_dataclass(PackedMask, data_fields=["bits"], meta_fields=[
 # flax.serialization (to_bytes / from_bytes, msgpack checkpoints) restores the bits into
 # a target state, whose PackedMask leaves carry the static shape.
 flax.serialization.register_serialization_state(
-    PackedMask,
-    lambda mask: {"bits": mask.bits},
-    lambda mask, state: dataclasses.replace(mask, bits=state["bits"]),
+  PackedMask,
+  lambda mask: {"bits": mask.bits},
+  lambda mask, state: dataclasses.replace(mask, bits=state["bits"]),
 )
 
 
@@ -203,8 +201,9 @@ def unpack_masks(masks: PyTree) -> PyTree:
       return mask
     if np.ndim(mask.bits) != 1:
       raise ValueError(
-          f"packed mask bits have shape {np.shape(mask.bits)}, expected one axis: unpack "
-          "one replica (dp.get_masks(opt_state) does) or unpack inside pmap/vmap.")
+        f"packed mask bits have shape {np.shape(mask.bits)}, expected one axis: unpack "
+        "one replica (dp.get_masks(opt_state) does) or unpack inside pmap/vmap."
+      )
     size = int(np.prod(mask.shape))
     return jnp.unpackbits(mask.bits, count=size).reshape(mask.shape).astype(jnp.bool_)
 
@@ -228,18 +227,18 @@ def apply_masks(params: PyTree, masks: PyTree) -> PyTree:
   masks = unpack_masks(masks)
   check_masks_match(params, masks)
   return jax.tree.map(
-      lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)) if is_prunable_mask(m) else p,
-      params,
-      masks,
+    lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)) if is_prunable_mask(m) else p,
+    params,
+    masks,
   )
 
 
 def masked_updates(
-    updates: PyTree,
-    params: PyTree,
-    new_masks: PyTree,
-    old_masks: PyTree | None = None,
-    regrow: PyTree | None = None,
+  updates: PyTree,
+  params: PyTree,
+  new_masks: PyTree,
+  old_masks: PyTree | None = None,
+  regrow: PyTree | None = None,
 ) -> PyTree:
   """Updates after which ``optax.apply_updates(params, updates)`` is exactly masked.
 
@@ -272,9 +271,9 @@ def masked_updates(
 def _prunable_masks(masks: PyTree) -> list[tuple[str, Any]]:
   masks = unpack_masks(masks)  # a state's packed masks count like bool ones
   return [
-      (name, mask)
-      for name, mask in zip(leaf_paths(masks), jax.tree.leaves(masks))
-      if is_prunable_mask(mask)
+    (name, mask)
+    for name, mask in zip(leaf_paths(masks), jax.tree.leaves(masks))
+    if is_prunable_mask(mask)
   ]
 
 
@@ -288,9 +287,7 @@ def layer_sparsity(masks: PyTree) -> dict[str, float]:
   Returns:
     ``{"a/b/kernel": fraction_pruned}`` for the prunable leaves only.
   """
-  return {
-      name: float(1.0 - np.mean(np.asarray(mask))) for name, mask in _prunable_masks(masks)
-  }
+  return {name: float(1.0 - np.mean(np.asarray(mask))) for name, mask in _prunable_masks(masks)}
 
 
 def sparsity(masks: PyTree) -> float:
@@ -330,15 +327,16 @@ def count_params(params: PyTree, masks: PyTree | None = None) -> dict[str, int]:
   n_prunable = sum(int(np.size(m)) for _, m in prunable)
   pruned = n_prunable - sum(int(np.count_nonzero(np.asarray(m))) for _, m in prunable)
   return {
-      "total": total,
-      "nonzero": total - pruned,
-      "prunable": n_prunable,
-      "pruned": pruned,
+    "total": total,
+    "nonzero": total - pruned,
+    "prunable": n_prunable,
+    "pruned": pruned,
   }
 
 
-def resolve_targets(names: list[str], targets: Mapping[str, float],
-                    default: float | None = None) -> dict[str, float]:
+def resolve_targets(
+  names: list[str], targets: Mapping[str, float], default: float | None = None
+) -> dict[str, float]:
   """Maps every prunable path to a target using exact names or ``fnmatch`` patterns.
 
   Raises:
@@ -364,6 +362,6 @@ def resolve_targets(names: list[str], targets: Mapping[str, float],
   unused = [k for k in targets if k not in used]
   if unused:
     raise ValueError(
-        f"per-layer targets {unused} match no prunable leaf; prunable leaves are {names}."
+      f"per-layer targets {unused} match no prunable leaf; prunable leaves are {names}."
     )
   return out

@@ -163,16 +163,16 @@ class VGG16(nn.Module):
         continue
       conv_index += 1
       x = nn.Conv(
-          scaled_width(layer, self.width_multiplier),
-          (3, 3),
-          padding="SAME",
-          use_bias=False,
-          name=f"conv{conv_index}",
+        scaled_width(layer, self.width_multiplier),
+        (3, 3),
+        padding="SAME",
+        use_bias=False,
+        name=f"conv{conv_index}",
       )(x)
       x = nn.BatchNorm(
-          use_running_average=not train,
-          momentum=0.9,
-          name=f"bn{conv_index}",
+        use_running_average=not train,
+        momentum=0.9,
+        name=f"bn{conv_index}",
       )(x)
       x = nn.relu(x)
     x = _flatten(x)
@@ -182,9 +182,9 @@ class VGG16(nn.Module):
 
 
 _MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {
-    "lenet300": LeNet300100,
-    "lenet5": LeNet5,
-    "vgg16": VGG16,
+  "lenet300": LeNet300100,
+  "lenet5": LeNet5,
+  "vgg16": VGG16,
 }
 
 MODEL_NAMES: Sequence[str] = tuple(_MODEL_FACTORIES)
@@ -207,9 +207,7 @@ def get_model(name: str, **kwargs) -> nn.Module:
   try:
     factory = _MODEL_FACTORIES[name]
   except KeyError:
-    raise ValueError(
-        f"Unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}."
-    ) from None
+    raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}.") from None
   return factory(**kwargs)
 
 

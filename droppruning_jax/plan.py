@@ -22,11 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from droppruning_jax import checks
+from droppruning_jax import checks, schedules, selection
 from droppruning_jax import distribution as distribution_lib
 from droppruning_jax import importance as importance_lib
-from droppruning_jax import schedules
-from droppruning_jax import selection
 
 DROP_BACK_SCALES = ("active", "pruned")
 REGROW_INITS = ("zero", "restore")
@@ -35,7 +33,9 @@ _REACHABILITY_TOLERANCE = 1e-6
 
 
 def _minimum(a, b):
-  return jnp.minimum(a, b) if isinstance(a, jax.Array) or isinstance(b, jax.Array) else np.minimum(a, b)
+  return (
+    jnp.minimum(a, b) if isinstance(a, jax.Array) or isinstance(b, jax.Array) else np.minimum(a, b)
+  )
 
 
 def leaf_step_target(overall, leaf_final: float, target_sparsity: float):
@@ -125,17 +125,35 @@ class DropPlan:
   steps: np.ndarray = dataclasses.field(repr=False)
 
   @classmethod
-  def create(cls, *, target_sparsity, end_step, drop_away_prob, drop_back_prob, begin_step,
-             update_every, seed, initial_sparsity, sparsity_schedule, drop_back_scale,
-             regrow_init, importance, sparsity_distribution) -> DropPlan:
+  def create(
+    cls,
+    *,
+    target_sparsity,
+    end_step,
+    drop_away_prob,
+    drop_back_prob,
+    begin_step,
+    update_every,
+    seed,
+    initial_sparsity,
+    sparsity_schedule,
+    drop_back_scale,
+    regrow_init,
+    importance,
+    sparsity_distribution,
+  ) -> DropPlan:
     """Validates every argument (see ``drop_pruning``) and checks reachability.
 
     Raises:
       ValueError: naming the first bad value, or the first pruning step whose target
         drop away cannot reach with these rates.
     """
-    checks.check_number("target_sparsity", target_sparsity, 0.0, 1.0, low_open=False, high_open=True)
-    checks.check_number("initial_sparsity", initial_sparsity, 0.0, 1.0, low_open=False, high_open=True)
+    checks.check_number(
+      "target_sparsity", target_sparsity, 0.0, 1.0, low_open=False, high_open=True
+    )
+    checks.check_number(
+      "initial_sparsity", initial_sparsity, 0.0, 1.0, low_open=False, high_open=True
+    )
     begin_step = checks.check_step("begin_step", begin_step)
     end_step = checks.check_step("end_step", end_step)
     checks.check_int("update_every", update_every, 1)
@@ -143,7 +161,9 @@ class DropPlan:
     if begin_step > end_step:
       raise ValueError(f"begin_step={begin_step} is after end_step={end_step}.")
     if initial_sparsity > target_sparsity:
-      raise ValueError(f"initial_sparsity={initial_sparsity} is above target_sparsity={target_sparsity}.")
+      raise ValueError(
+        f"initial_sparsity={initial_sparsity} is above target_sparsity={target_sparsity}."
+      )
     checks.check_choice("drop_back_scale", drop_back_scale, DROP_BACK_SCALES)
     checks.check_choice("regrow_init", regrow_init, REGROW_INITS)
     distribution_lib.validate_distribution(sparsity_distribution, target_sparsity)
@@ -151,17 +171,29 @@ class DropPlan:
     _check_schedule("drop_away_prob", drop_away_prob, steps[:-1], low_open=True)
     _check_schedule("drop_back_prob", drop_back_prob, steps[:-1], low_open=False)
     if sparsity_schedule is None:
-      sparsity_schedule = schedules.polynomial_sparsity(target_sparsity, begin_step, end_step, initial_sparsity)
+      sparsity_schedule = schedules.polynomial_sparsity(
+        target_sparsity, begin_step, end_step, initial_sparsity
+      )
     _check_schedule("sparsity_schedule", sparsity_schedule, steps, low_open=False, high_open=True)
     plan = cls(
-      target_sparsity=float(target_sparsity), begin_step=begin_step, end_step=end_step,
-      update_every=int(update_every), seed=int(seed), initial_sparsity=float(initial_sparsity),
-      sparsity_schedule=sparsity_schedule, drop_away_prob=schedules.as_schedule(drop_away_prob),
-      drop_back_prob=schedules.as_schedule(drop_back_prob), drop_back_scale=drop_back_scale,
-      regrow_init=regrow_init, importance=importance_lib.get_importance(importance),
-      distribution=sparsity_distribution, steps=steps,
+      target_sparsity=float(target_sparsity),
+      begin_step=begin_step,
+      end_step=end_step,
+      update_every=int(update_every),
+      seed=int(seed),
+      initial_sparsity=float(initial_sparsity),
+      sparsity_schedule=sparsity_schedule,
+      drop_away_prob=schedules.as_schedule(drop_away_prob),
+      drop_back_prob=schedules.as_schedule(drop_back_prob),
+      drop_back_scale=drop_back_scale,
+      regrow_init=regrow_init,
+      importance=importance_lib.get_importance(importance),
+      distribution=sparsity_distribution,
+      steps=steps,
     )
-    plan.check_reachable(distribution_lib.static_targets(sparsity_distribution) or [plan.target_sparsity])
+    plan.check_reachable(
+      distribution_lib.static_targets(sparsity_distribution) or [plan.target_sparsity]
+    )
     return plan
 
   @property
@@ -172,7 +204,9 @@ class DropPlan:
     """Final sparsity of every prunable leaf (static; the global target for a global pool)."""
     if self.is_global:
       return [self.target_sparsity] * len(paths)
-    by_name = distribution_lib.leaf_targets(dict(zip(paths, shapes)), self.distribution, self.target_sparsity)
+    by_name = distribution_lib.leaf_targets(
+      dict(zip(paths, shapes)), self.distribution, self.target_sparsity
+    )
     return [by_name[path] for path in paths]
 
   def check_leaves(self, paths: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> None:
@@ -185,20 +219,31 @@ class DropPlan:
   def is_pruning_step(self, count):
     """Traced ``count in steps``."""
     on_grid = (count - self.begin_step) % self.update_every == 0
-    return (count >= self.begin_step) & (count <= self.end_step) & (on_grid | (count == self.end_step))
+    return (
+      (count >= self.begin_step) & (count <= self.end_step) & (on_grid | (count == self.end_step))
+    )
 
   def rates(self, count) -> tuple[jax.Array, jax.Array]:
     """``(p, q)`` at a traced step: the drop-away probability and the drop-back rate."""
-    return (jnp.asarray(self.drop_away_prob(count), jnp.float32),
-            jnp.asarray(self.drop_back_prob(count), jnp.float32))
+    return (
+      jnp.asarray(self.drop_away_prob(count), jnp.float32),
+      jnp.asarray(self.drop_back_prob(count), jnp.float32),
+    )
 
   def overall_target(self, count) -> jax.Array:
     return jnp.asarray(self.sparsity_schedule(count), jnp.float32)
 
   def expected_path(self, leaf_final: float) -> dict[str, np.ndarray]:
     """The expected trajectory of a leaf as arrays (see :func:`expected_trajectory`)."""
-    return _path_arrays(leaf_final, self.target_sparsity, self.sparsity_schedule,
-                        self.drop_away_prob, self.drop_back_prob, self.drop_back_scale, self.steps)
+    return _path_arrays(
+      leaf_final,
+      self.target_sparsity,
+      self.sparsity_schedule,
+      self.drop_away_prob,
+      self.drop_back_prob,
+      self.drop_back_scale,
+      self.steps,
+    )
 
   def check_reachable(self, leaf_finals: Sequence[float]) -> None:
     """Raises ``ValueError`` at the first pruning step whose target cannot be met in expectation.
@@ -236,14 +281,14 @@ def _unreachable_message(plan: DropPlan, leaf_final: float, point: dict[str, Any
 
 
 def expected_trajectory(
-    leaf_target: float,
-    *,
-    target_sparsity: float,
-    sparsity_schedule: schedules.Schedule,
-    drop_away_prob: schedules.ScalarOrSchedule,
-    drop_back_prob: schedules.ScalarOrSchedule,
-    drop_back_scale: str,
-    steps: Sequence[int],
+  leaf_target: float,
+  *,
+  target_sparsity: float,
+  sparsity_schedule: schedules.Schedule,
+  drop_away_prob: schedules.ScalarOrSchedule,
+  drop_back_prob: schedules.ScalarOrSchedule,
+  drop_back_scale: str,
+  steps: Sequence[int],
 ) -> list[TrajectoryPoint]:
   """The expected sparsity of a leaf whose final target is ``leaf_target``, step by step.
 
@@ -255,20 +300,29 @@ def expected_trajectory(
   (:func:`droppruning_jax.pruning_steps`).
   """
   checks.check_choice("drop_back_scale", drop_back_scale, DROP_BACK_SCALES)
-  path = _path_arrays(float(leaf_target), float(target_sparsity), sparsity_schedule,
-                      schedules.as_schedule(drop_away_prob), schedules.as_schedule(drop_back_prob),
-                      drop_back_scale, np.asarray(steps, np.int64))
+  path = _path_arrays(
+    float(leaf_target),
+    float(target_sparsity),
+    sparsity_schedule,
+    schedules.as_schedule(drop_away_prob),
+    schedules.as_schedule(drop_back_prob),
+    drop_back_scale,
+    np.asarray(steps, np.int64),
+  )
   return [
     TrajectoryPoint(int(step), float(t), float(b), float(p), float(q), float(c), float(e))
-    for step, t, b, p, q, c, e in zip(steps, path["target"], path["before"], path["p"], path["q"],
-                                      path["pool"], path["expected"])
+    for step, t, b, p, q, c, e in zip(
+      steps, path["target"], path["before"], path["p"], path["q"], path["pool"], path["expected"]
+    )
   ]
 
 
 def _path_arrays(final, target_sparsity, sparsity_schedule, away, back, scale, steps):
   return _expected_path(
     final,
-    targets=leaf_step_target(schedules.schedule_values(sparsity_schedule, steps), final, target_sparsity),
+    targets=leaf_step_target(
+      schedules.schedule_values(sparsity_schedule, steps), final, target_sparsity
+    ),
     away=schedules.schedule_values(away, steps),
     back=schedules.schedule_values(back, steps),
     scale=scale,
@@ -305,7 +359,7 @@ def _expected_path(final, *, targets, away, back, scale) -> dict[str, np.ndarray
     before[start:stop], q[start:stop], pool[start:stop] = guess[:m], q_seg[:m], clipped[:m]
     expected[start:stop] = expected_sparsity(guess[:m], clipped[:m], p[start:stop], q_seg[:m])
     if binds.size:  # the step that bound ends elsewhere than its target
-      expected[start:stop - 1] = targets[start:stop - 1]
+      expected[start : stop - 1] = targets[start : stop - 1]
     s, start = expected[stop - 1], stop
   return {"before": before, "target": targets, "p": p, "q": q, "pool": pool, "expected": expected}
 
@@ -314,7 +368,9 @@ def _effective_q_array(rate, sparsity, scale):
   if scale == "pruned":
     return rate.copy()
   with np.errstate(divide="ignore", invalid="ignore"):
-    return np.where(sparsity > 0, np.minimum(1.0, rate * (1.0 - sparsity) / np.maximum(sparsity, 1e-300)), 0.0)
+    return np.where(
+      sparsity > 0, np.minimum(1.0, rate * (1.0 - sparsity) / np.maximum(sparsity, 1e-300)), 0.0
+    )
 
 
 def _check_schedule(name, schedule, steps, *, low_open, high_open=False):
@@ -336,7 +392,9 @@ def _check_schedule(name, schedule, steps, *, low_open, high_open=False):
       raise ValueError(f"{error} (schedule {name} evaluated at step {int(steps[i])})") from None
 
 
-def warn_rounding(paths: Sequence[str], shapes: Sequence[tuple[int, ...]], finals: Sequence[float]) -> None:
+def warn_rounding(
+  paths: Sequence[str], shapes: Sequence[tuple[int, ...]], finals: Sequence[float]
+) -> None:
   """Warns about leaves whose final target rounds to all of their weights, or to none."""
   messages = []
   for path, shape, final in zip(paths, shapes, finals):

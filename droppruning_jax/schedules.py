@@ -17,6 +17,7 @@ import optax
 Schedule = Callable[[Union[int, jnp.ndarray]], Union[float, jnp.ndarray]]
 ScalarOrSchedule = Union[float, Schedule]
 
+
 def as_schedule(value: ScalarOrSchedule) -> Schedule:
   """Turns a constant into a constant schedule; returns callables unchanged."""
   if callable(value):
@@ -32,11 +33,11 @@ def evaluate(schedule: Schedule, step: int) -> float:
 
 
 def polynomial_sparsity(
-    target_sparsity: float,
-    begin_step: int,
-    end_step: int,
-    initial_sparsity: float = 0.0,
-    power: float = 3.0,
+  target_sparsity: float,
+  begin_step: int,
+  end_step: int,
+  initial_sparsity: float = 0.0,
+  power: float = 3.0,
 ) -> Schedule:
   """The gradual pruning schedule of Zhu & Gupta (2017).
 
@@ -58,11 +59,11 @@ def polynomial_sparsity(
     # A single pruning step: it is the exact final step.
     return lambda step: jnp.asarray(target_sparsity, jnp.float32)
   return optax.polynomial_schedule(
-      init_value=initial_sparsity,
-      end_value=target_sparsity,
-      power=power,
-      transition_steps=end_step - begin_step,
-      transition_begin=begin_step,
+    init_value=initial_sparsity,
+    end_value=target_sparsity,
+    power=power,
+    transition_steps=end_step - begin_step,
+    transition_begin=begin_step,
   )
 
 

@@ -26,8 +26,9 @@ def sortable_keys(scores: jax.Array) -> jax.Array:
   return bits ^ flip
 
 
-def select_lowest_many(keys: Sequence[jax.Array], eligible: Sequence[jax.Array],
-                       ks) -> list[jax.Array]:
+def select_lowest_many(
+  keys: Sequence[jax.Array], eligible: Sequence[jax.Array], ks
+) -> list[jax.Array]:
   """Selects the ``k`` eligible entries of lowest key in each of several flat arrays.
 
   Each array gets its own threshold, exactly as if selected alone; one bisection loop
@@ -105,8 +106,9 @@ def tie_prefix_unless_all_fit(at: jax.Array, room) -> jax.Array:
   )
 
 
-def lowest_scores_many(masks: Sequence[jax.Array], scores: Sequence[jax.Array], ks, *,
-                       pruned_first: bool) -> list[jax.Array]:
+def lowest_scores_many(
+  masks: Sequence[jax.Array], scores: Sequence[jax.Array], ks, *, pruned_first: bool
+) -> list[jax.Array]:
   """Selects the ``k`` entries of lowest score of each mask, ties by flat index.
 
   Args:
@@ -146,8 +148,9 @@ def final_pruned_count(size: int, target_sparsity: float) -> int:
   return min(int(round(size * float(target_sparsity))), max(size - 1, 0))
 
 
-def prune_exact_many(masks: Sequence[jax.Array], scores: Sequence[jax.Array],
-                     target_sparsities: Sequence[float]) -> list[jax.Array]:
+def prune_exact_many(
+  masks: Sequence[jax.Array], scores: Sequence[jax.Array], target_sparsities: Sequence[float]
+) -> list[jax.Array]:
   """The exact final step for several masks, each with its own static target.
 
   Already pruned weights stay pruned first (``p = 1, q = 0``), then the least important

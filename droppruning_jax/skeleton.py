@@ -106,8 +106,11 @@ def prunable_leaves(tree: PyTree, masks: PyTree) -> tuple[list[int], list]:
 
 def prunable_paths(masks: PyTree) -> list[str]:
   """The ``"a/b/kernel"`` paths of the prunable leaves, in ``jax.tree.leaves`` order."""
-  return [p for p, m in zip(masks_lib.leaf_paths(masks), jax.tree.leaves(masks))
-          if masks_lib.is_prunable_mask(m)]
+  return [
+    p
+    for p, m in zip(masks_lib.leaf_paths(masks), jax.tree.leaves(masks))
+    if masks_lib.is_prunable_mask(m)
+  ]
 
 
 def replace_leaves(tree: PyTree, index: Sequence[int], new: Sequence) -> PyTree:
@@ -118,8 +121,9 @@ def replace_leaves(tree: PyTree, index: Sequence[int], new: Sequence) -> PyTree:
   return jax.tree.unflatten(treedef, leaves)
 
 
-def _update_masks(policy: MaskPolicy, fn: MaskUpdateFn, count, candidate, masks, stash,
-                  stats: PruningStats):
+def _update_masks(
+  policy: MaskPolicy, fn: MaskUpdateFn, count, candidate, masks, stash, stats: PruningStats
+):
   """Runs one policy update on the prunable leaves; the stash and the statistics follow."""
   index, params = prunable_leaves(candidate, masks)
   _, old = prunable_leaves(masks, masks)
@@ -138,8 +142,11 @@ def _update_masks(policy: MaskPolicy, fn: MaskUpdateFn, count, candidate, masks,
   back = sum((jnp.sum(n & ~o, dtype=jnp.int32) for o, n in zip(old, new)), zero)
   nonfinite = sum((jnp.sum(~jnp.isfinite(p), dtype=jnp.int32) for p in params), zero)
   stats = stats.replace(
-    last_step=count.astype(jnp.int32), dropped_away=away, dropped_back=back,
-    shortfall=shortfall, nonfinite=nonfinite,
+    last_step=count.astype(jnp.int32),
+    dropped_away=away,
+    dropped_back=back,
+    shortfall=shortfall,
+    nonfinite=nonfinite,
     total_dropped_away=stats.total_dropped_away + away,
     total_dropped_back=stats.total_dropped_back + back,
   )
@@ -154,20 +161,24 @@ def _reset_moments(inner, inner_state, new_masks, masks):
   """
   return optax.tree_utils.tree_map_params(
     inner,
-    lambda x, new, old: jnp.where(new & old, x, jnp.zeros_like(x))
-    if isinstance(x, jax.Array) and masks_lib.is_prunable_mask(new) and x.shape == new.shape
-    else x,
-    inner_state, new_masks, masks,
+    lambda x, new, old: (
+      jnp.where(new & old, x, jnp.zeros_like(x))
+      if isinstance(x, jax.Array) and masks_lib.is_prunable_mask(new) and x.shape == new.shape
+      else x
+    ),
+    inner_state,
+    new_masks,
+    masks,
   )
 
 
 def pruning_transformation(
-    inner: optax.GradientTransformation,
-    policy: MaskPolicy,
-    *,
-    name: str,
-    prunable: Optional[masks_lib.PrunablePredicate] = None,
-    packed_masks: bool = False,
+  inner: optax.GradientTransformation,
+  policy: MaskPolicy,
+  *,
+  name: str,
+  prunable: Optional[masks_lib.PrunablePredicate] = None,
+  packed_masks: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """An optax transformation that trains with masks and updates them by ``policy``.
 
@@ -194,12 +205,15 @@ def pruning_transformation(
   def init_fn(params: PyTree) -> PruningState:
     masks = masks_lib.init_masks(params, prunable)
     if policy.check_leaves is not None:
-      policy.check_leaves(prunable_paths(masks), [np.shape(m) for m in prunable_leaves(masks, masks)[1]])
+      policy.check_leaves(
+        prunable_paths(masks), [np.shape(m) for m in prunable_leaves(masks, masks)[1]]
+      )
     stash = None
     if policy.keep_stash:
       stash = jax.tree.map(
         lambda p, m: jnp.zeros_like(p) if masks_lib.is_prunable_mask(m) else jnp.zeros((), p.dtype),
-        params, masks,
+        params,
+        masks,
       )
     return PruningState(
       count=jnp.zeros((), jnp.int32),
@@ -209,8 +223,9 @@ def pruning_transformation(
       stats=PruningStats.zeros(),
     )
 
-  def update_fn(updates, state: PruningState, params=None, *, skip_mask_update: bool = False,
-                **extra_args):
+  def update_fn(
+    updates, state: PruningState, params=None, *, skip_mask_update: bool = False, **extra_args
+  ):
     if params is None:
       raise ValueError(f"{name} needs params: call tx.update(grads, state, params).")
     if not isinstance(skip_mask_update, bool):
@@ -229,7 +244,8 @@ def pruning_transformation(
       # zeroing (pruned weights stay exactly 0 through the masked updates).
       new_masks, stash, stored_masks = masks, state.stash, state.masks
       stats = state.stats.replace(
-        skipped_updates=state.stats.skipped_updates + (index != 0).astype(jnp.int32))
+        skipped_updates=state.stats.skipped_updates + (index != 0).astype(jnp.int32)
+      )
     else:
       # Only the mask update sits inside the conditional (it returns small bool masks);
       # the elementwise masking below runs outside it, fused into the optimizer update.
@@ -241,7 +257,8 @@ def pruning_transformation(
         return _update_masks(policy, fn, state.count, candidate, masks, state.stash, state.stats)
 
       new_masks, stash, stats = jax.lax.switch(
-        index, [keep] + [functools.partial(run, fn) for fn in policy.updates])
+        index, [keep] + [functools.partial(run, fn) for fn in policy.updates]
+      )
       inner_state = _reset_moments(inner, inner_state, new_masks, masks)
       stored_masks = masks_lib.pack_masks(new_masks) if packed_masks else new_masks
     new_updates = masks_lib.masked_updates(inner_updates, params, new_masks, masks, stash)
@@ -270,7 +287,9 @@ def find_state(opt_state: optax.OptState) -> PruningState:
   is_state = lambda x: isinstance(x, PruningState)  # noqa: E731
   found = [leaf for leaf in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(leaf)]
   if len(found) != 1:
-    raise ValueError(f"expected exactly one PruningState in the optimizer state, found {len(found)}.")
+    raise ValueError(
+      f"expected exactly one PruningState in the optimizer state, found {len(found)}."
+    )
   state = found[0]
   if np.ndim(state.count) > 0:  # replicated by pmap: a leading device axis
     state = jax.tree.map(lambda x: x[0], state)

@@ -37,15 +37,15 @@ DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10")
 MNIST_LIKE_NAMES = ("mnist", "fashion_mnist")
 NUM_CLASSES = 10
 IMAGE_SHAPES = {
-    "mnist": (28, 28, 1),
-    "fashion_mnist": (28, 28, 1),
-    "cifar10": (32, 32, 3),
+  "mnist": (28, 28, 1),
+  "fashion_mnist": (28, 28, 1),
+  "cifar10": (32, 32, 3),
 }
 
 # IDX base names per split as (images, labels); each may also carry ".gz".
 IDX_FILENAMES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+  "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _IDX_UNSIGNED_BYTE = 0x08
 
@@ -78,9 +78,7 @@ class DatasetError(ValueError):
 
 def _check_dataset_name(name: str) -> None:
   if name not in DATASET_NAMES:
-    raise ValueError(
-        f"Unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}."
-    )
+    raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}.")
 
 
 # ---------------------------------------------------------------------------
@@ -88,9 +86,7 @@ def _check_dataset_name(name: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-def read_idx(
-    path: str | Path, *, expected_ndim: int | None = None
-) -> np.ndarray:
+def read_idx(path: str | Path, *, expected_ndim: int | None = None) -> np.ndarray:
   """Reads an IDX file of unsigned bytes (plain, or gzip if it ends in .gz).
 
   Layout: two zero bytes, the dtype code (0x08 = unsigned byte), the number of
@@ -128,29 +124,19 @@ def read_idx(
     raise corrupt(f"only {len(raw)} bytes, less than the 4-byte magic number")
   zero0, zero1, dtype_code, ndim = raw[:4]
   if zero0 != 0 or zero1 != 0:
-    raise corrupt(
-        f"bad magic number 0x{raw[:4].hex()} (must start with two zero bytes)"
-    )
+    raise corrupt(f"bad magic number 0x{raw[:4].hex()} (must start with two zero bytes)")
   if dtype_code != _IDX_UNSIGNED_BYTE:
-    raise corrupt(
-        f"dtype code 0x{dtype_code:02x}; only 0x08 (unsigned byte) is supported"
-    )
+    raise corrupt(f"dtype code 0x{dtype_code:02x}; only 0x08 (unsigned byte) is supported")
   if expected_ndim is not None and ndim != expected_ndim:
     raise corrupt(f"{ndim} dimensions, expected {expected_ndim}")
   header_len = 4 + 4 * ndim
   if len(raw) < header_len:
-    raise corrupt(
-        f"truncated header: {len(raw)} bytes, {ndim} dimensions need "
-        f"{header_len}"
-    )
+    raise corrupt(f"truncated header: {len(raw)} bytes, {ndim} dimensions need {header_len}")
   shape = struct.unpack(f">{ndim}I", raw[4:header_len])
   expected_len = header_len + math.prod(shape)
   if len(raw) != expected_len:
     problem = "truncated" if len(raw) < expected_len else "too long"
-    raise corrupt(
-        f"{problem}: shape {shape} needs {expected_len} bytes, file has "
-        f"{len(raw)}"
-    )
+    raise corrupt(f"{problem}: shape {shape} needs {expected_len} bytes, file has {len(raw)}")
   # frombuffer over bytes is read-only; copy so callers may modify in place.
   return np.frombuffer(raw, np.uint8, offset=header_len).reshape(shape).copy()
 
@@ -165,14 +151,10 @@ def find_idx_file(idx_dir: str | Path, base_name: str) -> Path:
   for candidate in (idx_dir / base_name, idx_dir / f"{base_name}.gz"):
     if candidate.is_file():
       return candidate
-  raise DatasetError(
-      f"IDX file {base_name} (or {base_name}.gz) not found in {idx_dir}."
-  )
+  raise DatasetError(f"IDX file {base_name} (or {base_name}.gz) not found in {idx_dir}.")
 
 
-def load_idx_split(
-    idx_dir: str | Path, split: str
-) -> tuple[np.ndarray, np.ndarray]:
+def load_idx_split(idx_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
   """Loads one split of an MNIST-layout IDX folder.
 
   Args:
@@ -194,14 +176,13 @@ def load_idx_split(
   labels = read_idx(labels_path, expected_ndim=1)
   if len(images) != len(labels):
     raise DatasetError(
-        f"IDX {split} split in {idx_dir} is inconsistent: {images_path.name} "
-        f"has {len(images)} images but {labels_path.name} has {len(labels)} "
-        "labels."
+      f"IDX {split} split in {idx_dir} is inconsistent: {images_path.name} "
+      f"has {len(images)} images but {labels_path.name} has {len(labels)} "
+      "labels."
     )
   if labels.size and labels.max() >= NUM_CLASSES:
     raise DatasetError(
-        f"IDX file {labels_path} is corrupt: label {labels.max()} is not in "
-        f"[0, {NUM_CLASSES})."
+      f"IDX file {labels_path} is corrupt: label {labels.max()} is not in [0, {NUM_CLASSES})."
     )
   return images[..., np.newaxis], labels.astype(np.int32)
 
@@ -211,9 +192,7 @@ def load_idx_split(
 # ---------------------------------------------------------------------------
 
 
-_DEFAULT_TFDS_DATA_DIR = (
-    "the default data_dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
-)
+_DEFAULT_TFDS_DATA_DIR = "the default data_dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
 
 
 def _describe_root_cause(error: BaseException) -> str:
@@ -228,29 +207,29 @@ def _how_to_get(name: str, data_dir: str | Path | None) -> str:
   """Returns the advice part of a 'dataset not available' message."""
   data_dir_flag = f" --data_dir={data_dir}" if data_dir else ""
   hints = [
-      # Preparing these datasets encodes images with TensorFlow, so it cannot
-      # run in a TensorFlow-free environment even with network access.
-      "with network access and TensorFlow installed (e.g. on Colab), call "
-      "load_dataset(..., download=True) or run "
-      f"`tfds build {name} --file_format=array_record{data_dir_flag}`",
+    # Preparing these datasets encodes images with TensorFlow, so it cannot
+    # run in a TensorFlow-free environment even with network access.
+    "with network access and TensorFlow installed (e.g. on Colab), call "
+    "load_dataset(..., download=True) or run "
+    f"`tfds build {name} --file_format=array_record{data_dir_flag}`",
   ]
   if name in MNIST_LIKE_NAMES:
     hints.append(
-        "offline, pass --config.idx_dir=DIR with the IDX files "
-        f"{', '.join(n for pair in IDX_FILENAMES.values() for n in pair)} "
-        "(each optionally .gz)"
+      "offline, pass --config.idx_dir=DIR with the IDX files "
+      f"{', '.join(n for pair in IDX_FILENAMES.values() for n in pair)} "
+      "(each optionally .gz)"
     )
   if name == "fashion_mnist":
     hints.append(
-        "on Debian/Ubuntu, `make data` fetches the package "
-        f"{FASHION_MNIST_DEB_PACKAGE} (see fetch_fashion_mnist) for use as "
-        "idx_dir"
+      "on Debian/Ubuntu, `make data` fetches the package "
+      f"{FASHION_MNIST_DEB_PACKAGE} (see fetch_fashion_mnist) for use as "
+      "idx_dir"
     )
   return "To get it: " + "; ".join(hints) + "."
 
 
 def _load_tfds(
-    name: str, data_dir: str | Path | None, download: bool
+  name: str, data_dir: str | Path | None, download: bool
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """Reads the train and test splits of a TFDS dataset into arrays."""
   # Imported here so the IDX path works without tensorflow_datasets.
@@ -269,11 +248,11 @@ def _load_tfds(
       # so this same call serves mocked data in tests, with no TensorFlow.
       # download=False by default: never hit the network unless asked.
       source = tfds.data_source(
-          name,
-          split=split,
-          data_dir=data_dir,
-          download=download,
-          builder_kwargs=builder_kwargs,
+        name,
+        split=split,
+        data_dir=data_dir,
+        download=download,
+        builder_kwargs=builder_kwargs,
       )
       splits[split] = _source_to_arrays(source, name)
     except DatasetError:
@@ -285,10 +264,9 @@ def _load_tfds(
       # it instead, quoting the innermost cause (the outer message of a failed
       # download_and_prepare is just "Failed to encode example").
       raise DatasetError(
-          f"Dataset {name!r} ({split} split) is not available in ArrayRecord "
-          f"format under {data_dir or _DEFAULT_TFDS_DATA_DIR} "
-          f"({_describe_root_cause(e)}). "
-          + _how_to_get(name, data_dir)
+        f"Dataset {name!r} ({split} split) is not available in ArrayRecord "
+        f"format under {data_dir or _DEFAULT_TFDS_DATA_DIR} "
+        f"({_describe_root_cause(e)}). " + _how_to_get(name, data_dir)
       ) from e
   return splits
 
@@ -305,8 +283,7 @@ def _source_to_arrays(source: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
       image = np.asarray(example["image"])
       if image.shape != image_shape:
         raise DatasetError(
-            f"Dataset {name!r} has images of shape {image.shape}, expected "
-            f"{image_shape}."
+          f"Dataset {name!r} has images of shape {image.shape}, expected {image_shape}."
         )
       images[i] = image
       labels[i] = example["label"]
@@ -332,11 +309,11 @@ def _read_examples(source: Any, keys: list[int]) -> list[Any]:
 
 
 def load_dataset(
-    name: str,
-    *,
-    idx_dir: str | Path | None = None,
-    data_dir: str | Path | None = None,
-    download: bool = False,
+  name: str,
+  *,
+  idx_dir: str | Path | None = None,
+  data_dir: str | Path | None = None,
+  download: bool = False,
 ) -> dict[str, Any]:
   """Loads a whole dataset into memory.
 
@@ -362,48 +339,43 @@ def load_dataset(
   _check_dataset_name(name)
   if idx_dir is not None:
     if name not in MNIST_LIKE_NAMES:
-      raise DatasetError(
-          f"idx_dir only supports {', '.join(MNIST_LIKE_NAMES)}, not {name!r}."
-      )
+      raise DatasetError(f"idx_dir only supports {', '.join(MNIST_LIKE_NAMES)}, not {name!r}.")
     splits = {split: load_idx_split(idx_dir, split) for split in IDX_FILENAMES}
     for split, (images, _) in splits.items():
       if images.shape[1:] != IMAGE_SHAPES[name]:
         raise DatasetError(
-            f"IDX {split} images in {idx_dir} have shape {images.shape[1:]}, "
-            f"expected {IMAGE_SHAPES[name]} for {name!r}."
+          f"IDX {split} images in {idx_dir} have shape {images.shape[1:]}, "
+          f"expected {IMAGE_SHAPES[name]} for {name!r}."
         )
   else:
     splits = _load_tfds(name, data_dir, download)
   return {
-      "train": splits["train"],
-      "test": splits["test"],
-      "num_classes": NUM_CLASSES,
-      "image_shape": IMAGE_SHAPES[name],
+    "train": splits["train"],
+    "test": splits["test"],
+    "num_classes": NUM_CLASSES,
+    "image_shape": IMAGE_SHAPES[name],
   }
 
 
 def _has_fashion_mnist_files(folder: Path) -> bool:
   return all(
-      (folder / f"{base_name}.gz").is_file()
-      for pair in IDX_FILENAMES.values()
-      for base_name in pair
+    (folder / f"{base_name}.gz").is_file() for pair in IDX_FILENAMES.values() for base_name in pair
   )
 
 
 def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
   try:
     return subprocess.run(
-        command,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=_SUBPROCESS_TIMEOUT_S,
-        check=False,
+      command,
+      cwd=cwd,
+      capture_output=True,
+      text=True,
+      timeout=_SUBPROCESS_TIMEOUT_S,
+      check=False,
     )
   except (OSError, subprocess.TimeoutExpired) as e:
     raise DatasetError(
-        f"Fetching Fashion-MNIST failed: `{' '.join(command)}` could not run: "
-        f"{e}"
+      f"Fetching Fashion-MNIST failed: `{' '.join(command)}` could not run: {e}"
     ) from e
 
 
@@ -411,8 +383,8 @@ def _check_ran(result: subprocess.CompletedProcess, command: list[str]) -> None:
   if result.returncode != 0:
     output = (result.stderr or result.stdout).strip()[-500:]
     raise DatasetError(
-        f"Fetching Fashion-MNIST failed: `{' '.join(command)}` exited with "
-        f"{result.returncode}: {output}"
+      f"Fetching Fashion-MNIST failed: `{' '.join(command)}` exited with "
+      f"{result.returncode}: {output}"
     )
 
 
@@ -443,15 +415,13 @@ def fetch_fashion_mnist(cache_dir: str | Path = DEFAULT_CACHE_DIR) -> str:
   if _has_fashion_mnist_files(extracted_dir):
     return str(extracted_dir)
 
-  missing_tools = [
-      tool for tool in ("apt-get", "dpkg-deb") if shutil.which(tool) is None
-  ]
+  missing_tools = [tool for tool in ("apt-get", "dpkg-deb") if shutil.which(tool) is None]
   if missing_tools:
     raise DatasetError(
-        f"Cannot fetch Fashion-MNIST: {', '.join(missing_tools)} not found "
-        "(not a Debian/Ubuntu system). Download the four IDX .gz files from "
-        "https://github.com/zalandoresearch/fashion-mnist and pass their "
-        "folder as idx_dir."
+      f"Cannot fetch Fashion-MNIST: {', '.join(missing_tools)} not found "
+      "(not a Debian/Ubuntu system). Download the four IDX .gz files from "
+      "https://github.com/zalandoresearch/fashion-mnist and pass their "
+      "folder as idx_dir."
     )
   cache_dir.mkdir(parents=True, exist_ok=True)
   # Start from a clean download folder so that the glob below finds one .deb.
@@ -468,8 +438,8 @@ def fetch_fashion_mnist(cache_dir: str | Path = DEFAULT_CACHE_DIR) -> str:
     debs = sorted(download_dir.glob(f"{FASHION_MNIST_DEB_PACKAGE}_*.deb"))
     if len(debs) != 1:
       raise DatasetError(
-          f"Fetching Fashion-MNIST failed: expected one .deb in {download_dir} "
-          f"after `{' '.join(download)}`, found {[d.name for d in debs]}."
+        f"Fetching Fashion-MNIST failed: expected one .deb in {download_dir} "
+        f"after `{' '.join(download)}`, found {[d.name for d in debs]}."
       )
     # Unpack next to the download, then move the data folder into place, so
     # an interrupted run never leaves a half-written extracted_dir behind.
@@ -479,8 +449,8 @@ def fetch_fashion_mnist(cache_dir: str | Path = DEFAULT_CACHE_DIR) -> str:
     unpacked_data_dir = unpack_dir / _FASHION_MNIST_PACKAGE_SUBDIR
     if not _has_fashion_mnist_files(unpacked_data_dir):
       raise DatasetError(
-          f"Fetching Fashion-MNIST failed: {debs[0].name} does not contain the "
-          f"IDX .gz files under /{_FASHION_MNIST_PACKAGE_SUBDIR}."
+        f"Fetching Fashion-MNIST failed: {debs[0].name} does not contain the "
+        f"IDX .gz files under /{_FASHION_MNIST_PACKAGE_SUBDIR}."
       )
     if extracted_dir.exists():
       shutil.rmtree(extracted_dir)
@@ -516,7 +486,7 @@ def normalize(images: np.ndarray, name: str) -> np.ndarray:
 
 
 def random_crop_flip(
-    rng: np.random.Generator, images: np.ndarray, *, padding: int = 4
+  rng: np.random.Generator, images: np.ndarray, *, padding: int = 4
 ) -> np.ndarray:
   """Standard CIFAR augmentation: zero-pad, random crop, random h-flip.
 
@@ -534,9 +504,7 @@ def random_crop_flip(
     A new array with the shape and dtype of ``images``.
   """
   num_images, height, width, _ = images.shape
-  padded = np.pad(
-      images, ((0, 0), (padding, padding), (padding, padding), (0, 0))
-  )
+  padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   top = rng.integers(0, 2 * padding + 1, size=num_images)
   left = rng.integers(0, 2 * padding + 1, size=num_images)
   flip = rng.random(num_images) < 0.5
@@ -545,14 +513,10 @@ def random_crop_flip(
   rows = top[:, None] + np.arange(height)
   cols = left[:, None] + np.arange(width)
   cols = np.where(flip[:, None], cols[:, ::-1], cols)
-  return padded[
-      np.arange(num_images)[:, None, None], rows[:, :, None], cols[:, None, :]
-  ]
+  return padded[np.arange(num_images)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def num_batches(
-    num_examples: int, batch_size: int, *, drop_remainder: bool = True
-) -> int:
+def num_batches(num_examples: int, batch_size: int, *, drop_remainder: bool = True) -> int:
   """Returns how many batches ``batches`` yields for ``num_examples``."""
   if batch_size <= 0:
     raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -562,13 +526,13 @@ def num_batches(
 
 
 def batches(
-    images: np.ndarray,
-    labels: np.ndarray,
-    batch_size: int,
-    *,
-    rng: np.random.Generator | None = None,
-    shuffle: bool = True,
-    drop_remainder: bool = True,
+  images: np.ndarray,
+  labels: np.ndarray,
+  batch_size: int,
+  *,
+  rng: np.random.Generator | None = None,
+  shuffle: bool = True,
+  drop_remainder: bool = True,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Returns an iterator over ``(images, labels)`` mini-batches of one epoch.
 
@@ -588,9 +552,7 @@ def batches(
   """
   num_examples = len(images)
   if len(labels) != num_examples:
-    raise ValueError(
-        f"{num_examples} images but {len(labels)} labels; they must match."
-    )
+    raise ValueError(f"{num_examples} images but {len(labels)} labels; they must match.")
   if shuffle and rng is None:
     raise ValueError("shuffle=True needs an rng (np.random.Generator).")
   count = num_batches(num_examples, batch_size, drop_remainder=drop_remainder)
@@ -599,11 +561,11 @@ def batches(
 
 
 def _iterate_batches(
-    images: np.ndarray,
-    labels: np.ndarray,
-    batch_size: int,
-    count: int,
-    order: np.ndarray | None,
+  images: np.ndarray,
+  labels: np.ndarray,
+  batch_size: int,
+  count: int,
+  order: np.ndarray | None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   for start in range(0, count * batch_size, batch_size):
     if order is None:

@@ -18,27 +18,29 @@ from __future__ import annotations
 
 import difflib
 import logging as logging_std
-from pathlib import Path
 import re
 import sys
+from pathlib import Path
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to a config file, e.g. experiments/configs/lenet300.py.",
-    lock_config=True,
+  "config",
+  None,
+  "Path to a config file, e.g. experiments/configs/lenet300.py.",
+  lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Run folder: checkpoints, metrics.jsonl, summary.json and plots."
+  "workdir", None, "Run folder: checkpoints, metrics.jsonl, summary.json and plots."
 )
 _FRESH = flags.DEFINE_bool(
-    "fresh", False,
-    "Start over: rename an existing --workdir to <workdir>.old (.old.1, ... if taken) "
-    "and train from step 0.")
+  "fresh",
+  False,
+  "Start over: rename an existing --workdir to <workdir>.old (.old.1, ... if taken) "
+  "and train from step 0.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 EXIT_DIVERGED = 1
@@ -108,10 +110,11 @@ def main(argv):
 
   # Imported after the device set-up on purpose (importing is harmless either way,
   # but keeps anything that might touch a device below the set-up).
-  from experiments import report  # pylint: disable=g-import-not-at-top
-  from experiments import train  # pylint: disable=g-import-not-at-top
-
-  from experiments import data  # pylint: disable=g-import-not-at-top
+  from experiments import (
+    data,  # pylint: disable=g-import-not-at-top
+    report,  # pylint: disable=g-import-not-at-top
+    train,  # pylint: disable=g-import-not-at-top
+  )
 
   workdir = Path(_WORKDIR.value)
   try:
@@ -131,8 +134,13 @@ def main(argv):
   print()
   print(report.markdown_table([summary]), end="")
   print()
-  for name in (report.CURVES_FILE, report.LAYERS_FILE, report.RESULTS_ROW_FILE,
-               report.SUMMARY_FILE, report.METRICS_FILE):
+  for name in (
+    report.CURVES_FILE,
+    report.LAYERS_FILE,
+    report.RESULTS_ROW_FILE,
+    report.SUMMARY_FILE,
+    report.METRICS_FILE,
+  ):
     print(f"  {workdir / name}")
   logging.info("Done: %s", workdir)
 

@@ -28,17 +28,17 @@ LAYERS_FILE = "layers.png"
 
 # (column header, function of the summary) for the results table.
 _COLUMNS = (
-    ("run", lambda s: s["name"]),
-    ("model", lambda s: s["model"]),
-    ("dataset", lambda s: s["dataset"]),
-    ("method", lambda s: s["method"]),
-    ("epochs", lambda s: str(s["epochs"])),
-    ("test error (%)", lambda s: _percent(s["test_error"])),
-    ("sparsity (%)", lambda s: _percent(s["sparsity"])),
-    ("compression", lambda s: f"{s['compression']:.1f}x"),
-    ("nonzero / total", lambda s: f"{s['nonzero_params']:,} / {s['total_params']:,}"),
-    ("wall time (s)", lambda s: f"{s['wall_time_s']:.0f}"),
-    ("devices", lambda s: f"{s['device_count']}x {s['device_kind']}"),
+  ("run", lambda s: s["name"]),
+  ("model", lambda s: s["model"]),
+  ("dataset", lambda s: s["dataset"]),
+  ("method", lambda s: s["method"]),
+  ("epochs", lambda s: str(s["epochs"])),
+  ("test error (%)", lambda s: _percent(s["test_error"])),
+  ("sparsity (%)", lambda s: _percent(s["sparsity"])),
+  ("compression", lambda s: f"{s['compression']:.1f}x"),
+  ("nonzero / total", lambda s: f"{s['nonzero_params']:,} / {s['total_params']:,}"),
+  ("wall time (s)", lambda s: f"{s['wall_time_s']:.0f}"),
+  ("devices", lambda s: f"{s['device_count']}x {s['device_kind']}"),
 )
 
 
@@ -88,8 +88,9 @@ def plot_curves(metrics: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
   error_axis.set_ylabel("test error (%)")
   error_axis.set_title("Test error")
   error_axis.grid(alpha=0.3)
-  sparsity_axis.plot(steps, [100 * line["sparsity"] for line in metrics], marker="o",
-                     color="tab:orange")
+  sparsity_axis.plot(
+    steps, [100 * line["sparsity"] for line in metrics], marker="o", color="tab:orange"
+  )
   sparsity_axis.set_xlabel("step")
   sparsity_axis.set_ylabel("sparsity of prunable weights (%)")
   sparsity_axis.set_title("Sparsity")
@@ -133,7 +134,7 @@ def write_report(workdir: str | Path) -> dict[str, Path]:
   row_path.write_text(markdown_header() + markdown_row(summary))
   title = f"{summary['model']} / {summary['method']}: {100 * summary['sparsity']:.1f}% sparse"
   return {
-      "results_row": row_path,
-      "curves": plot_curves(read_metrics(workdir), workdir / CURVES_FILE),
-      "layers": plot_layers(summary["layer_sparsity"], workdir / LAYERS_FILE, title),
+    "results_row": row_path,
+    "curves": plot_curves(read_metrics(workdir), workdir / CURVES_FILE),
+    "layers": plot_layers(summary["layer_sparsity"], workdir / LAYERS_FILE, title),
   }

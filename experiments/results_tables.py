@@ -37,14 +37,14 @@ from experiments import study as study_lib
 
 # Row labels, in table order; a series missing here is shown by its own name, last.
 LABELS = {
-    "dense": "dense",
-    "gradual": "gradual (p = 1, q = 0)",
-    "drop_away_only": "drop away only (p = 0.5)",
-    "drop_back_only": "drop back only (q = 0.1)",
-    "drop": "drop (p = 0.5, q = 0.1, constant)",
-    "han": "han (5 cycles)",
-    "random": "random",
-    "drop_cosine": "drop, cosine-annealed (p 0.25→1, q 0.2→0)",
+  "dense": "dense",
+  "gradual": "gradual (p = 1, q = 0)",
+  "drop_away_only": "drop away only (p = 0.5)",
+  "drop_back_only": "drop back only (q = 0.1)",
+  "drop": "drop (p = 0.5, q = 0.1, constant)",
+  "han": "han (5 cycles)",
+  "random": "random",
+  "drop_cosine": "drop, cosine-annealed (p 0.25→1, q 0.2→0)",
 }
 REFERENCE = "gradual"
 TOLERANCE_POINTS = 0.5
@@ -54,10 +54,11 @@ TOLERANCE_POINTS = 0.5
 OPENER = re.compile(r"^<!--\s*(table|diffs|within|tests):\s*(.*?)\s*-->[ \t]*$", re.MULTILINE)
 CLOSER = re.compile(r"^<!--\s*/table\s*-->[ \t]*$", re.MULTILINE)
 BLOCK = re.compile(
-    r"^<!--\s*(table|diffs|within|tests):\s*(.*?)\s*-->[ \t]*\n"
-    r"(?:(?!<!--\s*(?:table|diffs|within|tests):).)*?"
-    r"^<!--\s*/table\s*-->[ \t]*$",
-    re.DOTALL | re.MULTILINE)
+  r"^<!--\s*(table|diffs|within|tests):\s*(.*?)\s*-->[ \t]*\n"
+  r"(?:(?!<!--\s*(?:table|diffs|within|tests):).)*?"
+  r"^<!--\s*/table\s*-->[ \t]*$",
+  re.DOTALL | re.MULTILINE,
+)
 
 
 def load_rows(studies_dir: Path, names: list[str]) -> list[dict[str, Any]]:
@@ -102,13 +103,16 @@ def method_table(rows: list[dict[str, Any]]) -> list[str]:
       text += f" ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''})"
     return text
 
-  lines = ["| method | " + " | ".join(f"{t:.0%} ({compression(t):.1f}x)" for t in targets) + " |",
-           "|---|" + "---|" * len(targets)]
+  lines = [
+    "| method | " + " | ".join(f"{t:.0%} ({compression(t):.1f}x)" for t in targets) + " |",
+    "|---|" + "---|" * len(targets),
+  ]
   for series in _ordered_series(rows):
     label = LABELS.get(series, series)
     if series == "dense":
-      lines.append(f"| {label} (1.0x) | {cell(by_key[('dense', None)], True)} |"
-                   + " |" * (len(targets) - 1))
+      lines.append(
+        f"| {label} (1.0x) | {cell(by_key[('dense', None)], True)} |" + " |" * (len(targets) - 1)
+      )
       continue
     cells = [cell(by_key[(series, t)]) if (series, t) in by_key else "—" for t in targets]
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -129,15 +133,19 @@ def diffs_table(studies_dir: Path, spec: str) -> list[str]:
   """Every method against gradual at the same target, one block of rows per network."""
   networks = [(net, load_rows(studies_dir, names)) for net, names in _networks(spec)]
   targets = sorted({t for _, rows in networks for t in _targets(rows)})
-  lines = ["| network | method | " + " | ".join(f"{t:.0%}" for t in targets) + " |",
-           "|---|---|" + "---|" * len(targets)]
+  lines = [
+    "| network | method | " + " | ".join(f"{t:.0%}" for t in targets) + " |",
+    "|---|---|" + "---|" * len(targets),
+  ]
   for network, rows in networks:
     by_key = {(r["series"], r["target"]): r for r in rows}
     for series in _ordered_series(rows):
       if series in ("dense", REFERENCE):
         continue
-      cells = [study_lib.difference_text(by_key.get((series, t)), by_key.get((REFERENCE, t)))
-               for t in targets]
+      cells = [
+        study_lib.difference_text(by_key.get((series, t)), by_key.get((REFERENCE, t)))
+        for t in targets
+      ]
       lines.append(f"| {network} | {series} | " + " | ".join(cells) + " |")
   return lines
 
@@ -155,11 +163,19 @@ def within_lines(studies_dir: Path, spec: str) -> list[str]:
       if series == "dense":
         continue
       best = study_lib.best_within(rows, series, dense, TOLERANCE_POINTS)
-      parts.append(f"`{series}` " + ("none" if best is None else
-                                      f"{best['compression']:.1f}x ({best['target']:.0%}, "
-                                      f"{best['error_mean']:.2f} %)"))
-    lines.append(f"- {network} (dense {dense['error_mean']:.2f} ± {dense['error_std']:.2f} %): "
-                 + "; ".join(parts) + ".")
+      parts.append(
+        f"`{series}` "
+        + (
+          "none"
+          if best is None
+          else f"{best['compression']:.1f}x ({best['target']:.0%}, {best['error_mean']:.2f} %)"
+        )
+      )
+    lines.append(
+      f"- {network} (dense {dense['error_mean']:.2f} ± {dense['error_std']:.2f} %): "
+      + "; ".join(parts)
+      + "."
+    )
   return lines
 
 
@@ -198,21 +214,32 @@ def tests_table(studies_dir: Path, spec: str) -> list[str]:
   targets = sorted(t for (s, t) in by_key if s == series and (REFERENCE, t) in by_key)
   if not targets:
     raise ValueError(f"{study}: no target holds both {series!r} and {REFERENCE!r}.")
-  lines = [f"| target | seeds | {series} − {REFERENCE} (points) | test, two-sided | p |",
-           "|---|---|---|---|---|"]
+  lines = [
+    f"| target | seeds | {series} − {REFERENCE} (points) | test, two-sided | p |",
+    "|---|---|---|---|---|",
+  ]
   for target in targets:
     a, b = by_key[(series, target)]["errors"], by_key[(REFERENCE, target)]["errors"]
     if len(a) != len(b) or not 0 < first < len(a):
-      raise ValueError(f"{study} at {target:.0%}: {len(a)} and {len(b)} runs cannot be paired "
-                       f"or split after the first {first}.")
-    for label, lo in ((f"all {len(a)}", 0), (f"the {len(a) - first} after the first {first}", first)):
+      raise ValueError(
+        f"{study} at {target:.0%}: {len(a)} and {len(b)} runs cannot be paired "
+        f"or split after the first {first}."
+      )
+    for label, lo in (
+      (f"all {len(a)}", 0),
+      (f"the {len(a) - first} after the first {first}", first),
+    ):
       x, y = a[lo:], b[lo:]
       diff = f"{np.mean(x) - np.mean(y):+.2f}"
       splits = math.comb(2 * len(x), len(x))
-      lines.append(f"| {target:.0%} | {label} | {diff} | unpaired: permutation of the means, "
-                   f"all {splits:,} splits | {permutation_p(x, y):.3f} |")
-      lines.append(f"| {target:.0%} | {label} | {diff} | paired by seed: sign flips, "
-                   f"all {2 ** len(x):,} patterns | {sign_flip_p(x, y):.3f} |")
+      lines.append(
+        f"| {target:.0%} | {label} | {diff} | unpaired: permutation of the means, "
+        f"all {splits:,} splits | {permutation_p(x, y):.3f} |"
+      )
+      lines.append(
+        f"| {target:.0%} | {label} | {diff} | paired by seed: sign flips, "
+        f"all {2 ** len(x):,} patterns | {sign_flip_p(x, y):.3f} |"
+      )
   return lines
 
 
@@ -235,9 +262,10 @@ def fill(text: str, studies_dir: Path) -> str:
   blocks = len(BLOCK.findall(text))
   if not openers == closers == blocks:
     raise ValueError(
-        f"unbalanced table markers: {openers} opening, {closers} closing '<!-- /table -->', "
-        f"{blocks} well-formed blocks; every marker must be on its own line and every "
-        "block closed before the next one opens.")
+      f"unbalanced table markers: {openers} opening, {closers} closing '<!-- /table -->', "
+      f"{blocks} well-formed blocks; every marker must be on its own line and every "
+      "block closed before the next one opens."
+    )
   return BLOCK.sub(rebuild, text)
 
 
@@ -245,8 +273,11 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--results", default="docs/results.md")
   parser.add_argument("--studies", default="docs/studies")
-  parser.add_argument("--check", action="store_true",
-                      help="only report whether the tables are up to date (exit 1 if not)")
+  parser.add_argument(
+    "--check",
+    action="store_true",
+    help="only report whether the tables are up to date (exit 1 if not)",
+  )
   args = parser.parse_args(argv)
   path = Path(args.results)
   text = path.read_text()

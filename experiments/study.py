@@ -26,10 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from absl import app
-from absl import flags
-from absl import logging
-
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 # Written instead of a summary when the library rejects a cell's configuration.
@@ -38,21 +35,32 @@ UNREACHABLE = "cannot follow the sparsity schedule"
 flags.DEFINE_string("study", None, "Path of a study file defining get_study().")
 flags.DEFINE_string("root", None, "Run folders go here (default runs/studies/<name>).")
 flags.DEFINE_string("report_dir", "docs/studies", "Where the Markdown report and plots go.")
-flags.DEFINE_string("idx_dir", None, "IDX folder for MNIST-like data (default: fetched Fashion-MNIST).")
-flags.DEFINE_bool("report_only", False, "Only regenerate the report from the run folders.")
-flags.DEFINE_bool("allow_fewer_runs", False,
-                  "Replace a report even if it counts more finished runs than the run folders.")
-flags.DEFINE_integer("max_runs", None, "Stop after starting this many runs (for time-boxing).")
-flags.DEFINE_float("time_budget_s", None, "Start no new run after this many seconds (for time-boxing).")
-flags.DEFINE_list(
-    "cells", None,
-    "Run only the runs whose name (e.g. 'gradual_t0.99_seed2') matches one of these "
-    "fnmatch patterns, pattern by pattern in the order given (to run the cells that "
-    "matter first). The report always covers every finished run.")
 flags.DEFINE_string(
-    "shard", None,
-    "'I/N': run only cells I, I+N, I+2N, ... of the grid, so that N processes (on one "
-    "accelerator or several machines) share a grid; each cell has its own run folder.")
+  "idx_dir", None, "IDX folder for MNIST-like data (default: fetched Fashion-MNIST)."
+)
+flags.DEFINE_bool("report_only", False, "Only regenerate the report from the run folders.")
+flags.DEFINE_bool(
+  "allow_fewer_runs",
+  False,
+  "Replace a report even if it counts more finished runs than the run folders.",
+)
+flags.DEFINE_integer("max_runs", None, "Stop after starting this many runs (for time-boxing).")
+flags.DEFINE_float(
+  "time_budget_s", None, "Start no new run after this many seconds (for time-boxing)."
+)
+flags.DEFINE_list(
+  "cells",
+  None,
+  "Run only the runs whose name (e.g. 'gradual_t0.99_seed2') matches one of these "
+  "fnmatch patterns, pattern by pattern in the order given (to run the cells that "
+  "matter first). The report always covers every finished run.",
+)
+flags.DEFINE_string(
+  "shard",
+  None,
+  "'I/N': run only cells I, I+N, I+2N, ... of the grid, so that N processes (on one "
+  "accelerator or several machines) share a grid; each cell has its own run folder.",
+)
 
 
 def load_module(path: str):
@@ -88,8 +96,10 @@ def study_cells(study: dict[str, Any]) -> list[dict[str, Any]]:
 
 def make_config(study: dict[str, Any], cell: dict[str, Any], idx_dir: str | None):
   config = load_module(study["config"]).get_config()
-  overrides = {**study.get("overrides", {}),
-               **{k: v for k, v in cell.items() if k not in ("name", "run")}}
+  overrides = {
+    **study.get("overrides", {}),
+    **{k: v for k, v in cell.items() if k not in ("name", "run")},
+  }
   if idx_dir and config.get("dataset", overrides.get("dataset")) in ("mnist", "fashion_mnist"):
     overrides.setdefault("idx_dir", idx_dir)
   with config.unlocked():
@@ -113,8 +123,7 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
   return index, count
 
 
-def select_cells(cells: list[dict[str, Any]],
-                 patterns: list[str] | None) -> list[dict[str, Any]]:
+def select_cells(cells: list[dict[str, Any]], patterns: list[str] | None) -> list[dict[str, Any]]:
   """Runs matching ``patterns`` (fnmatch on the run name), pattern by pattern.
 
   ``None`` keeps the grid as it is. A pattern that matches no run raises ``ValueError``
@@ -140,9 +149,15 @@ def shard_cells(cells: list[dict[str, Any]], shard: tuple[int, int]) -> list[dic
   return cells[index::count]
 
 
-def run_grid(study: dict[str, Any], root: Path, idx_dir: str | None, max_runs: int | None,
-             shard: tuple[int, int] = (0, 1), time_budget_s: float | None = None,
-             cell_patterns: list[str] | None = None):
+def run_grid(
+  study: dict[str, Any],
+  root: Path,
+  idx_dir: str | None,
+  max_runs: int | None,
+  shard: tuple[int, int] = (0, 1),
+  time_budget_s: float | None = None,
+  cell_patterns: list[str] | None = None,
+):
   import jax  # imported here: --report_only needs no JAX start-up
 
   from experiments import train
@@ -207,7 +222,7 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
   rows = []
   for name, cell in cell_of.items():
     runs = by_cell.get(name, [])
-    rejected = (root / f"{name}_seed{cell['seed']}" / REJECTED)
+    rejected = root / f"{name}_seed{cell['seed']}" / REJECTED
     if not runs and rejected.exists():
       rows.append({"cell": name, "rejected": rejected.read_text().split(";")[0]})
       continue
@@ -219,7 +234,8 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
     for r in runs:
       for layer, value in r["layer_sparsity"].items():
         layers[layer].append(value)
-    rows.append({
+    rows.append(
+      {
         "cell": name,
         # The curve / comparison a cell belongs to: its name without the target suffix
         # (the method in a methods x targets grid; e.g. "drop_cosine" for explicit cells).
@@ -238,7 +254,8 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
         # Per run, in seed order: a grid may be shared between machines.
         "devices": [f"{r['platform']}:{r['device_kind']} x{r['device_count']}" for r in runs],
         "wall_times_s": [r["wall_time_s"] for r in runs],
-    })
+      }
+    )
   return rows
 
 
@@ -248,13 +265,15 @@ def _series(row: dict[str, Any]) -> str:
 
 def plot_error_vs_compression(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   for series in dict.fromkeys(_series(r) for r in rows):
-    points = sorted((r["compression"], r["error_mean"], r["error_std"])
-                    for r in rows if _series(r) == series)
+    points = sorted(
+      (r["compression"], r["error_mean"], r["error_std"]) for r in rows if _series(r) == series
+    )
     xs, ys, es = zip(*points)
     style = "s" if series == "dense" else "o-"
     ax.errorbar(xs, ys, yerr=es, fmt=style, capsize=3, label=series)
@@ -289,17 +308,22 @@ def difference_text(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
   return f"{diff:+.2f} ± {se:.2f}{star}"
 
 
-def best_within(rows: list[dict[str, Any]], series: str, dense: dict[str, Any],
-                tolerance_points: float) -> dict[str, Any] | None:
+def best_within(
+  rows: list[dict[str, Any]], series: str, dense: dict[str, Any], tolerance_points: float
+) -> dict[str, Any] | None:
   """The row of ``series`` with the highest compression whose mean error stays within
   ``tolerance_points`` of dense, or ``None``."""
-  ok = [r for r in rows if _series(r) == series
-        and r["error_mean"] <= dense["error_mean"] + tolerance_points]
+  ok = [
+    r
+    for r in rows
+    if _series(r) == series and r["error_mean"] <= dense["error_mean"] + tolerance_points
+  ]
   return max(ok, key=lambda r: r["compression"], default=None)
 
 
-def comparison_lines(rows: list[dict[str, Any]], reference: str = "gradual",
-                     tolerance_points: float = 0.5) -> list[str]:
+def comparison_lines(
+  rows: list[dict[str, Any]], reference: str = "gradual", tolerance_points: float = 0.5
+) -> list[str]:
   """Each method against ``reference`` at the same target, and the best compression
   whose error stays within ``tolerance_points`` of dense.
 
@@ -311,33 +335,51 @@ def comparison_lines(rows: list[dict[str, Any]], reference: str = "gradual",
   targets = sorted({r["target"] for r in rows if r["target"] is not None})
   methods = [m for m in dict.fromkeys(_series(r) for r in rows) if m not in ("dense", reference)]
   if any((reference, t) in by_key for t in targets) and methods:
-    lines += ["", f"Test error difference against `{reference}` at the same target "
-              "(percentage points, negative = better; * = beyond 2 standard errors):", "",
-              "| method | " + " | ".join(f"{t:.0%}" for t in targets) + " |",
-              "|---|" + "---|" * len(targets)]
+    lines += [
+      "",
+      f"Test error difference against `{reference}` at the same target "
+      "(percentage points, negative = better; * = beyond 2 standard errors):",
+      "",
+      "| method | " + " | ".join(f"{t:.0%}" for t in targets) + " |",
+      "|---|" + "---|" * len(targets),
+    ]
     for method in methods:
-      cells = [difference_text(by_key.get((method, t)), by_key.get((reference, t)))
-               for t in targets]
+      cells = [
+        difference_text(by_key.get((method, t)), by_key.get((reference, t))) for t in targets
+      ]
       lines.append(f"| {method} | " + " | ".join(cells) + " |")
   dense = by_key.get(("dense", None))
   if dense is not None:
-    lines += ["", f"Highest compression with test error within {tolerance_points} points of "
-              f"dense ({dense['error_mean']:.2f} %):", ""]
+    lines += [
+      "",
+      f"Highest compression with test error within {tolerance_points} points of "
+      f"dense ({dense['error_mean']:.2f} %):",
+      "",
+    ]
     for method in dict.fromkeys(_series(r) for r in rows):
       if method == "dense":
         continue
       best = best_within(rows, method, dense, tolerance_points)
-      lines.append(f"- `{method}`: " + ("none of the targets" if best is None else
-                   f"{best['compression']:.1f}x ({best['target']:.0%}, "
-                   f"{best['error_mean']:.2f} ± {best['error_std']:.2f} %)"))
+      lines.append(
+        f"- `{method}`: "
+        + (
+          "none of the targets"
+          if best is None
+          else f"{best['compression']:.1f}x ({best['target']:.0%}, "
+          f"{best['error_mean']:.2f} ± {best['error_std']:.2f} %)"
+        )
+      )
   return lines
 
 
 def markdown_report(study: dict[str, Any], rows: list[dict[str, Any]], plot: Path | None) -> str:
-  lines = [f"# Study `{study['name']}`", "",
-           f"Generated by `python -m experiments.study --study ...` from the run folders; "
-           f"config `{study['config']}` with overrides `{json.dumps(study.get('overrides', {}))}`.",
-           ""]
+  lines = [
+    f"# Study `{study['name']}`",
+    "",
+    f"Generated by `python -m experiments.study --study ...` from the run folders; "
+    f"config `{study['config']}` with overrides `{json.dumps(study.get('overrides', {}))}`.",
+    "",
+  ]
   rejected = [r for r in rows if "rejected" in r]
   rows = [r for r in rows if "rejected" not in r]
   if not rows:
@@ -347,27 +389,42 @@ def markdown_report(study: dict[str, Any], rows: list[dict[str, Any]], plot: Pat
     for device, seconds in zip(r["devices"], r["wall_times_s"]):
       per_device[device][0] += 1
       per_device[device][1] += seconds
-  compute = "; ".join(f"{count} runs, {seconds / 60:.1f} min on {device}"
-                      for device, (count, seconds) in sorted(per_device.items()))
-  lines += [f"Finished runs: {sum(r['seeds'] for r in rows)}; compute (training+evaluation): "
-            f"{compute}.", ""]
+  compute = "; ".join(
+    f"{count} runs, {seconds / 60:.1f} min on {device}"
+    for device, (count, seconds) in sorted(per_device.items())
+  )
+  lines += [
+    f"Finished runs: {sum(r['seeds'] for r in rows)}; compute (training+evaluation): {compute}.",
+    "",
+  ]
   if len(per_device) > 1:
-    lines += ["Runs of one cell on different devices differ in floating-point rounding, not "
-              "in the protocol (same config, seeds and data order).", ""]
+    lines += [
+      "Runs of one cell on different devices differ in floating-point rounding, not "
+      "in the protocol (same config, seeds and data order).",
+      "",
+    ]
   layer_names = list(rows[0]["layer_sparsity"])
-  header = ("| cell | method | target | seeds | test error % (mean ± std) | compression | sparsity | "
-            + " | ".join(f"{n}" for n in layer_names) + " |")
+  header = (
+    "| cell | method | target | seeds | test error % (mean ± std) | compression | sparsity | "
+    + " | ".join(f"{n}" for n in layer_names)
+    + " |"
+  )
   lines += [header, "|" + "---|" * (7 + len(layer_names))]
   for r in rows:
     target = "—" if r["target"] is None else f"{r['target']:.0%}"
     layers = " | ".join(f"{r['layer_sparsity'].get(n, 0):.1%}" for n in layer_names)
-    lines.append(f"| {r['cell']} | {r['method']} | {target} | {r['seeds']} | "
-                 f"{r['error_mean']:.2f} ± {r['error_std']:.2f} | {r['compression']:.1f}x | "
-                 f"{r['sparsity']:.2%} | {layers} |")
+    lines.append(
+      f"| {r['cell']} | {r['method']} | {target} | {r['seeds']} | "
+      f"{r['error_mean']:.2f} ± {r['error_std']:.2f} | {r['compression']:.1f}x | "
+      f"{r['sparsity']:.2%} | {layers} |"
+    )
   lines += comparison_lines(rows)
   if rejected:
-    lines += ["", "Rejected by the library at construction (expected trajectory cannot "
-              "follow the schedule):", ""]
+    lines += [
+      "",
+      "Rejected by the library at construction (expected trajectory cannot follow the schedule):",
+      "",
+    ]
     lines += [f"- `{r['cell']}`: {r['rejected']}" for r in rejected]
   if plot is not None:
     lines += ["", f"![error vs compression]({plot.name})"]
@@ -378,8 +435,9 @@ def _finished_runs(rows: list[dict[str, Any]]) -> int:
   return sum(r["seeds"] for r in rows if "rejected" not in r)
 
 
-def write_report(study: dict[str, Any], root: Path, report_dir: Path,
-                 allow_fewer_runs: bool = False) -> Path:
+def write_report(
+  study: dict[str, Any], root: Path, report_dir: Path, allow_fewer_runs: bool = False
+) -> Path:
   """Writes ``<name>.md``, ``<name>.json`` and the plot from the run folders.
 
   Raises:
@@ -393,9 +451,10 @@ def write_report(study: dict[str, Any], root: Path, report_dir: Path,
     before, now = _finished_runs(json.loads(existing.read_text())), _finished_runs(rows)
     if before > now:
       raise ValueError(
-          f"{existing} reports {before} finished runs but {root} holds only {now}; refusing "
-          "to overwrite it (are the run folders on this machine?). Pass "
-          "--allow_fewer_runs to replace it anyway.")
+        f"{existing} reports {before} finished runs but {root} holds only {now}; refusing "
+        "to overwrite it (are the run folders on this machine?). Pass "
+        "--allow_fewer_runs to replace it anyway."
+      )
   report_dir.mkdir(parents=True, exist_ok=True)
   plot = None
   finished = [r for r in rows if "rejected" not in r]
@@ -419,6 +478,7 @@ def main(argv):
     idx_dir = FLAGS.idx_dir
     if idx_dir is None and study.get("overrides", {}).get("dataset") == "fashion_mnist":
       from experiments import data
+
       idx_dir = data.fetch_fashion_mnist()
     run_grid(study, root, idx_dir, FLAGS.max_runs, shard, FLAGS.time_budget_s, FLAGS.cells)
     if shard[1] > 1:

@@ -24,7 +24,6 @@ exactly the bits of an uninterrupted run.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import itertools
 import json
@@ -37,7 +36,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
-from absl import logging
 import flax.jax_utils
 import jax
 import jax.numpy as jnp
@@ -46,11 +44,11 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import tqdm
+from absl import logging
 
 import droppruning_jax as dp
-from droppruning_jax import skeleton
 from droppruning_jax import masks as masks_lib
-from droppruning_jax import models
+from droppruning_jax import models, skeleton
 from experiments import data as data_lib
 from experiments import report
 
@@ -63,17 +61,27 @@ SPARSITY_DISTRIBUTIONS = ("uniform", "global", "erk")
 # Datasets each model can read: LeNet-5 expects 28x28x1 images and VGG-16's five
 # poolings need 32x32; LeNet-300-100 flattens anything.
 MODEL_DATASETS = {
-    "lenet300": data_lib.DATASET_NAMES,
-    "lenet5": data_lib.MNIST_LIKE_NAMES,
-    "vgg16": ("cifar10",),
+  "lenet300": data_lib.DATASET_NAMES,
+  "lenet5": data_lib.MNIST_LIKE_NAMES,
+  "vgg16": ("cifar10",),
 }
 # Config fields that cannot change a run's results: a resume may change them freely
 # (the summary lists the ones that changed). How the devices are chosen is here too;
 # the resulting device count is checked separately (see _check_devices).
 RUN_CONTROL_FIELDS = (
-    "stop_after_epochs", "stop_after_steps", "progress", "host_devices",
-    "coordinator_address", "num_processes", "process_id", "download",
-    "idx_dir", "data_dir", "checkpoint_every_steps", "num_devices", "multihost",
+  "stop_after_epochs",
+  "stop_after_steps",
+  "progress",
+  "host_devices",
+  "coordinator_address",
+  "num_processes",
+  "process_id",
+  "download",
+  "idx_dir",
+  "data_dir",
+  "checkpoint_every_steps",
+  "num_devices",
+  "multihost",
 )
 # Fields that change the layout of the checkpointed state, not the training: a run
 # cannot resume from a checkpoint written with another value.
@@ -88,8 +96,7 @@ BROKEN_CHECKPOINT_DIR = "broken_checkpoints"
 CHECKPOINTS_TO_KEEP = 2
 # Running sums of the unfinished epoch, saved with a mid-epoch checkpoint so that the
 # epoch's metrics line comes out the same after a resume.
-PARTIAL_FIELDS = ("loss", "accuracy", "max_shortfall", "away_before", "back_before",
-                  "train_time_s")
+PARTIAL_FIELDS = ("loss", "accuracy", "max_shortfall", "away_before", "back_before", "train_time_s")
 
 
 class TrainState(NamedTuple):
@@ -176,8 +183,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     return isinstance(value, int) and not isinstance(value, bool)
 
   def is_number(value) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
   if config.method not in METHODS:
     fail(f"method={config.method!r} is not one of {METHODS}.")
@@ -191,15 +197,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     fail(f"dataset={config.dataset!r} is not one of {data_lib.DATASET_NAMES}.")
   if config.dataset not in MODEL_DATASETS[config.model]:
     fail(
-        f"model={config.model!r} cannot read dataset={config.dataset!r}; it takes "
-        f"{MODEL_DATASETS[config.model]}."
+      f"model={config.model!r} cannot read dataset={config.dataset!r}; it takes "
+      f"{MODEL_DATASETS[config.model]}."
     )
   for name in ("batch_size", "eval_batch_size", "num_epochs"):
     value = config[name]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       fail(f"{name}={value!r} must be a positive integer.")
-  for name in ("max_train_examples", "max_test_examples", "stop_after_epochs",
-               "stop_after_steps", "checkpoint_every_steps"):
+  for name in (
+    "max_train_examples",
+    "max_test_examples",
+    "stop_after_epochs",
+    "stop_after_steps",
+    "checkpoint_every_steps",
+  ):
     value = config[name]
     if value is not None and (not is_int(value) or value < 1):
       fail(f"{name}={value!r} must be unset or a positive integer.")
@@ -207,8 +218,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not is_int(config.seed) or not 0 <= config.seed < 2**31:
     fail(f"seed={config.seed!r} must be an integer in [0, 2**31).")
   if not is_int(config.host_devices) or config.host_devices < 0:
-    fail(f"host_devices={config.host_devices!r} must be 0 (JAX's default) or a positive "
-         "integer.")
+    fail(f"host_devices={config.host_devices!r} must be 0 (JAX's default) or a positive integer.")
   if not is_number(config.learning_rate) or config.learning_rate <= 0:
     fail(f"learning_rate={config.learning_rate!r} must be a finite number > 0.")
   if not is_number(config.momentum) or not 0.0 <= config.momentum < 1.0:
@@ -218,32 +228,38 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not is_number(config.lr_step_factor) or config.lr_step_factor <= 0:
     fail(f"lr_step_factor={config.lr_step_factor!r} must be a finite number > 0.")
   if config.model == "vgg16" and (
-      not is_number(config.width_multiplier) or config.width_multiplier <= 0):
+    not is_number(config.width_multiplier) or config.width_multiplier <= 0
+  ):
     fail(f"width_multiplier={config.width_multiplier!r} must be a finite number > 0.")
   if config.lr_schedule == "step":
     fractions = list(config.lr_step_fractions)
-    if (not fractions or any(not is_number(f) or not 0 < f < 1 for f in fractions)
-        or fractions != sorted(fractions)):
+    if (
+      not fractions
+      or any(not is_number(f) or not 0 < f < 1 for f in fractions)
+      or fractions != sorted(fractions)
+    ):
       fail(
-          f"lr_step_fractions={tuple(fractions)!r} must be increasing fractions of the "
-          "training inside (0, 1)."
+        f"lr_step_fractions={tuple(fractions)!r} must be increasing fractions of the "
+        "training inside (0, 1)."
       )
   if config.num_devices is not None:
     if config.multihost:
-      fail("num_devices cannot be combined with multihost=True (every process uses all "
-           "its local devices).")
+      fail(
+        "num_devices cannot be combined with multihost=True (every process uses all "
+        "its local devices)."
+      )
     if not 1 <= config.num_devices <= jax.local_device_count():
       fail(
-          f"num_devices={config.num_devices!r} is outside [1, {jax.local_device_count()}] "
-          f"(the local devices: {jax.local_devices()})."
+        f"num_devices={config.num_devices!r} is outside [1, {jax.local_device_count()}] "
+        f"(the local devices: {jax.local_devices()})."
       )
   devices = _global_device_count(config)
   for name in ("batch_size", "eval_batch_size"):
     if config[name] % devices:
       fail(
-          f"{name}={config[name]} is not divisible by the {devices} devices "
-          f"({jax.process_count()} process(es) x {devices // jax.process_count()} local); "
-          "pick a multiple, or set num_devices / host_devices."
+        f"{name}={config[name]} is not divisible by the {devices} devices "
+        f"({jax.process_count()} process(es) x {devices // jax.process_count()} local); "
+        "pick a multiple, or set num_devices / host_devices."
       )
   if config.method != "dense":
     if not is_number(config.target_sparsity) or not 0.0 <= config.target_sparsity < 1.0:
@@ -256,25 +272,28 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     begin, end = config.prune_begin_epoch, config.prune_end_epoch
     if not (is_number(begin) and is_number(end)) or not 0 <= begin <= end <= config.num_epochs:
       fail(
-          f"need 0 <= prune_begin_epoch={begin} <= prune_end_epoch={end} <= "
-          f"num_epochs={config.num_epochs}."
+        f"need 0 <= prune_begin_epoch={begin} <= prune_end_epoch={end} <= "
+        f"num_epochs={config.num_epochs}."
       )
     if config.drop_anneal not in ("none", "cosine"):
       fail(f"drop_anneal={config.drop_anneal!r} is not one of ('none', 'cosine').")
     if config.sparsity_distribution not in SPARSITY_DISTRIBUTIONS:
       fail(
-          f"sparsity_distribution={config.sparsity_distribution!r} is not one of "
-          f"{SPARSITY_DISTRIBUTIONS}."
+        f"sparsity_distribution={config.sparsity_distribution!r} is not one of "
+        f"{SPARSITY_DISTRIBUTIONS}."
       )
   if config.method == "han":
     if not isinstance(config.han_cycles, int) or config.han_cycles < 1:
       fail(f"han_cycles={config.han_cycles!r} must be a positive integer.")
     if config.han_quality is not None and (
-        not is_number(config.han_quality) or config.han_quality <= 0):
+      not is_number(config.han_quality) or config.han_quality <= 0
+    ):
       fail(f"han_quality={config.han_quality!r} must be unset or a finite number > 0.")
     if config.han_quality is None and config.sparsity_distribution == "global":
-      fail("method='han' prunes per layer: sparsity_distribution='global' is not "
-           "supported (use 'uniform' or 'erk', or set han_quality).")
+      fail(
+        "method='han' prunes per layer: sparsity_distribution='global' is not "
+        "supported (use 'uniform' or 'erk', or set han_quality)."
+      )
 
 
 # ---------------------------------------------------------------------------
@@ -302,7 +321,7 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
   idx_dir = None if _is_unset(config.idx_dir) else config.idx_dir
   data_dir = None if _is_unset(config.data_dir) else config.data_dir
   dataset = data_lib.load_dataset(
-      config.dataset, idx_dir=idx_dir, data_dir=data_dir, download=config.download
+    config.dataset, idx_dir=idx_dir, data_dir=data_dir, download=config.download
   )
   train_images, train_labels = dataset["train"]
   test_images, test_labels = dataset["test"]
@@ -314,16 +333,16 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
     test_labels = test_labels[: config.max_test_examples]
   if len(train_images) < config.batch_size:
     raise ConfigError(
-        f"invalid config: batch_size={config.batch_size} is larger than the "
-        f"{len(train_images)} training examples."
+      f"invalid config: batch_size={config.batch_size} is larger than the "
+      f"{len(train_images)} training examples."
     )
   return Data(
-      train_images=data_lib.normalize(train_images, config.dataset),
-      train_labels=train_labels,
-      test_images=data_lib.normalize(test_images, config.dataset),
-      test_labels=test_labels,
-      image_shape=tuple(dataset["image_shape"]),
-      num_classes=dataset["num_classes"],
+    train_images=data_lib.normalize(train_images, config.dataset),
+    train_labels=train_labels,
+    test_images=data_lib.normalize(test_images, config.dataset),
+    test_labels=test_labels,
+    image_shape=tuple(dataset["image_shape"]),
+    num_classes=dataset["num_classes"],
   )
 
 
@@ -333,7 +352,7 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 
 
 def train_batches(
-    config: ml_collections.ConfigDict, data: Data, epoch: int, num_local_devices: int
+  config: ml_collections.ConfigDict, data: Data, epoch: int, num_local_devices: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """This process's share of every global batch of an epoch, split per device.
 
@@ -347,21 +366,23 @@ def train_batches(
   per_process = config.batch_size // jax.process_count()
   start = jax.process_index() * per_process
   for images, labels in data_lib.batches(
-      data.train_images, data.train_labels, config.batch_size, rng=rng
+    data.train_images, data.train_labels, config.batch_size, rng=rng
   ):
     if config.augment:
       images = data_lib.random_crop_flip(rng, images)
     images = images[start : start + per_process]
     labels = labels[start : start + per_process]
     yield (
-        images.reshape(num_local_devices, -1, *images.shape[1:]),
-        labels.reshape(num_local_devices, -1),
+      images.reshape(num_local_devices, -1, *images.shape[1:]),
+      labels.reshape(num_local_devices, -1),
     )
 
 
 def eval_batches(
-    config: ml_collections.ConfigDict, images: np.ndarray, labels: np.ndarray,
-    num_local_devices: int,
+  config: ml_collections.ConfigDict,
+  images: np.ndarray,
+  labels: np.ndarray,
+  num_local_devices: int,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
   """This process's share of the test set in global batches, zero-padded at the end.
 
@@ -378,14 +399,15 @@ def eval_batches(
     pad = batch - len(chunk_images)
     if pad:
       chunk_images = np.concatenate(
-          [chunk_images, np.zeros((pad, *chunk_images.shape[1:]), chunk_images.dtype)])
+        [chunk_images, np.zeros((pad, *chunk_images.shape[1:]), chunk_images.dtype)]
+      )
       chunk_labels = np.concatenate([chunk_labels, np.zeros(pad, chunk_labels.dtype)])
       weights = np.concatenate([weights, np.zeros(pad, np.float32)])
     chunk = slice(start, start + per_process)
     yield (
-        chunk_images[chunk].reshape(num_local_devices, -1, *chunk_images.shape[1:]),
-        chunk_labels[chunk].reshape(num_local_devices, -1),
-        weights[chunk].reshape(num_local_devices, -1),
+      chunk_images[chunk].reshape(num_local_devices, -1, *chunk_images.shape[1:]),
+      chunk_labels[chunk].reshape(num_local_devices, -1),
+      weights[chunk].reshape(num_local_devices, -1),
     )
 
 
@@ -408,8 +430,8 @@ def make_learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int) 
   if config.lr_schedule == "cosine":
     return optax.cosine_decay_schedule(config.learning_rate, total_steps)
   boundaries = {
-      int(round(fraction * total_steps)): config.lr_step_factor
-      for fraction in config.lr_step_fractions
+    int(round(fraction * total_steps)): config.lr_step_factor
+    for fraction in config.lr_step_fractions
   }
   return optax.piecewise_constant_schedule(config.learning_rate, boundaries)
 
@@ -462,7 +484,7 @@ def mask_update_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -
 
 
 def make_optimizer(
-    config: ml_collections.ConfigDict, steps_per_epoch: int, params: PyTree
+  config: ml_collections.ConfigDict, steps_per_epoch: int, params: PyTree
 ) -> optax.GradientTransformation:
   """The inner optimizer wrapped by the method's pruning transformation.
 
@@ -476,27 +498,35 @@ def make_optimizer(
   begin, end = pruning_window(config, steps_per_epoch)
   if config.method == "han":
     if config.han_quality is not None:
-      return dp.han_pruning(inner, pruning_steps=han_prune_steps(config, begin, end),
-                                 quality=config.han_quality, packed_masks=config.packed_masks)
+      return dp.han_pruning(
+        inner,
+        pruning_steps=han_prune_steps(config, begin, end),
+        quality=config.han_quality,
+        packed_masks=config.packed_masks,
+      )
     if config.sparsity_distribution == "erk":
       shapes = {
-          name: np.shape(leaf)
-          for name, leaf in zip(masks_lib.leaf_paths(params), jax.tree.leaves(params))
-          if dp.default_prunable(name, leaf)
+        name: np.shape(leaf)
+        for name, leaf in zip(masks_lib.leaf_paths(params), jax.tree.leaves(params))
+        if dp.default_prunable(name, leaf)
       }
       rates = dp.erk_sparsities(shapes, config.target_sparsity)
     else:
       rates = {"*": config.target_sparsity}
-    return dp.han_pruning(inner, pruning_steps=han_prune_steps(config, begin, end),
-                               layer_rates=rates, packed_masks=config.packed_masks)
-  common = dict(
-      target_sparsity=config.target_sparsity,
-      begin_step=begin,
-      end_step=end,
-      update_every=config.update_every,
-      seed=config.seed,
-      sparsity_distribution=config.sparsity_distribution,
+    return dp.han_pruning(
+      inner,
+      pruning_steps=han_prune_steps(config, begin, end),
+      layer_rates=rates,
       packed_masks=config.packed_masks,
+    )
+  common = dict(
+    target_sparsity=config.target_sparsity,
+    begin_step=begin,
+    end_step=end,
+    update_every=config.update_every,
+    seed=config.seed,
+    sparsity_distribution=config.sparsity_distribution,
+    packed_masks=config.packed_masks,
   )
   away, back = config.drop_away_prob, config.drop_back_prob
   if config.drop_anneal == "cosine":
@@ -504,22 +534,28 @@ def make_optimizer(
     back = dp.cosine_anneal(back, 0.0, begin, end)
   if config.method == "drop":
     return dp.drop_pruning(
-        inner, drop_away_prob=away, drop_back_prob=back,
-        drop_back_scale=config.drop_back_scale, regrow_init=config.regrow_init, **common)
+      inner,
+      drop_away_prob=away,
+      drop_back_prob=back,
+      drop_back_scale=config.drop_back_scale,
+      regrow_init=config.regrow_init,
+      **common,
+    )
   if config.method == "gradual":
     return dp.gradual_magnitude_pruning(inner, **common)
   if config.method == "drop_away_only":
     return dp.drop_away_only(inner, drop_away_prob=away, **common)
   if config.method == "drop_back_only":
-    return dp.drop_back_only(inner, drop_back_prob=back,
-                             drop_back_scale=config.drop_back_scale, **common)
+    return dp.drop_back_only(
+      inner, drop_back_prob=back, drop_back_scale=config.drop_back_scale, **common
+    )
   return dp.random_pruning(inner, **common)
 
 
 def init_variables(config: ml_collections.ConfigDict, model, image_shape) -> tuple[PyTree, PyTree]:
   """``(params, batch_stats)`` of a fresh model; ``batch_stats`` is ``{}`` without batch norm."""
   variables = jax.jit(functools.partial(model.init, train=False))(
-      jax.random.PRNGKey(config.seed), jnp.zeros((1, *image_shape), jnp.float32)
+    jax.random.PRNGKey(config.seed), jnp.zeros((1, *image_shape), jnp.float32)
   )
   return variables["params"], variables.get("batch_stats", {})
 
@@ -533,8 +569,13 @@ def _has_pruning(config) -> bool:
   return config.method != "dense"
 
 
-def make_train_step(model, tx: optax.GradientTransformation, has_pruning: bool, devices,
-                    skip_mask_update: bool = False):
+def make_train_step(
+  model,
+  tx: optax.GradientTransformation,
+  has_pruning: bool,
+  devices,
+  skip_mask_update: bool = False,
+):
   """The pmapped train step ``(state, images, labels) -> (state, metrics)``.
 
   With ``skip_mask_update=True`` the step cannot change masks (for steps outside
@@ -562,8 +603,8 @@ def make_train_step(model, tx: optax.GradientTransformation, has_pruning: bool, 
     updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
     params = optax.apply_updates(state.params, updates)
     metrics = {
-        "loss": loss,
-        "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+      "loss": loss,
+      "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
     }
     if has_pruning:
       before = skeleton.find_state(state.opt_state)
@@ -589,9 +630,9 @@ def make_eval_step(model, devices):
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     sums = {
-        "loss": jnp.sum(losses * weights),
-        "correct": jnp.sum(correct * weights),
-        "count": jnp.sum(weights),
+      "loss": jnp.sum(losses * weights),
+      "correct": jnp.sum(correct * weights),
+      "count": jnp.sum(weights),
     }
     return jax.lax.psum(sums, "batch")
 
@@ -601,7 +642,7 @@ def make_eval_step(model, devices):
 def evaluate(eval_step, state: TrainState, config, data: Data, num_local_devices: int) -> dict:
   totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
   for images, labels, weights in eval_batches(
-      config, data.test_images, data.test_labels, num_local_devices
+    config, data.test_images, data.test_labels, num_local_devices
   ):
     sums = jax.device_get(eval_step(state.params, state.batch_stats, images, labels, weights))
     for key in totals:
@@ -688,7 +729,7 @@ def _read_json(path: Path) -> Optional[dict]:
     return json.loads(path.read_text())
   except (OSError, ValueError) as error:
     raise RunFolderError(
-        f"cannot read {path} ({error}); repair or remove it, or start over with --fresh."
+      f"cannot read {path} ({error}); repair or remove it, or start over with --fresh."
     ) from error
 
 
@@ -712,10 +753,15 @@ def read_metrics_for_resume(workdir: Path) -> list[dict]:
     except ValueError as error:
       if any(rest.strip() for rest in lines[number:]):
         raise RunFolderError(
-            f"{path} line {number} is not JSON ({error}); remove that line or start over "
-            "with --fresh.") from error
-      logging.warning("%s: dropped its torn last line %r (a write cut short); the epochs "
-                      "after the checkpoint are redone.", path, line[:40])
+          f"{path} line {number} is not JSON ({error}); remove that line or start over "
+          "with --fresh."
+        ) from error
+      logging.warning(
+        "%s: dropped its torn last line %r (a write cut short); the epochs "
+        "after the checkpoint are redone.",
+        path,
+        line[:40],
+      )
   return parsed
 
 
@@ -767,15 +813,17 @@ def check_config_change(workdir: Path, config: ml_collections.ConfigDict) -> dic
     if field in affecting:
       before = affecting[field][0]
       raise ConfigError(
-          f"{field}={config[field]!r} but the checkpoints in {workdir} were written with "
-          f"{field}={before!r}; resume with --config.{field}={before!r} (results are "
-          "identical either way), use a new workdir, or start over with --fresh.")
+        f"{field}={config[field]!r} but the checkpoints in {workdir} were written with "
+        f"{field}={before!r}; resume with --config.{field}={before!r} (results are "
+        "identical either way), use a new workdir, or start over with --fresh."
+      )
   if affecting:
     changes = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in affecting.items())
     raise ConfigError(
-        f"{workdir} holds a run started with another config, and these fields change its "
-        f"results: {changes}. Rerun with the old values to resume, use another workdir, "
-        "or start over with --fresh (moves the old folder aside).")
+      f"{workdir} holds a run started with another config, and these fields change its "
+      f"results: {changes}. Rerun with the old values to resume, use another workdir, "
+      "or start over with --fresh (moves the old folder aside)."
+    )
   return neutral
 
 
@@ -784,23 +832,35 @@ def _check_devices(workdir: Path, run_info: Optional[dict], device_count: int) -
   before = (run_info or {}).get("device_count")
   if before is not None and before != device_count:
     raise ConfigError(
-        f"{workdir} was trained data-parallel on {before} device(s) and this run would use "
-        f"{device_count}; the results differ in the last bits with the device count, so it "
-        f"cannot continue: use {before} device(s) (num_devices, host_devices), another "
-        "workdir, or start over with --fresh.")
+      f"{workdir} was trained data-parallel on {before} device(s) and this run would use "
+      f"{device_count}; the results differ in the last bits with the device count, so it "
+      f"cannot continue: use {before} device(s) (num_devices, host_devices), another "
+      "workdir, or start over with --fresh."
+    )
 
 
-def _write_run_files(workdir: Path, config, run_info: Optional[dict], device_count: int,
-                     start_step: int, neutral_changes: dict) -> dict:
+def _write_run_files(
+  workdir: Path,
+  config,
+  run_info: Optional[dict],
+  device_count: int,
+  start_step: int,
+  neutral_changes: dict,
+) -> dict:
   """Writes ``config.json`` (first start only) and adds this start to ``run.json``."""
   if not (workdir / CONFIG_FILE).exists():
     _write_atomic(workdir / CONFIG_FILE, dumps(config.to_dict(), indent=2))
-  info = run_info or {"device_count": device_count, "process_count": jax.process_count(),
-                      "starts": []}
-  info["starts"].append({
+  info = run_info or {
+    "device_count": device_count,
+    "process_count": jax.process_count(),
+    "starts": [],
+  }
+  info["starts"].append(
+    {
       "step": start_step,
       "changed": {key: [old, new] for key, (old, new) in neutral_changes.items()},
-  })
+    }
+  )
   _write_atomic(workdir / RUN_FILE, dumps(info, indent=2))
   return info
 
@@ -826,14 +886,15 @@ def _check_writable(folder: Path) -> None:
     probe.unlink()
   except OSError as error:
     raise RunFolderError(
-        f"cannot write to {folder}: {error.strerror or error}; make it writable or use "
-        "another workdir.") from error
+      f"cannot write to {folder}: {error.strerror or error}; make it writable or use "
+      "another workdir."
+    ) from error
 
 
 def checkpoint_manager(workdir: Path) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
-      (workdir / CHECKPOINT_DIR).resolve(),
-      options=ocp.CheckpointManagerOptions(max_to_keep=CHECKPOINTS_TO_KEEP, create=True),
+    (workdir / CHECKPOINT_DIR).resolve(),
+    options=ocp.CheckpointManagerOptions(max_to_keep=CHECKPOINTS_TO_KEEP, create=True),
   )
 
 
@@ -841,10 +902,10 @@ def _checkpoint_item(state: TrainState, step: int, epoch: int, partial) -> dict:
   """What a checkpoint holds: the state after ``step`` global steps, the finished epochs,
   and the running sums of the unfinished epoch (:data:`PARTIAL_FIELDS`)."""
   return {
-      "state": state,
-      "step": np.array(step, np.int64),
-      "epoch": np.array(epoch, np.int64),
-      "partial": np.asarray(partial, np.float64),
+    "state": state,
+    "step": np.array(step, np.int64),
+    "epoch": np.array(epoch, np.int64),
+    "partial": np.asarray(partial, np.float64),
   }
 
 
@@ -853,8 +914,9 @@ def _first_line(error: BaseException, limit: int = 160) -> str:
   return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _restore_latest(manager: ocp.CheckpointManager, workdir: Path, template: dict
-                    ) -> tuple[Optional[dict], ocp.CheckpointManager]:
+def _restore_latest(
+  manager: ocp.CheckpointManager, workdir: Path, template: dict
+) -> tuple[Optional[dict], ocp.CheckpointManager]:
   """The newest checkpoint that restores into ``template``, newest first.
 
   A checkpoint that does not restore at all (truncated or missing files) is moved to
@@ -878,24 +940,37 @@ def _restore_latest(manager: ocp.CheckpointManager, workdir: Path, template: dic
         broken.append((step, error))
         continue
       raise RunFolderError(
-          f"checkpoint {step} in {workdir / CHECKPOINT_DIR} is readable but holds another "
-          f"state structure than this code builds ({_first_line(error)}); finish the run "
-          "with the version that started it, or start over with --fresh.") from error
+        f"checkpoint {step} in {workdir / CHECKPOINT_DIR} is readable but holds another "
+        f"state structure than this code builds ({_first_line(error)}); finish the run "
+        "with the version that started it, or start over with --fresh."
+      ) from error
   if not broken:
     return restored, manager
   manager.close()
   moved = []
   if _is_writer():
     for step, _ in broken:
-      moved.append(str(_move_aside(workdir / CHECKPOINT_DIR / str(step),
-                                   workdir / BROKEN_CHECKPOINT_DIR / str(step))))
+      moved.append(
+        str(
+          _move_aside(
+            workdir / CHECKPOINT_DIR / str(step), workdir / BROKEN_CHECKPOINT_DIR / str(step)
+          )
+        )
+      )
   _sync("broken-checkpoints")
-  fallback = (f"resuming from checkpoint {int(restored['step'])}" if restored is not None
-              else "no checkpoint restores, starting from step 0")
+  fallback = (
+    f"resuming from checkpoint {int(restored['step'])}"
+    if restored is not None
+    else "no checkpoint restores, starting from step 0"
+  )
   logging.warning(
-      "checkpoint(s) %s in %s do not restore (%s); moved to %s; %s.",
-      [step for step, _ in broken], workdir / CHECKPOINT_DIR, _first_line(broken[0][1]),
-      moved or workdir / BROKEN_CHECKPOINT_DIR, fallback)
+    "checkpoint(s) %s in %s do not restore (%s); moved to %s; %s.",
+    [step for step, _ in broken],
+    workdir / CHECKPOINT_DIR,
+    _first_line(broken[0][1]),
+    moved or workdir / BROKEN_CHECKPOINT_DIR,
+    fallback,
+  )
   return restored, checkpoint_manager(workdir)
 
 
@@ -928,14 +1003,18 @@ def _check_finite_state(state: TrainState, step: int, workdir: Path, last_saved:
   for leaf in jax.tree.leaves((state.params, state.batch_stats)):
     if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.all(np.isfinite(leaf)):
       raise DivergedError(
-          f"training diverged: non-finite parameters after step {step}; "
-          f"{_kept_checkpoint(workdir, last_saved)}", step)
+        f"training diverged: non-finite parameters after step {step}; "
+        f"{_kept_checkpoint(workdir, last_saved)}",
+        step,
+      )
 
 
 def _kept_checkpoint(workdir: Path, last_saved: int) -> str:
   if last_saved:
-    return (f"the last good checkpoint (step {last_saved}) is kept in "
-            f"{workdir / CHECKPOINT_DIR}; lower the learning rate and start over with --fresh.")
+    return (
+      f"the last good checkpoint (step {last_saved}) is kept in "
+      f"{workdir / CHECKPOINT_DIR}; lower the learning rate and start over with --fresh."
+    )
   return "no checkpoint was written; lower the learning rate and start over with --fresh."
 
 
@@ -977,9 +1056,9 @@ def initialize_multihost(config: ml_collections.ConfigDict) -> None:
   kwargs = {}
   if not _is_unset(config.coordinator_address):
     kwargs = dict(
-        coordinator_address=config.coordinator_address,
-        num_processes=config.num_processes,
-        process_id=config.process_id,
+      coordinator_address=config.coordinator_address,
+      num_processes=config.num_processes,
+      process_id=config.process_id,
     )
   # Without arguments JAX detects the cluster (Cloud TPU pods, SLURM, ...).
   jax.distributed.initialize(**kwargs)
@@ -992,8 +1071,9 @@ def select_devices(config: ml_collections.ConfigDict) -> Optional[list]:
   return jax.local_devices()[: config.num_devices]
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *,
-                       fresh: bool = False) -> dict:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str | Path, *, fresh: bool = False
+) -> dict:
   """Trains, evaluates every epoch, checkpoints, and writes the run's reports.
 
   Args:
@@ -1056,19 +1136,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
 
   manager = checkpoint_manager(workdir)
   partial = np.zeros(len(PARTIAL_FIELDS), np.float64)
-  restored, manager = _restore_latest(
-      manager, workdir, _checkpoint_item(state, 0, 0, partial))
+  restored, manager = _restore_latest(manager, workdir, _checkpoint_item(state, 0, 0, partial))
   start_step = 0
   if restored is not None:
     state = restored["state"]
     start_step = int(restored["step"])
     partial = restored["partial"]
-    logging.info("Resuming %s from the checkpoint at step %d (epoch %d).", workdir,
-                 start_step, start_step // steps_per_epoch)
+    logging.info(
+      "Resuming %s from the checkpoint at step %d (epoch %d).",
+      workdir,
+      start_step,
+      start_step // steps_per_epoch,
+    )
   start_epoch, start_offset = divmod(start_step, steps_per_epoch)
   if _is_writer():
-    run_info = _write_run_files(workdir, config, run_info, device_count, start_step,
-                                neutral_changes)
+    run_info = _write_run_files(
+      workdir, config, run_info, device_count, start_step, neutral_changes
+    )
     _truncate_metrics(workdir, start_epoch)
 
   learning_rate = make_learning_rate(config, steps_per_epoch)
@@ -1079,8 +1163,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   update_steps = mask_update_steps(config, steps_per_epoch)
   mask_step = make_train_step(model, tx, has_pruning, devices)
   # Dense training has no conditional to skip: one program serves every step.
-  frozen_step = (make_train_step(model, tx, has_pruning, devices, skip_mask_update=True)
-                 if has_pruning else mask_step)
+  frozen_step = (
+    make_train_step(model, tx, has_pruning, devices, skip_mask_update=True)
+    if has_pruning
+    else mask_step
+  )
   eval_step = make_eval_step(model, devices)
   # Compile before the loop so that epoch times measure training only, with calls
   # whose results are thrown away (every later batch has the same shapes). Two
@@ -1095,9 +1182,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
       # A fresh replica: the step donates (consumes) the state it is given.
       warm, _ = train_step(flax.jax_utils.replicate(state, devices), *sample)
       warm, _ = jax.block_until_ready(train_step(warm, *sample))
-    jax.block_until_ready(eval_step(
-        warm.params, warm.batch_stats,
-        *next(eval_batches(config, data.test_images, data.test_labels, num_local_devices))))
+    jax.block_until_ready(
+      eval_step(
+        warm.params,
+        warm.batch_stats,
+        *next(eval_batches(config, data.test_images, data.test_labels, num_local_devices)),
+      )
+    )
     del warm, sample
   compile_time = time.perf_counter() - compile_start
 
@@ -1109,8 +1200,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     if host is None:
       host = unreplicate(replicated)
       _check_finite_state(host, step, workdir, last_saved)
-    manager.save(step, args=ocp.args.StandardSave(_checkpoint_item(host, step, epoch,
-                                                                   partial_sums)))
+    manager.save(
+      step, args=ocp.args.StandardSave(_checkpoint_item(host, step, epoch, partial_sums))
+    )
     last_saved = step
 
   stopped = False
@@ -1122,40 +1214,57 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         skip = start_offset if epoch == start_epoch + 1 else 0
         if skip:  # resuming inside this epoch: its running sums come from the checkpoint
           loss_sum, accuracy_sum, max_shortfall, away_before, back_before, time_before = (
-              float(x) for x in partial)
+            float(x) for x in partial
+          )
         else:
           loss_sum = accuracy_sum = max_shortfall = time_before = 0.0
           away_before, back_before = drop_totals(config, host_state)
 
         def partial_sums():
-          return [loss_sum, accuracy_sum, max_shortfall, away_before, back_before,
-                  time_before + time.perf_counter() - epoch_start]
+          return [
+            loss_sum,
+            accuracy_sum,
+            max_shortfall,
+            away_before,
+            back_before,
+            time_before + time.perf_counter() - epoch_start,
+          ]
 
         step = (epoch - 1) * steps_per_epoch + skip
         bar = tqdm.tqdm(
-            total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}/{config.num_epochs}",
-            unit="step", disable=not (config.progress and _is_writer()), leave=False,
-            dynamic_ncols=True,
+          total=steps_per_epoch,
+          initial=skip,
+          desc=f"epoch {epoch}/{config.num_epochs}",
+          unit="step",
+          disable=not (config.progress and _is_writer()),
+          leave=False,
+          dynamic_ncols=True,
         )
         # The batches of an epoch are a pure function of (seed, epoch): a resume
         # inside it regenerates them and skips those already trained on.
         batches = itertools.islice(
-            train_batches(config, data, epoch, num_local_devices), skip, None)
+          train_batches(config, data, epoch, num_local_devices), skip, None
+        )
         with bar:
           for images, labels in batches:
             if config.stop_after_steps is not None and step >= config.stop_after_steps:
               raise StopTraining()
             if sigterm.requested:
               if step == 0:
-                raise Preempted("stopped by SIGTERM before the first step (nothing to "
-                                "save); rerun the same command to start.", step)
+                raise Preempted(
+                  "stopped by SIGTERM before the first step (nothing to "
+                  "save); rerun the same command to start.",
+                  step,
+                )
               if step != last_saved:
                 save(step, epoch - 1, partial_sums())
               manager.wait_until_finished()
               raise Preempted(
-                  f"stopped by SIGTERM: saved a checkpoint at step {step} (epoch {epoch}, "
-                  f"step {step - (epoch - 1) * steps_per_epoch} of {steps_per_epoch}); "
-                  "rerun the same command to resume.", step)
+                f"stopped by SIGTERM: saved a checkpoint at step {step} (epoch {epoch}, "
+                f"step {step - (epoch - 1) * steps_per_epoch} of {steps_per_epoch}); "
+                "rerun the same command to resume.",
+                step,
+              )
             train_step = mask_step if step in update_steps else frozen_step
             replicated, metrics = train_step(replicated, images, labels)
             # Fetching the metrics blocks on this step: with several (simulated) CPU
@@ -1163,9 +1272,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
             metrics = {key: float(value[0]) for key, value in jax.device_get(metrics).items()}
             if not math.isfinite(metrics["loss"]):
               raise DivergedError(
-                  f"training diverged: the train loss is {metrics['loss']} at step "
-                  f"{step + 1} (epoch {epoch}); {_kept_checkpoint(workdir, last_saved)}",
-                  step + 1)
+                f"training diverged: the train loss is {metrics['loss']} at step "
+                f"{step + 1} (epoch {epoch}); {_kept_checkpoint(workdir, last_saved)}",
+                step + 1,
+              )
             loss_sum += metrics["loss"]
             accuracy_sum += metrics["accuracy"]
             max_shortfall = max(max_shortfall, metrics.get("shortfall", 0.0))
@@ -1173,8 +1283,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
             bar.update()
             if step % 20 == 0:
               bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
-            if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
-                and step % steps_per_epoch):  # the epoch's end has its own checkpoint
+            if (
+              config.checkpoint_every_steps
+              and step % config.checkpoint_every_steps == 0
+              and step % steps_per_epoch
+            ):  # the epoch's end has its own checkpoint
               save(step, epoch - 1, partial_sums())
 
         train_time = time_before + time.perf_counter() - epoch_start
@@ -1182,25 +1295,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         _check_finite_state(host_state, step, workdir, last_saved)
         if has_pruning and int(dp.get_stats(host_state.opt_state).skipped_updates):
           raise RuntimeError(  # mask_update_steps disagrees with the transformation
-              f"{int(dp.get_stats(host_state.opt_state).skipped_updates)} pruning step(s) ran "
-              "with skip_mask_update=True; this is a bug in mask_update_steps.")
+            f"{int(dp.get_stats(host_state.opt_state).skipped_updates)} pruning step(s) ran "
+            "with skip_mask_update=True; this is a bug in mask_update_steps."
+          )
         eval_metrics = evaluate(eval_step, replicated, config, data, num_local_devices)
         masks = masks_of(config, host_state)
         away_after, back_after = drop_totals(config, host_state)
         line = {
-            "epoch": epoch,
-            "step": step,
-            "learning_rate": float(learning_rate(step - 1)),
-            "train_loss": loss_sum / steps_per_epoch,
-            "train_accuracy": accuracy_sum / steps_per_epoch,
-            **eval_metrics,
-            "sparsity": dp.sparsity(masks),
-            "layer_sparsity": dp.layer_sparsity(masks),
-            "dropped_away": away_after - away_before,
-            "dropped_back": back_after - back_before,
-            "max_shortfall": max_shortfall,
-            "train_time_s": train_time,
-            "epoch_time_s": time.perf_counter() - epoch_start + time_before,
+          "epoch": epoch,
+          "step": step,
+          "learning_rate": float(learning_rate(step - 1)),
+          "train_loss": loss_sum / steps_per_epoch,
+          "train_accuracy": accuracy_sum / steps_per_epoch,
+          **eval_metrics,
+          "sparsity": dp.sparsity(masks),
+          "layer_sparsity": dp.layer_sparsity(masks),
+          "dropped_away": away_after - away_before,
+          "dropped_back": back_after - back_before,
+          "max_shortfall": max_shortfall,
+          "train_time_s": train_time,
+          "epoch_time_s": time.perf_counter() - epoch_start + time_before,
         }
         # Metrics first, then the checkpoint: if we die in between, the resume
         # restarts from the previous checkpoint and drops this line.
@@ -1208,9 +1322,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
           _append_metrics(workdir, line)
         save(step, epoch, np.zeros(len(PARTIAL_FIELDS)), host_state)
         logging.info(
-            "epoch %d/%d: train loss %.4f, test error %.2f%%, sparsity %.2f%% (%.1fs)",
-            epoch, config.num_epochs, line["train_loss"], 100 * line["test_error"],
-            100 * line["sparsity"], line["epoch_time_s"])
+          "epoch %d/%d: train loss %.4f, test error %.2f%%, sparsity %.2f%% (%.1fs)",
+          epoch,
+          config.num_epochs,
+          line["train_loss"],
+          100 * line["test_error"],
+          100 * line["sparsity"],
+          line["epoch_time_s"],
+        )
         if config.stop_after_epochs is not None and epoch >= config.stop_after_epochs:
           if epoch < config.num_epochs:
             stopped = True
@@ -1229,7 +1348,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   summary["compile_time_s"] = compile_time
   summary["starts"] = run_info["starts"] if run_info else []
   summary["changed_on_resume"] = sorted(
-      {key for start in summary["starts"] for key in start["changed"]})
+    {key for start in summary["starts"] for key in start["changed"]}
+  )
   # Round-trip through JSON so the returned dict equals the file (tuples -> lists).
   summary = json.loads(dumps(summary))
   if _is_writer():
@@ -1238,7 +1358,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   return summary
 
 
-def build_summary(config, workdir: Path, state: TrainState, total_steps: int, run_start: float) -> dict:
+def build_summary(
+  config, workdir: Path, state: TrainState, total_steps: int, run_start: float
+) -> dict:
   """The final numbers of a run, JSON-serialisable."""
   metrics = report.read_metrics(workdir)
   last = metrics[-1] if metrics else {}
@@ -1249,34 +1371,34 @@ def build_summary(config, workdir: Path, state: TrainState, total_steps: int, ru
   device = jax.local_devices()[0]
   device_count = (config.num_devices or jax.local_device_count()) * jax.process_count()
   return {
-      "name": workdir.name,
-      "model": config.model,
-      "dataset": config.dataset,
-      "method": config.method,
-      "epochs": config.num_epochs,
-      "steps": total_steps,
-      "test_error": last.get("test_error"),
-      "test_loss": last.get("test_loss"),
-      "train_loss": last.get("train_loss"),
-      "train_accuracy": last.get("train_accuracy"),
-      "sparsity": dp.sparsity(masks),
-      "target_sparsity": None if config.method == "dense" else config.target_sparsity,
-      "compression": counts["total"] / max(counts["nonzero"], 1),
-      "nonzero_params": counts["nonzero"],
-      "total_params": counts["total"],
-      "prunable_params": counts.get("prunable", 0),
-      "layer_sparsity": dp.layer_sparsity(masks),
-      # Model size as float32 arrays, and as exported by dp.export_sparse
-      # (kept values + smallest-integer flat indices of every pruned leaf).
-      "dense_bytes": dp.params_nbytes(state.params),
-      "sparse_bytes": dp.params_nbytes(dp.export_sparse(state.params, masks)),
-      # Training and evaluation over all epochs, summed over resumes (no start-up).
-      "wall_time_s": epoch_time,
-      "run_wall_time_s": time.perf_counter() - run_start,
-      "steps_per_s": total_steps / train_time if train_time else None,
-      "device_kind": device.device_kind,
-      "platform": device.platform,
-      "device_count": device_count,
-      "process_count": jax.process_count(),
-      "config": config.to_dict(),
+    "name": workdir.name,
+    "model": config.model,
+    "dataset": config.dataset,
+    "method": config.method,
+    "epochs": config.num_epochs,
+    "steps": total_steps,
+    "test_error": last.get("test_error"),
+    "test_loss": last.get("test_loss"),
+    "train_loss": last.get("train_loss"),
+    "train_accuracy": last.get("train_accuracy"),
+    "sparsity": dp.sparsity(masks),
+    "target_sparsity": None if config.method == "dense" else config.target_sparsity,
+    "compression": counts["total"] / max(counts["nonzero"], 1),
+    "nonzero_params": counts["nonzero"],
+    "total_params": counts["total"],
+    "prunable_params": counts.get("prunable", 0),
+    "layer_sparsity": dp.layer_sparsity(masks),
+    # Model size as float32 arrays, and as exported by dp.export_sparse
+    # (kept values + smallest-integer flat indices of every pruned leaf).
+    "dense_bytes": dp.params_nbytes(state.params),
+    "sparse_bytes": dp.params_nbytes(dp.export_sparse(state.params, masks)),
+    # Training and evaluation over all epochs, summed over resumes (no start-up).
+    "wall_time_s": epoch_time,
+    "run_wall_time_s": time.perf_counter() - run_start,
+    "steps_per_s": total_steps / train_time if train_time else None,
+    "device_kind": device.device_kind,
+    "platform": device.platform,
+    "device_count": device_count,
+    "process_count": jax.process_count(),
+    "config": config.to_dict(),
   }

@@ -26,23 +26,26 @@ def _drop(**kwargs):
 
 
 CASES = {
-    "drop_default": _drop(),
-    "drop_scale_pruned": _drop(drop_back_prob=0.02, drop_back_scale="pruned"),
-    "drop_random_importance": _drop(importance="random"),
-    "drop_global": _drop(sparsity_distribution="global"),
-    "drop_global_random": _drop(sparsity_distribution="global", importance="random"),
-    "drop_erk": _drop(sparsity_distribution="erk"),
-    "drop_mapping": _drop(sparsity_distribution={"dense/*": 0.85, "conv/*": 0.5, "out/*": 0.8}),
-    "drop_restore": _drop(regrow_init="restore"),
-    "drop_packed": _drop(packed_masks=True),
-    "drop_annealed": _drop(drop_away_prob=dp.cosine_anneal(0.5, 1.0, 2, 27),
-                           drop_back_prob=dp.cosine_anneal(0.2, 0.0, 2, 27)),
-    "drop_initial": _drop(initial_sparsity=0.3, drop_away_prob=0.8, drop_back_prob=0.05),
-    "gradual": lambda inner: dp.gradual_magnitude_pruning(inner, **COMMON),
-    "random": lambda inner: dp.random_pruning(inner, **COMMON),
-    "han_quality": lambda inner: dp.han_pruning(inner, pruning_steps=[3, 9, 20], quality=0.7),
-    "han_rates": lambda inner: dp.han_pruning(
-        inner, pruning_steps=[3, 9, 20], layer_rates={"dense/*": 0.9, "conv/*": 0.6, "out/*": 0.7}),
+  "drop_default": _drop(),
+  "drop_scale_pruned": _drop(drop_back_prob=0.02, drop_back_scale="pruned"),
+  "drop_random_importance": _drop(importance="random"),
+  "drop_global": _drop(sparsity_distribution="global"),
+  "drop_global_random": _drop(sparsity_distribution="global", importance="random"),
+  "drop_erk": _drop(sparsity_distribution="erk"),
+  "drop_mapping": _drop(sparsity_distribution={"dense/*": 0.85, "conv/*": 0.5, "out/*": 0.8}),
+  "drop_restore": _drop(regrow_init="restore"),
+  "drop_packed": _drop(packed_masks=True),
+  "drop_annealed": _drop(
+    drop_away_prob=dp.cosine_anneal(0.5, 1.0, 2, 27),
+    drop_back_prob=dp.cosine_anneal(0.2, 0.0, 2, 27),
+  ),
+  "drop_initial": _drop(initial_sparsity=0.3, drop_away_prob=0.8, drop_back_prob=0.05),
+  "gradual": lambda inner: dp.gradual_magnitude_pruning(inner, **COMMON),
+  "random": lambda inner: dp.random_pruning(inner, **COMMON),
+  "han_quality": lambda inner: dp.han_pruning(inner, pruning_steps=[3, 9, 20], quality=0.7),
+  "han_rates": lambda inner: dp.han_pruning(
+    inner, pruning_steps=[3, 9, 20], layer_rates={"dense/*": 0.9, "conv/*": 0.6, "out/*": 0.7}
+  ),
 }
 
 

@@ -9,10 +9,10 @@ def toy_params(seed: int = 0):
   """Two prunable kernels (one conv-shaped), a bias and a norm scale."""
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
   return {
-      "dense": {"kernel": jax.random.normal(k1, (30, 20)), "bias": jnp.zeros(20)},
-      "conv": {"kernel": jax.random.normal(k2, (3, 3, 4, 6))},
-      "norm": {"scale": jnp.ones(6)},
-      "out": {"kernel": jax.random.normal(k3, (20, 5))},
+    "dense": {"kernel": jax.random.normal(k1, (30, 20)), "bias": jnp.zeros(20)},
+    "conv": {"kernel": jax.random.normal(k2, (3, 3, 4, 6))},
+    "norm": {"scale": jnp.ones(6)},
+    "out": {"kernel": jax.random.normal(k3, (20, 5))},
   }
 
 
@@ -21,7 +21,7 @@ def random_grads(params, step: int):
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(1000 + step), len(leaves))
   return jax.tree.unflatten(
-      treedef, [jax.random.normal(k, l.shape, l.dtype) for k, l in zip(keys, leaves)]
+    treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
   )
 
 

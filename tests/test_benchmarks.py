@@ -9,11 +9,7 @@ import optax
 import pytest
 
 import droppruning_jax as dp
-from benchmarks import common
-from benchmarks import memory
-from benchmarks import overhead
-from benchmarks import selection
-from benchmarks import sparse_inference
+from benchmarks import common, memory, overhead, selection, sparse_inference
 
 
 def test_masking_floor_and_the_wrapper_take_the_same_no_update_steps():
@@ -22,8 +18,9 @@ def test_masking_floor_and_the_wrapper_take_the_same_no_update_steps():
   params = variables["params"]
   inner = optax.sgd(0.01, momentum=0.9)
   floor = overhead.masking_floor(inner)
-  never = dp.drop_pruning(inner, target_sparsity=0.9, begin_step=overhead.FAR,
-                          end_step=overhead.FAR)
+  never = dp.drop_pruning(
+    inner, target_sparsity=0.9, begin_step=overhead.FAR, end_step=overhead.FAR
+  )
   floor_step = common.make_train_step(model, floor, donate=False)
   never_step = common.make_train_step(model, never, donate=False, skip_mask_update=True)
   a = (params, None, floor.init(params))
@@ -47,15 +44,18 @@ def test_interleaved_orders_never_repeat_a_function_back_to_back(count):
     assert len({tuple(order) for order in orders}) > 1  # shuffled, not one fixed order
   assert common.interleaved_orders(names, 50) == common.interleaved_orders(names, 50)
   if count > 1:  # a warm-up's last function does not run again first
-    assert all(common.interleaved_orders(names, 1, seed=s, last="f0")[0][0] != "f0"
-               for s in range(20))
+    assert all(
+      common.interleaved_orders(names, 1, seed=s, last="f0")[0][0] != "f0" for s in range(20)
+    )
 
 
 @pytest.mark.parametrize("n, density, tie_bits", [(1000, 0.5, 0), (4099, 0.9, 20), (64, 0.0, 0)])
 def test_radix_select_equals_the_librarys_bisection(n, density, tie_bits):
   """The compared histogram method is exact: the same selection, ties included."""
   import numpy as np
+
   from droppruning_jax import selection as library_selection
+
   rng = np.random.default_rng(n)
   mask = jax.numpy.asarray(rng.random(n) < density)
   # Coarse scores (low mantissa bits cleared) make many exact ties.
@@ -67,11 +67,14 @@ def test_radix_select_equals_the_librarys_bisection(n, density, tie_bits):
     np.testing.assert_array_equal(selection.radix_select(mask, scores, k), expected)
 
 
-@pytest.mark.parametrize("round_s, budget_s, expected", [
+@pytest.mark.parametrize(
+  "round_s, budget_s, expected",
+  [
     (0.01, 30.0, 2000),  # a fast step: capped
     (0.05, 30.0, 600),
     (10.0, 30.0, 10),  # a slow step: at least the floor
-])
+  ],
+)
 def test_repeats_fit_the_time_budget(round_s, budget_s, expected):
   assert common.repeats_for_budget(round_s, budget_s) == expected
 
@@ -89,11 +92,13 @@ def test_interleaved_median_sizes_its_rounds_from_the_warm_up():
     def fn():
       calls[name] += 1
       return seconds
+
     return fn
 
   # Fake timers: a round "takes" 0.25 s, so a 5 s budget buys 20 rounds.
-  medians, repeats = common.interleaved_median({"a": make("a", 0.1), "b": make("b", 0.15)},
-                                               None, warmup=2, budget_s=5.0)
+  medians, repeats = common.interleaved_median(
+    {"a": make("a", 0.1), "b": make("b", 0.15)}, None, warmup=2, budget_s=5.0
+  )
   assert repeats == 20 and calls == {"a": 22, "b": 22}
   assert medians == {"a": 0.1, "b": 0.15}
   with pytest.raises(ValueError, match="budget_s"):
@@ -104,16 +109,25 @@ def test_overhead_measure_reports_every_ratio():
   row = overhead.measure("lenet300", batch_size=8, repeats=2, epoch_steps=4, update_every=2)
   ratios = {k: v for k, v in row.items() if k.startswith("ratio_")}
   assert set(ratios) == {
-      "ratio_no_update", "ratio_masking_floor", "ratio_no_update_with_cond", "ratio_update",
-      "ratio_no_update_packed", "ratio_update_packed", "ratio_epoch"}
+    "ratio_no_update",
+    "ratio_masking_floor",
+    "ratio_no_update_with_cond",
+    "ratio_update",
+    "ratio_no_update_packed",
+    "ratio_update_packed",
+    "ratio_epoch",
+  }
   assert all(math.isfinite(v) and v > 0 for v in ratios.values()), ratios
 
 
-@pytest.mark.parametrize("module, argv", [
+@pytest.mark.parametrize(
+  "module, argv",
+  [
     (memory, ["--models", "lenet300"]),
     (selection, ["--sizes", "1e3,2e3", "--repeats", "1", "--max-sort-size", "2e3"]),
     (sparse_inference, ["--sparsities", "0.9", "--batches", "1", "--repeats", "2"]),
-])
+  ],
+)
 def test_benchmark_scripts_print_their_table(module, argv, monkeypatch, capsys):
   monkeypatch.setattr(sys, "argv", [module.__name__, *argv])
   module.main()
@@ -131,5 +145,6 @@ def test_memory_benchmark_measures_packed_masks_as_an_eighth(capsys, monkeypatch
   params = common.init_model("lenet300", 1)[1]["params"]
   prunable = sum(int(x.size) for x in jax.tree.leaves(params) if x.ndim >= 2)
   assert bool_masks == prunable + 3  # one byte per weight plus three scalar markers
-  assert packed_masks == sum(-(-int(x.size) // 8) for x in jax.tree.leaves(params)
-                             if x.ndim >= 2) + 3
+  assert (
+    packed_masks == sum(-(-int(x.size) // 8) for x in jax.tree.leaves(params) if x.ndim >= 2) + 3
+  )

@@ -16,9 +16,7 @@ NUM_TEST = 4
 
 def _idx_bytes(array: np.ndarray) -> bytes:
   """Encodes a uint8 array in the IDX format."""
-  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(
-      f">{array.ndim}I", *array.shape
-  )
+  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
   return header + array.astype(np.uint8).tobytes()
 
 
@@ -100,14 +98,14 @@ def test_idx_file_with_trailing_bytes(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "contents, problem",
-    [
-        (b"\x12\x34\x08\x01\x00\x00\x00\x02ab", "bad magic number"),
-        (b"\x00\x00\x0d\x01\x00\x00\x00\x02ab", "dtype code 0x0d"),
-        (b"\x00\x00", "less than the 4-byte magic number"),
-        (b"\x00\x00\x08\x03\x00\x00", "truncated header"),
-    ],
-    ids=["magic", "dtype", "no-magic", "short-header"],
+  "contents, problem",
+  [
+    (b"\x12\x34\x08\x01\x00\x00\x00\x02ab", "bad magic number"),
+    (b"\x00\x00\x0d\x01\x00\x00\x00\x02ab", "dtype code 0x0d"),
+    (b"\x00\x00", "less than the 4-byte magic number"),
+    (b"\x00\x00\x08\x03\x00\x00", "truncated header"),
+  ],
+  ids=["magic", "dtype", "no-magic", "short-header"],
 )
 def test_corrupt_idx_header(tmp_path, contents, problem):
   path = tmp_path / "t10k-labels-idx1-ubyte"
@@ -129,9 +127,9 @@ def test_image_label_count_mismatch(idx_dir):
   for path in folder.glob("train-labels-idx1-ubyte*"):
     path.unlink()
   _write_idx(
-      folder / "train-labels-idx1-ubyte",
-      np.zeros((NUM_TRAIN + 1,), np.uint8),
-      compress=False,
+    folder / "train-labels-idx1-ubyte",
+    np.zeros((NUM_TRAIN + 1,), np.uint8),
+    compress=False,
   )
   with pytest.raises(data.DatasetError, match="images but .* labels"):
     data.load_dataset("mnist", idx_dir=folder)
@@ -159,9 +157,7 @@ def test_unknown_dataset_name():
 # --- TFDS -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "name, image_shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))]
-)
+@pytest.mark.parametrize("name, image_shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
 def test_tfds_mock_data(name, image_shape, tmp_path):
   with tfds.testing.mock_data(num_examples=5):
     dataset = data.load_dataset(name, data_dir=tmp_path)
@@ -179,9 +175,7 @@ def test_missing_tfds_dataset_fails_fast_with_advice(tmp_path, monkeypatch):
   def no_download(*args, **kwargs):
     raise AssertionError("load_dataset must not download by default")
 
-  monkeypatch.setattr(
-      tfds.core.DatasetBuilder, "download_and_prepare", no_download
-  )
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
   with pytest.raises(data.DatasetError) as error:
     data.load_dataset("fashion_mnist", data_dir=tmp_path)
   message = str(error.value)
@@ -199,21 +193,19 @@ def test_missing_tfds_dataset_fails_fast_with_advice(tmp_path, monkeypatch):
 def _fetched_fashion_mnist_dir():
   """Returns where fetch_fashion_mnist would find the files, or None."""
   for folder in (
-      data.SYSTEM_FASHION_MNIST_DIR,
-      data.DEFAULT_CACHE_DIR / "usr/share/datasets/fashion-mnist",
+    data.SYSTEM_FASHION_MNIST_DIR,
+    data.DEFAULT_CACHE_DIR / "usr/share/datasets/fashion-mnist",
   ):
     if all(
-        (folder / f"{name}.gz").is_file()
-        for pair in data.IDX_FILENAMES.values()
-        for name in pair
+      (folder / f"{name}.gz").is_file() for pair in data.IDX_FILENAMES.values() for name in pair
     ):
       return folder
   return None
 
 
 @pytest.mark.skipif(
-    _fetched_fashion_mnist_dir() is None,
-    reason="Fashion-MNIST not fetched (see data.fetch_fashion_mnist)",
+  _fetched_fashion_mnist_dir() is None,
+  reason="Fashion-MNIST not fetched (see data.fetch_fashion_mnist)",
 )
 def test_real_fashion_mnist():
   folder = data.fetch_fashion_mnist()  # Finds the files without downloading.
@@ -247,9 +239,7 @@ def test_normalize_cifar10_per_channel():
   assert normalized.dtype == np.float32
   np.testing.assert_allclose(normalized, 0.0, atol=0.01)
   white = data.normalize(np.full((1, 1, 1, 3), 255, np.uint8), "cifar10")
-  np.testing.assert_allclose(
-      white.ravel(), (1 - data.CIFAR10_MEAN) / data.CIFAR10_STD, rtol=1e-6
-  )
+  np.testing.assert_allclose(white.ravel(), (1 - data.CIFAR10_MEAN) / data.CIFAR10_STD, rtol=1e-6)
 
 
 def test_random_crop_flip_is_deterministic_and_shape_preserving():
@@ -283,11 +273,7 @@ def test_batches_cover_epoch_deterministically():
   labels = np.arange(10)
 
   def epoch(seed, **kwargs):
-    return list(
-        data.batches(
-            images, labels, 3, rng=np.random.default_rng(seed), **kwargs
-        )
-    )
+    return list(data.batches(images, labels, 3, rng=np.random.default_rng(seed), **kwargs))
 
   first, again = epoch(0), epoch(0)
   assert len(first) == data.num_batches(10, 3) == 3
@@ -301,17 +287,13 @@ def test_batches_cover_epoch_deterministically():
 
   full = epoch(0, drop_remainder=False)
   assert len(full) == data.num_batches(10, 3, drop_remainder=False) == 4
-  np.testing.assert_array_equal(
-      np.sort(np.concatenate([y for _, y in full])), labels
-  )
+  np.testing.assert_array_equal(np.sort(np.concatenate([y for _, y in full])), labels)
 
 
 def test_batches_without_shuffle_keep_order():
   images = np.arange(7)
   ordered = data.batches(images, images, 2, shuffle=False, drop_remainder=False)
-  np.testing.assert_array_equal(
-      np.concatenate([x for x, _ in ordered]), images
-  )
+  np.testing.assert_array_equal(np.concatenate([x for x, _ in ordered]), images)
 
 
 def test_batches_validate_arguments_eagerly():

@@ -33,12 +33,13 @@ def test_erk_hand_example_with_a_capped_layer():
 
 
 shapes_strategy = st.dictionaries(
-    keys=st.sampled_from(["a", "b", "c", "d", "e"]),
-    values=st.one_of(
-        st.tuples(st.integers(1, 64), st.integers(1, 64)),
-        st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 16), st.integers(1, 16)),
-    ),
-    min_size=1, max_size=5,
+  keys=st.sampled_from(["a", "b", "c", "d", "e"]),
+  values=st.one_of(
+    st.tuples(st.integers(1, 64), st.integers(1, 64)),
+    st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 16), st.integers(1, 16)),
+  ),
+  min_size=1,
+  max_size=5,
 )
 
 

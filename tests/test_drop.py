@@ -32,8 +32,15 @@ def test_drop_back_alone_revives_within_binomial_bounds():
   # returning with probability q (drop_back_scale="pruned").
   mask = _half_pruned_mask()
   q = 0.2
-  new, info = dp.drop_step(jax.random.PRNGKey(0), mask, jnp.ones(N), step_sparsity=0.5 * (1 - q),
-                           drop_away_prob=1.0, drop_back_prob=q, drop_back_scale="pruned")
+  new, info = dp.drop_step(
+    jax.random.PRNGKey(0),
+    mask,
+    jnp.ones(N),
+    step_sparsity=0.5 * (1 - q),
+    drop_away_prob=1.0,
+    drop_back_prob=q,
+    drop_back_scale="pruned",
+  )
   assert int(info.pool_size) == 0
   revived = int(jnp.sum(new & ~mask))
   low, high = _binomial_bounds(N // 2, q)
@@ -44,8 +51,14 @@ def test_drop_back_alone_revives_within_binomial_bounds():
 
 def test_drop_back_with_zero_rate_revives_none():
   mask = _half_pruned_mask()
-  new, _ = dp.drop_step(jax.random.PRNGKey(0), mask, jnp.ones(N), step_sparsity=0.5,
-                        drop_away_prob=1.0, drop_back_prob=0.0)
+  new, _ = dp.drop_step(
+    jax.random.PRNGKey(0),
+    mask,
+    jnp.ones(N),
+    step_sparsity=0.5,
+    drop_away_prob=1.0,
+    drop_back_prob=0.0,
+  )
   np.testing.assert_array_equal(np.asarray(new), np.asarray(mask))
 
 
@@ -54,9 +67,14 @@ def test_drop_away_alone_removes_about_p_times_pool_from_the_pool():
   mask = _half_pruned_mask()
   scores = jnp.asarray(np.random.default_rng(1).random(N), jnp.float32)
   pool_size, prob = 2000, 0.3
-  new, info = dp.drop_step(jax.random.PRNGKey(3), mask, scores,
-                           step_sparsity=0.5 + prob * pool_size / N, drop_away_prob=prob,
-                           drop_back_prob=0.0)
+  new, info = dp.drop_step(
+    jax.random.PRNGKey(3),
+    mask,
+    scores,
+    step_sparsity=0.5 + prob * pool_size / N,
+    drop_away_prob=prob,
+    drop_back_prob=0.0,
+  )
   assert int(info.pool_size) == pool_size
   removed = np.asarray(mask & ~new)
   low, high = _binomial_bounds(pool_size, prob)
@@ -71,8 +89,14 @@ def test_drop_away_alone_removes_about_p_times_pool_from_the_pool():
 def test_drop_away_with_p_one_removes_exactly_the_pool():
   mask = _half_pruned_mask()
   scores = jnp.asarray(np.random.default_rng(1).random(N), jnp.float32)
-  new, _ = dp.drop_step(jax.random.PRNGKey(3), mask, scores, step_sparsity=0.5 + 1234 / N,
-                        drop_away_prob=1.0, drop_back_prob=0.0)
+  new, _ = dp.drop_step(
+    jax.random.PRNGKey(3),
+    mask,
+    scores,
+    step_sparsity=0.5 + 1234 / N,
+    drop_away_prob=1.0,
+    drop_back_prob=0.0,
+  )
   assert int(jnp.sum(mask & ~new)) == 1234
 
 
@@ -84,8 +108,13 @@ def test_mean_sparsity_after_a_step_is_within_4_sigma_of_target():
 
   def one(key):
     new, info = dp.drop_step(
-        key, mask, scores, step_sparsity=target, drop_away_prob=p,
-        drop_back_prob=q, drop_back_scale="pruned",
+      key,
+      mask,
+      scores,
+      step_sparsity=target,
+      drop_away_prob=p,
+      drop_back_prob=q,
+      drop_back_scale="pruned",
     )
     return 1.0 - jnp.mean(new), info
 
@@ -102,8 +131,13 @@ def test_drop_step_active_scale_revives_q_times_active_count():
   mask = _half_pruned_mask()
   scores = jnp.ones(N)
   new, info = dp.drop_step(
-      jax.random.PRNGKey(5), mask, scores, step_sparsity=0.5, drop_away_prob=1.0,
-      drop_back_prob=0.05, drop_back_scale="active",
+    jax.random.PRNGKey(5),
+    mask,
+    scores,
+    step_sparsity=0.5,
+    drop_away_prob=1.0,
+    drop_back_prob=0.05,
+    drop_back_scale="active",
   )
   # q_eff = 0.05 * |A| / |P| = 0.05: about 250 of the 5000 pruned weights come back.
   low, high = _binomial_bounds(N // 2, 0.05)
@@ -114,8 +148,13 @@ def test_drop_step_active_scale_revives_q_times_active_count():
 def test_drop_step_records_shortfall_when_clip_binds():
   mask = jnp.asarray(np.arange(N) < 100)  # 99 % sparse, 100 active weights
   new, info = dp.drop_step(
-      jax.random.PRNGKey(0), mask, jnp.ones(N), step_sparsity=0.995,
-      drop_away_prob=1.0, drop_back_prob=0.5, drop_back_scale="pruned",
+    jax.random.PRNGKey(0),
+    mask,
+    jnp.ones(N),
+    step_sparsity=0.995,
+    drop_away_prob=1.0,
+    drop_back_prob=0.5,
+    drop_back_scale="pruned",
   )
   assert int(info.pool_size) == 99  # clipped at |A| - 1: the leaf keeps one weight
   assert float(info.shortfall) > 0.4
@@ -125,20 +164,25 @@ def test_drop_step_records_shortfall_when_clip_binds():
 
 @settings(deadline=None, max_examples=30)
 @given(
-    n=st.integers(min_value=1, max_value=300),
-    active_fraction=st.floats(min_value=0.0, max_value=1.0),
-    target=st.floats(min_value=0.0, max_value=0.99),
-    p=st.floats(min_value=0.01, max_value=1.0),
-    q=st.floats(min_value=0.0, max_value=1.0),
-    seed=st.integers(min_value=0, max_value=2**31 - 1),
+  n=st.integers(min_value=1, max_value=300),
+  active_fraction=st.floats(min_value=0.0, max_value=1.0),
+  target=st.floats(min_value=0.0, max_value=0.99),
+  p=st.floats(min_value=0.01, max_value=1.0),
+  q=st.floats(min_value=0.0, max_value=1.0),
+  seed=st.integers(min_value=0, max_value=2**31 - 1),
 )
 def test_drop_step_invariants(n, active_fraction, target, p, q, seed):
   rng = np.random.default_rng(seed)
   mask = jnp.asarray(rng.random(n) < active_fraction)
   scores = jnp.asarray(rng.random(n), jnp.float32)
   new, info = dp.drop_step(
-      jax.random.PRNGKey(seed), mask, scores, step_sparsity=target,
-      drop_away_prob=p, drop_back_prob=q, drop_back_scale="pruned",
+    jax.random.PRNGKey(seed),
+    mask,
+    scores,
+    step_sparsity=target,
+    drop_away_prob=p,
+    drop_back_prob=q,
+    drop_back_scale="pruned",
   )
   mask, new = np.asarray(mask), np.asarray(new)
   removed, revived = mask & ~new, new & ~mask
@@ -154,15 +198,15 @@ def test_drop_step_invariants(n, active_fraction, target, p, q, seed):
 
 
 class DropStepVariantsTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_same_key_same_mask_with_and_without_jit(self):
     mask = _half_pruned_mask()
     scores = jnp.asarray(np.random.default_rng(4).random(N), jnp.float32)
 
     def step(key):
-      return dp.drop_step(key, mask, scores, step_sparsity=0.6, drop_away_prob=0.5,
-                          drop_back_prob=0.1)[0]
+      return dp.drop_step(
+        key, mask, scores, step_sparsity=0.6, drop_away_prob=0.5, drop_back_prob=0.1
+      )[0]
 
     reference = jax.jit(step)(jax.random.PRNGKey(7))
     chex.assert_trees_all_equal(self.variant(step)(jax.random.PRNGKey(7)), reference)
@@ -171,8 +215,8 @@ class DropStepVariantsTest(chex.TestCase):
 
 @settings(deadline=None, max_examples=25)
 @given(
-    sizes=st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=5),
-    seed=st.integers(min_value=0, max_value=2**31 - 1),
+  sizes=st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=5),
+  seed=st.integers(min_value=0, max_value=2**31 - 1),
 )
 def test_one_selection_loop_for_many_arrays_equals_numpy_lexsort(sizes, seed):
   # select_lowest_many gives each array its own exact threshold, as if selected
@@ -182,12 +226,13 @@ def test_one_selection_loop_for_many_arrays_equals_numpy_lexsort(sizes, seed):
   # Few distinct values, so that ties at the threshold happen.
   scores = [rng.integers(0, 5, n).astype(np.float32) for n in sizes]
   ks = [int(rng.integers(0, n + 2)) for n in sizes]
-  selected = selection.lowest_scores_many([jnp.asarray(m) for m in masks],
-                                        [jnp.asarray(s) for s in scores], ks, pruned_first=False)
+  selected = selection.lowest_scores_many(
+    [jnp.asarray(m) for m in masks], [jnp.asarray(s) for s in scores], ks, pruned_first=False
+  )
   for mask, score, k, sel in zip(masks, scores, ks, selected):
     order = np.lexsort((np.arange(mask.size), score, ~mask))
     expected = np.zeros(mask.size, bool)
-    expected[order[:min(k, int(mask.sum()))]] = True
+    expected[order[: min(k, int(mask.sum()))]] = True
     np.testing.assert_array_equal(np.asarray(sel), expected)
 
 
@@ -200,7 +245,9 @@ def test_one_drop_for_many_masks_equals_drop_step_per_mask():
   targets = [0.5, 0.7, 0.6]
   kwargs = dict(drop_away_prob=0.6, drop_back_prob=0.2)
   together, infos = drop.drop_leaves(masks, scores, uniforms, step_sparsities=targets, **kwargs)
-  for key, mask, score, target, new, info in zip(keys[2::3], masks, scores, targets, together, infos):
+  for key, mask, score, target, new, info in zip(
+    keys[2::3], masks, scores, targets, together, infos
+  ):
     # drop_step draws its uniforms from the key: the same draws as above.
     alone, alone_info = dp.drop_step(key, mask, score, step_sparsity=target, **kwargs)
     chex.assert_trees_all_equal((new, info), (alone, alone_info))
@@ -213,8 +260,14 @@ def test_many_selection_inputs_must_match():
   with pytest.raises(ValueError, match="must match"):
     selection.select_lowest_many([jnp.zeros(3, jnp.uint32)], [jnp.ones(3, bool)], [1, 2])
   with pytest.raises(ValueError, match="uniforms has shape"):
-    drop.drop_leaves([jnp.ones(4, bool)], [jnp.zeros(4)], [jnp.zeros(5)], step_sparsities=[0.5],
-                     drop_away_prob=0.5, drop_back_prob=0.1)
+    drop.drop_leaves(
+      [jnp.ones(4, bool)],
+      [jnp.zeros(4)],
+      [jnp.zeros(5)],
+      step_sparsities=[0.5],
+      drop_away_prob=0.5,
+      drop_back_prob=0.1,
+    )
 
 
 @pytest.mark.parametrize("k", [0, 3, 5, 6, 8, 10])
@@ -224,16 +277,18 @@ def test_select_at_threshold_with_ties_that_fit_and_ties_that_do_not(k):
   eligible = jnp.ones(10, bool).at[2].set(False)
   order = np.lexsort((np.arange(10), np.asarray(keys), ~np.asarray(eligible)))
   expected = np.zeros(10, bool)
-  expected[order[:min(k, 9)]] = True  # k = 10 is clipped to the 9 eligible entries
+  expected[order[: min(k, 9)]] = True  # k = 10 is clipped to the 9 eligible entries
   threshold = jnp.sort(jnp.where(eligible, keys, jnp.uint32(2**32 - 1)))[max(k, 1) - 1]
   select = jax.jit(selection.select_at_threshold)
   np.testing.assert_array_equal(select(keys, eligible, threshold, k), expected)
   # Under vmap the conditional becomes a select of both sides: same answer.
   batched = jax.vmap(selection.select_at_threshold, in_axes=(None, None, None, 0))(
-      keys, eligible, threshold, jnp.asarray([k, k]))
+    keys, eligible, threshold, jnp.asarray([k, k])
+  )
   np.testing.assert_array_equal(batched, np.stack([expected, expected]))
   # The plain prefix count (used off the CPU) and the CPU shortcut agree.
   at = eligible & (keys == threshold)
   room = k - int(jnp.sum(eligible & (keys < threshold)))
-  np.testing.assert_array_equal(selection.tie_prefix(at, room),
-                                jax.jit(selection.tie_prefix_unless_all_fit)(at, room))
+  np.testing.assert_array_equal(
+    selection.tie_prefix(at, room), jax.jit(selection.tie_prefix_unless_all_fit)(at, room)
+  )

@@ -29,13 +29,22 @@ def test_extra_args_reach_the_inner_transformation():
   assert float(plateau.scale) == 0.5  # and it reduced the scale after the plateau
 
 
-@pytest.mark.parametrize("kwargs", [dict(importance="random"), dict(sparsity_distribution="global"),
-                                    dict(sparsity_distribution="global", importance="random"), {}])
+@pytest.mark.parametrize(
+  "kwargs",
+  [
+    dict(importance="random"),
+    dict(sparsity_distribution="global"),
+    dict(sparsity_distribution="global", importance="random"),
+    {},
+  ],
+)
 def test_non_finite_weights_are_never_pruned_and_are_counted(kwargs):
   tx = dp.drop_pruning(optax.sgd(0.01), target_sparsity=0.9, end_step=6, update_every=2, **kwargs)
   params = toy_params()
   bad = np.zeros((30, 20), bool)
-  bad[np.random.default_rng(0).integers(0, 30, 12), np.random.default_rng(1).integers(0, 20, 12)] = True
+  bad[
+    np.random.default_rng(0).integers(0, 30, 12), np.random.default_rng(1).integers(0, 20, 12)
+  ] = True
   kernel = np.asarray(params["dense"]["kernel"]).copy()
   kernel[bad] = np.nan
   kernel[0, 0], bad[0, 0] = np.inf, True
@@ -57,7 +66,9 @@ def test_non_finite_weights_are_never_pruned_and_are_counted(kwargs):
 def test_small_leaf_keeps_one_weight_and_init_warns():
   params = {"big": {"kernel": jnp.ones((40, 50))}, "tiny": {"kernel": jnp.ones((4, 5))}}
   tx = dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.99, end_step=0)
-  with pytest.warns(UserWarning, match=r"'tiny/kernel' \(20 weights at 0\.99 rounds to all: 1 kept\)"):
+  with pytest.warns(
+    UserWarning, match=r"'tiny/kernel' \(20 weights at 0\.99 rounds to all: 1 kept\)"
+  ):
     state = tx.init(params)
   params, state = make_step(tx)(params, state, random_grads(params, 0))
   masks = dp.get_masks(state)
@@ -68,8 +79,14 @@ def test_small_leaf_keeps_one_weight_and_init_warns():
 def test_global_pool_never_empties_a_leaf():
   # The small leaf has tiny weights: a global pool at 99.5 % would take all of them.
   params = {"big": {"kernel": jnp.ones((40, 50))}, "small": {"kernel": jnp.full((4, 5), 1e-3)}}
-  tx = dp.drop_pruning(optax.sgd(0.0), target_sparsity=0.995, end_step=4, update_every=2,
-                       drop_back_prob=0.0, sparsity_distribution="global")
+  tx = dp.drop_pruning(
+    optax.sgd(0.0),
+    target_sparsity=0.995,
+    end_step=4,
+    update_every=2,
+    drop_back_prob=0.0,
+    sparsity_distribution="global",
+  )
   state = tx.init(params)
   step = jax.jit(make_step(tx))
   for _ in range(5):
@@ -95,9 +112,16 @@ def test_a_usual_model_does_not_warn():
 
 def test_empty_leaf_is_not_pruned_and_steps_run():
   params = {"empty": {"kernel": jnp.zeros((0, 5))}, "dense": {"kernel": jnp.ones((6, 5))}}
-  for tx in (dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.5, end_step=2, update_every=1),
-             dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.5, end_step=2, update_every=1,
-                             sparsity_distribution="global")):
+  for tx in (
+    dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.5, end_step=2, update_every=1),
+    dp.drop_pruning(
+      optax.sgd(0.1),
+      target_sparsity=0.5,
+      end_step=2,
+      update_every=1,
+      sparsity_distribution="global",
+    ),
+  ):
     state = tx.init(params)
     assert np.ndim(state.masks["empty"]["kernel"]) == 0  # a marker, not a mask
     step = jax.jit(make_step(tx))
@@ -107,10 +131,13 @@ def test_empty_leaf_is_not_pruned_and_steps_run():
     assert dp.sparsity(dp.get_masks(state)) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("kwargs, message", [
+@pytest.mark.parametrize(
+  "kwargs, message",
+  [
     (dict(end_step=2**31), r"end_step=2147483648 must be <= 2147483646"),
     (dict(end_step=10, begin_step=-1), r"begin_step=-1 must be >= 0"),
-])
+  ],
+)
 def test_step_counts_beyond_int32_are_refused(kwargs, message):
   with pytest.raises(ValueError, match=message):
     dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.5, **kwargs)
@@ -127,5 +154,10 @@ def test_a_long_schedule_is_checked_without_a_python_loop_per_step():
   # Generous bound (a loop took minutes): a regression to per-step Python fails it.
   assert elapsed < 60, elapsed
   with pytest.raises(ValueError, match="cannot follow"):
-    dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.98, end_step=10**9, drop_back_prob=0.1,
-                    drop_back_scale="pruned")
+    dp.drop_pruning(
+      optax.sgd(0.1),
+      target_sparsity=0.98,
+      end_step=10**9,
+      drop_back_prob=0.1,
+      drop_back_scale="pruned",
+    )

@@ -22,24 +22,43 @@ import chex
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 import tensorflow_datasets as tfds
+from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 
 from experiments import data as data_lib
-from experiments import report
-from experiments import train
+from experiments import report, train
 from experiments.configs import default
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS_KEYS = {
-    "epoch", "step", "learning_rate", "train_loss", "train_accuracy", "test_loss",
-    "test_error", "sparsity", "layer_sparsity", "dropped_away", "dropped_back",
-    "max_shortfall", "train_time_s", "epoch_time_s",
+  "epoch",
+  "step",
+  "learning_rate",
+  "train_loss",
+  "train_accuracy",
+  "test_loss",
+  "test_error",
+  "sparsity",
+  "layer_sparsity",
+  "dropped_away",
+  "dropped_back",
+  "max_shortfall",
+  "train_time_s",
+  "epoch_time_s",
 }
 SUMMARY_KEYS = {
-    "test_error", "sparsity", "compression", "nonzero_params", "total_params",
-    "layer_sparsity", "wall_time_s", "device_kind", "device_count", "config",
-    "dense_bytes", "sparse_bytes",
+  "test_error",
+  "sparsity",
+  "compression",
+  "nonzero_params",
+  "total_params",
+  "layer_sparsity",
+  "wall_time_s",
+  "device_kind",
+  "device_count",
+  "config",
+  "dense_bytes",
+  "sparse_bytes",
 }
 
 
@@ -80,9 +99,17 @@ def idx_dir(tmp_path_factory) -> Path:
 
 
 def _idx_config(idx_dir: Path, **overrides):
-  config = _small(default.get_config(), dataset="fashion_mnist", model="lenet300",
-                  idx_dir=str(idx_dir), max_train_examples=None, max_test_examples=None,
-                  batch_size=16, eval_batch_size=50, target_sparsity=0.9)
+  config = _small(
+    default.get_config(),
+    dataset="fashion_mnist",
+    model="lenet300",
+    idx_dir=str(idx_dir),
+    max_train_examples=None,
+    max_test_examples=None,
+    batch_size=16,
+    eval_batch_size=50,
+    target_sparsity=0.9,
+  )
   for name, value in overrides.items():
     config[name] = value
   return config
@@ -95,8 +122,11 @@ def persistent_compilation_cache(tmp_path_factory):
   Runs with the same config (the resume test's four, the reference runs) then
   compile their steps once; the results are the same with or without the cache.
   """
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
+  names = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+  )
   saved = {name: getattr(jax.config, name) for name in names}
   # JAX decides once per process whether to use the cache: forget that decision
   # (earlier test modules compiled without a cache) before and after.
@@ -134,14 +164,18 @@ def _final_state(workdir: Path) -> dict:
 def _assert_exact_final_sparsity(summary: dict, workdir: Path, target: float) -> None:
   """The last pruning step is exact: every prunable layer has round(n * target) pruned,
   counted in the saved masks, and the summary reports those counts."""
-  masks = [np.asarray(m) for m in jax.tree.leaves(_final_state(workdir)["opt_state"]["masks"])
-           if np.ndim(m)]
+  masks = [
+    np.asarray(m)
+    for m in jax.tree.leaves(_final_state(workdir)["opt_state"]["masks"])
+    if np.ndim(m)
+  ]
   wanted = [round(m.size * target) for m in masks]
   assert [int(np.sum(~m)) for m in masks] == wanted
   total = sum(m.size for m in masks)
   assert summary["sparsity"] == pytest.approx(sum(wanted) / total, rel=1e-12)
   assert sorted(summary["layer_sparsity"].values()) == pytest.approx(
-      sorted(k / m.size for k, m in zip(wanted, masks)), rel=1e-12)
+    sorted(k / m.size for k, m in zip(wanted, masks)), rel=1e-12
+  )
 
 
 def _recomputed_test_error(config, state: dict) -> float:
@@ -151,8 +185,9 @@ def _recomputed_test_error(config, state: dict) -> float:
   variables = {"params": state["params"]}
   if jax.tree.leaves(state.get("batch_stats", {})):
     variables["batch_stats"] = state["batch_stats"]
-  logits = train.make_model(config, data.num_classes).apply(variables, data.test_images,
-                                                            train=False)
+  logits = train.make_model(config, data.num_classes).apply(
+    variables, data.test_images, train=False
+  )
   return float(np.mean(np.argmax(logits, -1) != np.asarray(data.test_labels)))
 
 
@@ -160,14 +195,14 @@ def _recomputed_test_error(config, state: dict) -> float:
 
 
 @pytest.mark.parametrize(
-    "name, overrides",
-    [
-        ("lenet300", {}),
-        ("lenet5", {}),
-        # Drop Pruning's step takes ~25 s to compile for VGG-16's 14 prunable
-        # layers on this CPU; Han's method exercises the same masked-BN path in ~6 s.
-        ("vgg16", {"width_multiplier": 1 / 16, "method": "han", "han_cycles": 3}),
-    ],
+  "name, overrides",
+  [
+    ("lenet300", {}),
+    ("lenet5", {}),
+    # Drop Pruning's step takes ~25 s to compile for VGG-16's 14 prunable
+    # layers on this CPU; Han's method exercises the same masked-BN path in ~6 s.
+    ("vgg16", {"width_multiplier": 1 / 16, "method": "han", "han_cycles": 3}),
+  ],
 )
 def test_config_smoke_run(name, overrides, tmp_path):
   config = importlib.import_module(f"experiments.configs.{name}").get_config()
@@ -183,7 +218,8 @@ def test_config_smoke_run(name, overrides, tmp_path):
   assert summary == json.loads((workdir / "summary.json").read_text())
   _assert_exact_final_sparsity(summary, workdir, config.target_sparsity)
   assert summary["compression"] == pytest.approx(
-      summary["total_params"] / summary["nonzero_params"])
+    summary["total_params"] / summary["nonzero_params"]
+  )
   assert summary["compression"] > 5
   # The exported model stores the kept weights plus their (narrow) indices only.
   assert summary["sparse_bytes"] < summary["dense_bytes"] / 2
@@ -210,8 +246,9 @@ def test_config_smoke_run(name, overrides, tmp_path):
 
 
 def test_han_method_run(idx_dir, tmp_path):
-  config = _idx_config(idx_dir, method="han", han_cycles=3, num_epochs=2,
-                       target_sparsity=0.9, prune_end_epoch=1.5)
+  config = _idx_config(
+    idx_dir, method="han", han_cycles=3, num_epochs=2, target_sparsity=0.9, prune_end_epoch=1.5
+  )
   summary = train.train_and_evaluate(config, tmp_path / "han")
   lines = report.read_metrics(tmp_path / "han")
   assert all(line["dropped_back"] == 0 for line in lines)
@@ -221,8 +258,9 @@ def test_han_method_run(idx_dir, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["drop", "han"])
-def test_loop_stops_if_a_pruning_step_was_compiled_without_mask_update(idx_dir, tmp_path,
-                                                                       monkeypatch, method):
+def test_loop_stops_if_a_pruning_step_was_compiled_without_mask_update(
+  idx_dir, tmp_path, monkeypatch, method
+):
   # The loop runs the conditional-free step outside mask_update_steps; if that set
   # ever missed a pruning step, the skipped update must stop the run, not go unseen.
   monkeypatch.setattr(train, "mask_update_steps", lambda config, steps_per_epoch: frozenset())
@@ -237,17 +275,20 @@ def test_loop_stops_if_a_pruning_step_was_compiled_without_mask_update(idx_dir, 
 @pytest.mark.parametrize("packed_masks", [False, True], ids=["bool_masks", "packed_masks"])
 def test_interrupted_runs_resume_bitwise(idx_dir, tmp_path, packed_masks):
   """A run stopped mid-epoch, then after an epoch, then finished == an uninterrupted run."""
-  overrides = dict(num_epochs=3, prune_end_epoch=2.0, update_every=2, drop_back_prob=0.2,
-                   packed_masks=packed_masks)
+  overrides = dict(
+    num_epochs=3, prune_end_epoch=2.0, update_every=2, drop_back_prob=0.2, packed_masks=packed_masks
+  )
   straight = train.train_and_evaluate(_idx_config(idx_dir, **overrides), tmp_path / "a")
 
   resumed_dir = tmp_path / "b"
   steps_per_epoch = 256 // 16
   first = train.train_and_evaluate(
-      _idx_config(idx_dir, stop_after_steps=steps_per_epoch + 3, **overrides), resumed_dir)
+    _idx_config(idx_dir, stop_after_steps=steps_per_epoch + 3, **overrides), resumed_dir
+  )
   assert first == {"stopped": True, "last_epoch": 1}
   second = train.train_and_evaluate(
-      _idx_config(idx_dir, stop_after_epochs=2, **overrides), resumed_dir)
+    _idx_config(idx_dir, stop_after_epochs=2, **overrides), resumed_dir
+  )
   assert second == {"stopped": True, "last_epoch": 2}
   resumed = train.train_and_evaluate(_idx_config(idx_dir, **overrides), resumed_dir)
 
@@ -262,14 +303,17 @@ def test_interrupted_runs_resume_bitwise(idx_dir, tmp_path, packed_masks):
     return [{k: v for k, v in line.items() if not k.endswith("_time_s")} for line in lines]
 
   assert without_times(report.read_metrics(resumed_dir)) == without_times(
-      report.read_metrics(tmp_path / "a"))
+    report.read_metrics(tmp_path / "a")
+  )
   # The masks' storage cannot change under a checkpoint: a clear error, before training.
   with pytest.raises(ValueError, match=f"packed_masks={not packed_masks!r} but the checkpoints"):
-    train.train_and_evaluate(_idx_config(idx_dir, **{**overrides, "packed_masks": not packed_masks}),
-                             resumed_dir)
+    train.train_and_evaluate(
+      _idx_config(idx_dir, **{**overrides, "packed_masks": not packed_masks}), resumed_dir
+    )
   # Only the last two checkpoints are kept (named by the global step).
-  assert sorted(int(p.name) for p in (resumed_dir / "checkpoints").iterdir()
-                if p.name.isdigit()) == [2 * steps_per_epoch, 3 * steps_per_epoch]
+  assert sorted(
+    int(p.name) for p in (resumed_dir / "checkpoints").iterdir() if p.name.isdigit()
+  ) == [2 * steps_per_epoch, 3 * steps_per_epoch]
 
 
 # --- devices ----------------------------------------------------------------
@@ -321,19 +365,19 @@ def test_idx_folder_with_corrupt_file(idx_dir, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "overrides, message",
-    [
-        ({"method": "prune_everything"}, "method='prune_everything'"),
-        ({"num_devices": 2, "batch_size": 33}, "batch_size=33 is not divisible by the 2"),
-        ({"num_devices": 2, "eval_batch_size": 25}, "eval_batch_size=25 is not divisible"),
-        ({"optimizer": "rmsprop"}, "optimizer='rmsprop'"),
-        ({"lr_schedule": "linear"}, "lr_schedule='linear'"),
-        ({"model": "vgg16"}, "cannot read dataset='fashion_mnist'"),
-        ({"prune_end_epoch": 5.0}, "prune_end_epoch=5.0"),
-        ({"target_sparsity": 1.0}, "target_sparsity=1.0"),
-        ({"num_devices": 3}, "num_devices=3"),
-        ({"sparsity_distribution": "fancy"}, "sparsity_distribution='fancy'"),
-    ],
+  "overrides, message",
+  [
+    ({"method": "prune_everything"}, "method='prune_everything'"),
+    ({"num_devices": 2, "batch_size": 33}, "batch_size=33 is not divisible by the 2"),
+    ({"num_devices": 2, "eval_batch_size": 25}, "eval_batch_size=25 is not divisible"),
+    ({"optimizer": "rmsprop"}, "optimizer='rmsprop'"),
+    ({"lr_schedule": "linear"}, "lr_schedule='linear'"),
+    ({"model": "vgg16"}, "cannot read dataset='fashion_mnist'"),
+    ({"prune_end_epoch": 5.0}, "prune_end_epoch=5.0"),
+    ({"target_sparsity": 1.0}, "target_sparsity=1.0"),
+    ({"num_devices": 3}, "num_devices=3"),
+    ({"sparsity_distribution": "fancy"}, "sparsity_distribution='fancy'"),
+  ],
 )
 def test_invalid_config_fails_before_training(overrides, message, tmp_path):
   # idx_dir does not exist: a config error must be reported before any data is read.
@@ -355,7 +399,7 @@ def test_unreachable_schedule_fails_before_training(idx_dir, tmp_path):
 # --- several processes --------------------------------------------------------
 
 _WORKER = textwrap.dedent(
-    """
+  """
     import sys
     import jax
     jax.config.update("jax_num_cpu_devices", 1)
@@ -379,20 +423,32 @@ def _free_port() -> int:
 def test_two_processes_match_one_process_with_two_devices(idx_dir, tmp_path, finished_run):
   """2 processes x 1 CPU device (jax.distributed, gloo) == 1 process x 2 devices."""
   defaults = default.get_config()
-  fields = {name: value for name, value in _idx_config(idx_dir, update_every=2).items()
-            if value != defaults[name]}
+  fields = {
+    name: value
+    for name, value in _idx_config(idx_dir, update_every=2).items()
+    if value != defaults[name]
+  }
   port = _free_port()
   env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": str(REPO_ROOT)}
   workers = []
   for process_id in range(2):
     worker_fields = {
-        **fields, "multihost": True, "coordinator_address": f"localhost:{port}",
-        "num_processes": 2, "process_id": process_id,
+      **fields,
+      "multihost": True,
+      "coordinator_address": f"localhost:{port}",
+      "num_processes": 2,
+      "process_id": process_id,
     }
-    workers.append(subprocess.Popen(
+    workers.append(
+      subprocess.Popen(
         [sys.executable, "-c", _WORKER, json.dumps(worker_fields), str(tmp_path / "multi")],
-        env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    ))
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+      )
+    )
   outputs = []
   for worker in workers:
     try:
@@ -402,7 +458,8 @@ def test_two_processes_match_one_process_with_two_devices(idx_dir, tmp_path, fin
         w.kill()
       pytest.fail("the two processes did not finish in 120 s")
   if any(w.returncode for w in workers) and any(
-      "collective" in out.lower() and "not implemented" in out.lower() for out in outputs):
+    "collective" in out.lower() and "not implemented" in out.lower() for out in outputs
+  ):
     pytest.skip("this JAX's CPU backend has no cross-process collectives")
   assert [w.returncode for w in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
 
@@ -413,8 +470,7 @@ def test_two_processes_match_one_process_with_two_devices(idx_dir, tmp_path, fin
   assert [line["epoch"] for line in report.read_metrics(tmp_path / "multi")] == [1]
   state_multi, state_single = _final_state(tmp_path / "multi"), _final_state(single_dir)
   chex.assert_trees_all_close(state_multi["params"], state_single["params"], atol=1e-6)
-  chex.assert_trees_all_equal(state_multi["opt_state"]["masks"],
-                              state_single["opt_state"]["masks"])
+  chex.assert_trees_all_equal(state_multi["opt_state"]["masks"], state_single["opt_state"]["masks"])
   assert multi["test_error"] == pytest.approx(single["test_error"], abs=1e-6)
 
 
@@ -432,7 +488,9 @@ def test_colab_notebook_is_valid_and_runs_an_existing_config():
       assert cell["outputs"] == [] and "execution_count" in cell
     sources.append("".join(cell["source"]))
   text = "\n".join(sources)
-  assert "git+https://github.com/<OWNER>/droppruning_jax.git#egg=droppruning_jax[experiments]" in text
+  assert (
+    "git+https://github.com/<OWNER>/droppruning_jax.git#egg=droppruning_jax[experiments]" in text
+  )
   assert "jax.devices()" in text
   assert "--config experiments/configs/lenet5.py --config.dataset=mnist" in text
   assert "--config.download=True" in text

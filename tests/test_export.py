@@ -13,19 +13,23 @@ from droppruning_jax import export, models
 def _random_masked(model, shape, density, seed=0):
   variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape)))
   rng = np.random.default_rng(seed)
-  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype),
-                        variables["params"])
+  params = jax.tree.map(
+    lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), variables["params"]
+  )
   masks = dp.init_masks(params)
-  masks = jax.tree.map(
-      lambda m: jnp.asarray(rng.random(m.shape) < density) if m.ndim else m, masks)
+  masks = jax.tree.map(lambda m: jnp.asarray(rng.random(m.shape) < density) if m.ndim else m, masks)
   return dp.apply_masks(params, masks), masks
 
 
-@pytest.mark.parametrize("model,shape", [
+@pytest.mark.parametrize(
+  "model,shape",
+  [
     (models.LeNet300100(), (1, 28, 28, 1)),
     (models.LeNet5(), (1, 28, 28, 1)),
     (models.VGG16(width_multiplier=1 / 16), (1, 32, 32, 3)),
-], ids=["lenet300", "lenet5", "vgg16_tiny"])
+  ],
+  ids=["lenet300", "lenet5", "vgg16_tiny"],
+)
 @pytest.mark.parametrize("density", [0.0, 0.02, 0.5, 1.0])
 def test_exact_round_trip_and_counts(model, shape, density):
   params, masks = _random_masked(model, shape, density)
@@ -33,7 +37,10 @@ def test_exact_round_trip_and_counts(model, shape, density):
   chex.assert_trees_all_equal(export.to_dense(exported), params)
   counts = dp.count_params(params, masks)
   assert export.nonzero_count(exported) == counts["nonzero"]
-  pruned_fraction = 1 - (export.nonzero_count(exported) - (counts["total"] - counts["prunable"])) / counts["prunable"]
+  pruned_fraction = (
+    1
+    - (export.nonzero_count(exported) - (counts["total"] - counts["prunable"])) / counts["prunable"]
+  )
   assert pruned_fraction == pytest.approx(dp.sparsity(masks))
   if density <= 0.5:
     assert export.nbytes(exported) < export.nbytes(params)

@@ -8,9 +8,7 @@ import pytest
 
 import droppruning_jax as dp
 from droppruning_jax.han import han_pruning
-from tests.helpers import make_step
-from tests.helpers import random_grads
-from tests.helpers import toy_params
+from tests.helpers import make_step, random_grads, toy_params
 
 PRUNE_STEPS = (2, 5, 8)
 
@@ -27,8 +25,9 @@ def _train(tx, steps: int = 12):
   return history
 
 
-@pytest.mark.parametrize("kwargs", [{"quality": 0.7}, {"layer_rates": {"*": 0.9}}],
-                         ids=["quality", "rates"])
+@pytest.mark.parametrize(
+  "kwargs", [{"quality": 0.7}, {"layer_rates": {"*": 0.9}}], ids=["quality", "rates"]
+)
 def test_never_revives_and_pruned_weights_are_exactly_zero(kwargs):
   tx = han_pruning(optax.sgd(0.05, momentum=0.9), pruning_steps=PRUNE_STEPS, **kwargs)
   previous = dp.init_masks(toy_params())
@@ -70,8 +69,10 @@ def test_quality_threshold_is_quality_times_std_of_active_weights():
   state = tx.init(params)
   step = jax.jit(make_step(tx))
   expected = {}
-  for name, leaf in (("dense/kernel", params["dense"]["kernel"]),
-                     ("conv/kernel", params["conv"]["kernel"])):
+  for name, leaf in (
+    ("dense/kernel", params["dense"]["kernel"]),
+    ("conv/kernel", params["conv"]["kernel"]),
+  ):
     w = np.asarray(leaf, np.float64)
     first = np.abs(w) >= 0.5 * w.std()
     # Second cycle: the std of the survivors only, which is larger.
@@ -88,9 +89,10 @@ def test_quality_threshold_is_quality_times_std_of_active_weights():
 
 def test_works_inside_a_chain():
   params = toy_params()
-  tx = optax.chain(optax.clip_by_global_norm(1.0),
-                   han_pruning(optax.sgd(0.1, momentum=0.9), pruning_steps=[0],
-                               layer_rates={"*": 0.5}))
+  tx = optax.chain(
+    optax.clip_by_global_norm(1.0),
+    han_pruning(optax.sgd(0.1, momentum=0.9), pruning_steps=[0], layer_rates={"*": 0.5}),
+  )
   state = tx.init(params)
   step = jax.jit(make_step(tx))
   for t in range(3):
@@ -104,20 +106,20 @@ def test_works_inside_a_chain():
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"pruning_steps": []}, "non-empty sequence"),
-        ({"pruning_steps": [3, 3]}, "strictly increasing"),
-        ({"pruning_steps": [-1, 2]}, "contains -1"),
-        ({"pruning_steps": [1.5]}, "contains 1.5"),
-        ({"pruning_steps": "12"}, "non-empty sequence"),
-        ({"pruning_steps": [1], "quality": 0.5, "layer_rates": {"*": 0.5}}, "exactly one"),
-        ({"pruning_steps": [1]}, "exactly one"),
-        ({"pruning_steps": [1], "quality": 0.0}, "quality=0.0"),
-        ({"pruning_steps": [1], "quality": float("nan")}, "quality=nan"),
-        ({"pruning_steps": [1], "layer_rates": {}}, "non-empty mapping"),
-        ({"pruning_steps": [1], "layer_rates": {"*": 1.0}}, "layer_rates\\['\\*'\\]=1.0"),
-    ],
+  "kwargs, message",
+  [
+    ({"pruning_steps": []}, "non-empty sequence"),
+    ({"pruning_steps": [3, 3]}, "strictly increasing"),
+    ({"pruning_steps": [-1, 2]}, "contains -1"),
+    ({"pruning_steps": [1.5]}, "contains 1.5"),
+    ({"pruning_steps": "12"}, "non-empty sequence"),
+    ({"pruning_steps": [1], "quality": 0.5, "layer_rates": {"*": 0.5}}, "exactly one"),
+    ({"pruning_steps": [1]}, "exactly one"),
+    ({"pruning_steps": [1], "quality": 0.0}, "quality=0.0"),
+    ({"pruning_steps": [1], "quality": float("nan")}, "quality=nan"),
+    ({"pruning_steps": [1], "layer_rates": {}}, "non-empty mapping"),
+    ({"pruning_steps": [1], "layer_rates": {"*": 1.0}}, "layer_rates\\['\\*'\\]=1.0"),
+  ],
 )
 def test_invalid_arguments(kwargs, message):
   with pytest.raises(ValueError, match=message):

@@ -21,10 +21,14 @@ def _one_exact_step(tx, params):
   return np.asarray(dp.get_masks(state)["w"])
 
 
-@pytest.mark.parametrize("importance,score", [
+@pytest.mark.parametrize(
+  "importance,score",
+  [
     ("magnitude", np.abs),
     (lambda param, key: -jnp.abs(param), lambda w: -np.abs(w)),  # prunes the largest first
-], ids=["magnitude", "callable"])
+  ],
+  ids=["magnitude", "callable"],
+)
 def test_the_lowest_scores_are_pruned(importance, score):
   # Signed weights: pruning by w instead of |w| would remove the most negative ones.
   w = np.random.default_rng(0).normal(size=(12, 10)).astype(np.float32)

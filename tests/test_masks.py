@@ -33,9 +33,7 @@ def test_apply_masks_zeroes_exactly_masked_entries():
   params = toy_params()
   masks = dp.init_masks(params)
   rng = np.random.default_rng(0)
-  masks = jax.tree.map(
-      lambda m: jnp.asarray(rng.random(m.shape) < 0.6) if m.ndim else m, masks
-  )
+  masks = jax.tree.map(lambda m: jnp.asarray(rng.random(m.shape) < 0.6) if m.ndim else m, masks)
   out = dp.apply_masks(params, masks)
   for p, m, o in zip(jax.tree.leaves(params), jax.tree.leaves(masks), jax.tree.leaves(out)):
     p, m, o = np.asarray(p), np.asarray(m), np.asarray(o)

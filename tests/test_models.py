@@ -9,19 +9,17 @@ from droppruning_jax import models
 
 def _abstract_variables(model, input_shape):
   """Variable shapes without computing anything (cheap even for VGG16)."""
-  return jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros(input_shape), train=False)
-  )
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(input_shape), train=False))
 
 
 @pytest.mark.parametrize(
-    "model, input_shape, expected_params",
-    [
-        (models.LeNet300100(), (2, 28, 28, 1), 266_610),
-        (models.LeNet300100(), (2, 784), 266_610),
-        (models.LeNet5(), (2, 28, 28, 1), 431_080),
-        (models.VGG16(), (2, 32, 32, 3), 14_986_698),
-    ],
+  "model, input_shape, expected_params",
+  [
+    (models.LeNet300100(), (2, 28, 28, 1), 266_610),
+    (models.LeNet300100(), (2, 784), 266_610),
+    (models.LeNet5(), (2, 28, 28, 1), 431_080),
+    (models.VGG16(), (2, 32, 32, 3), 14_986_698),
+  ],
 )
 def test_param_counts(model, input_shape, expected_params):
   variables = _abstract_variables(model, input_shape)
@@ -43,17 +41,13 @@ def test_parameter_paths_are_readable():
   assert lenet5["dense1"]["kernel"].shape == (800, 500)
   vgg = _abstract_variables(models.VGG16(), (1, 32, 32, 3))["params"]
   assert set(vgg) == (
-      {f"conv{i}" for i in range(1, 14)}
-      | {f"bn{i}" for i in range(1, 14)}
-      | {"dense1", "dense2"}
+    {f"conv{i}" for i in range(1, 14)} | {f"bn{i}" for i in range(1, 14)} | {"dense1", "dense2"}
   )
   assert vgg["conv13"]["kernel"].shape == (3, 3, 512, 512)
 
 
 def test_vgg16_width_multiplier_scales_widths():
-  params = _abstract_variables(
-      models.VGG16(width_multiplier=0.25), (1, 32, 32, 3)
-  )["params"]
+  params = _abstract_variables(models.VGG16(width_multiplier=0.25), (1, 32, 32, 3))["params"]
   assert params["conv1"]["kernel"].shape == (3, 3, 3, 16)
   assert params["conv13"]["kernel"].shape == (3, 3, 128, 128)
   assert params["dense1"]["kernel"].shape == (128, 128)
@@ -72,12 +66,12 @@ def test_tiny_vgg16_forward_train_and_eval():
   # The "unsafe_rbg" key compiles the initialisers several times faster than
   # the default threefry key on CPU (about 2 s instead of 7 s here).
   variables = jax.jit(lambda key, x: model.init(key, x, train=False))(
-      jax.random.key(0, impl="unsafe_rbg"), x
+    jax.random.key(0, impl="unsafe_rbg"), x
   )
 
-  logits, updates = jax.jit(
-      lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"])
-  )(variables, x)
+  logits, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
+    variables, x
+  )
   assert logits.shape == (3, 10)
   assert bool(jnp.all(jnp.isfinite(logits)))
   # Training mode moves the running statistics towards the batch statistics.
@@ -85,27 +79,25 @@ def test_tiny_vgg16_forward_train_and_eval():
   new_mean = updates["batch_stats"]["bn1"]["mean"]
   assert not jnp.allclose(old_mean, new_mean)
 
-  eval_logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(
-      variables, x
-  )
+  eval_logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
   assert eval_logits.shape == (3, 10)
 
 
 @pytest.mark.parametrize(
-    "name, input_shape",
-    [
-        ("lenet300", (2, 784)),
-        ("lenet5", (2, 28, 28, 1)),
-        ("vgg16", (2, 32, 32, 3)),
-    ],
+  "name, input_shape",
+  [
+    ("lenet300", (2, 784)),
+    ("lenet5", (2, 28, 28, 1)),
+    ("vgg16", (2, 32, 32, 3)),
+  ],
 )
 def test_get_model_returns_models_with_uniform_call(name, input_shape):
   model = models.get_model(name)
   variables = _abstract_variables(model, input_shape)
   logits = jax.eval_shape(
-      lambda v, x: model.apply(v, x, train=False),
-      variables,
-      jax.ShapeDtypeStruct(input_shape, jnp.float32),
+    lambda v, x: model.apply(v, x, train=False),
+    variables,
+    jax.ShapeDtypeStruct(input_shape, jnp.float32),
   )
   assert logits.shape == (2, 10)
 

@@ -1,6 +1,5 @@
 """``packed_masks=True``: masks stored as bits, with results identical to bool masks."""
 
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -16,8 +15,11 @@ from tests.helpers import make_step, random_grads, toy_params
 
 
 @settings(max_examples=40, deadline=None)
-@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=4), seed=st.integers(0, 2**16),
-       density=st.floats(0.0, 1.0))
+@given(
+  shape=st.lists(st.integers(1, 9), min_size=1, max_size=4),
+  seed=st.integers(0, 2**16),
+  density=st.floats(0.0, 1.0),
+)
 def test_pack_unpack_round_trip_is_exact(shape, seed, density):
   mask = np.random.default_rng(seed).random(shape) < density
   masks = {"kernel": jnp.asarray(mask), "bias": jnp.ones((), jnp.bool_)}
@@ -35,8 +37,10 @@ def test_pack_unpack_round_trip_is_exact(shape, seed, density):
 def _loop(tx, prune_at, steps, jit=True):
   """A loop as experiments/train.py runs it: the conditional only on pruning steps."""
 
-  variants = {skip: (jax.jit if jit else lambda f: f)(make_step(tx, skip_mask_update=skip))
-              for skip in (False, True)}
+  variants = {
+    skip: (jax.jit if jit else lambda f: f)(make_step(tx, skip_mask_update=skip))
+    for skip in (False, True)
+  }
   params = toy_params()
   state = tx.init(params)
   history = []
@@ -48,17 +52,35 @@ def _loop(tx, prune_at, steps, jit=True):
 
 def _transforms(packed):
   return {
-      "drop_restore_adam": (
-          dp.drop_pruning(optax.adam(1e-2), target_sparsity=0.7, begin_step=2, end_step=18,
-                          update_every=2, drop_back_prob=0.2, regrow_init="restore", seed=5,
-                          packed_masks=packed),
-          set(dp.pruning_steps(2, 18, 2))),
-      "drop_global": (
-          dp.drop_pruning(optax.sgd(0.05, momentum=0.9), target_sparsity=0.8, end_step=12,
-                          update_every=2, sparsity_distribution="global", packed_masks=packed),
-          set(dp.pruning_steps(0, 12, 2))),
-      "han": (dp.han_pruning(optax.sgd(0.05), pruning_steps=[3, 8, 14], quality=0.6,
-                             packed_masks=packed), {3, 8, 14}),
+    "drop_restore_adam": (
+      dp.drop_pruning(
+        optax.adam(1e-2),
+        target_sparsity=0.7,
+        begin_step=2,
+        end_step=18,
+        update_every=2,
+        drop_back_prob=0.2,
+        regrow_init="restore",
+        seed=5,
+        packed_masks=packed,
+      ),
+      set(dp.pruning_steps(2, 18, 2)),
+    ),
+    "drop_global": (
+      dp.drop_pruning(
+        optax.sgd(0.05, momentum=0.9),
+        target_sparsity=0.8,
+        end_step=12,
+        update_every=2,
+        sparsity_distribution="global",
+        packed_masks=packed,
+      ),
+      set(dp.pruning_steps(0, 12, 2)),
+    ),
+    "han": (
+      dp.han_pruning(optax.sgd(0.05), pruning_steps=[3, 8, 14], quality=0.6, packed_masks=packed),
+      {3, 8, 14},
+    ),
   }
 
 
@@ -86,14 +108,16 @@ def test_packed_state_checkpoints_and_resumes_identically(tmp_path):
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(tmp_path / "ckpt", {"params": params, "opt_state": state})
   checkpointer.wait_until_finished()
-  loaded = checkpointer.restore(tmp_path / "ckpt",
-                                {"params": params, "opt_state": tx.init(toy_params())})
+  loaded = checkpointer.restore(
+    tmp_path / "ckpt", {"params": params, "opt_state": tx.init(toy_params())}
+  )
   chex.assert_trees_all_equal(loaded["opt_state"], state)
   assert isinstance(loaded["opt_state"].masks["dense"]["kernel"], dp.PackedMask)
   step = jax.jit(lambda p, s, g: tx.update(g, s, p))
-  chex.assert_trees_all_equal(step(params, state, random_grads(params, 9)),
-                              step(loaded["params"], loaded["opt_state"],
-                                   random_grads(params, 9)))
+  chex.assert_trees_all_equal(
+    step(params, state, random_grads(params, 9)),
+    step(loaded["params"], loaded["opt_state"], random_grads(params, 9)),
+  )
 
 
 @pytest.mark.parametrize("value", [1, "yes", None])
@@ -113,8 +137,10 @@ def test_public_mask_functions_accept_a_states_packed_masks():
   assert dp.layer_sparsity(packed) == dp.layer_sparsity(bool_masks)
   assert dp.count_params(params, packed) == dp.count_params(params, bool_masks)
   chex.assert_trees_all_equal(dp.apply_masks(params, packed), dp.apply_masks(params, bool_masks))
-  chex.assert_trees_all_equal(dp.sparse_to_dense(dp.export_sparse(params, packed)),
-                              dp.sparse_to_dense(dp.export_sparse(params, bool_masks)))
+  chex.assert_trees_all_equal(
+    dp.sparse_to_dense(dp.export_sparse(params, packed)),
+    dp.sparse_to_dense(dp.export_sparse(params, bool_masks)),
+  )
 
 
 def test_unpacking_a_replicated_tree_is_a_clear_error():

@@ -22,13 +22,20 @@ def _loss(params, x, y):
 def _setup(packed_masks=False):
   k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(0), 4)
   params = {
-      "w1": {"kernel": jax.random.normal(k1, (16, 32)) * 0.3, "bias": jnp.zeros(32)},
-      "w2": {"kernel": jax.random.normal(k2, (32, 4)) * 0.3},
+    "w1": {"kernel": jax.random.normal(k1, (16, 32)) * 0.3, "bias": jnp.zeros(32)},
+    "w2": {"kernel": jax.random.normal(k2, (32, 4)) * 0.3},
   }
   x = jax.random.normal(k3, (STEPS, 2, 8, 16))  # step, shard, batch, features
   y = jax.random.normal(k4, (STEPS, 2, 8, 4))
-  tx = dp.drop_pruning(optax.adam(1e-2), target_sparsity=0.8, end_step=20, update_every=2,
-                       drop_back_prob=0.2, seed=11, packed_masks=packed_masks)
+  tx = dp.drop_pruning(
+    optax.adam(1e-2),
+    target_sparsity=0.8,
+    end_step=20,
+    update_every=2,
+    drop_back_prob=0.2,
+    seed=11,
+    packed_masks=packed_masks,
+  )
   return params, x, y, tx
 
 
@@ -63,8 +70,7 @@ def test_pmap_replicas_identical_and_equal_to_one_device(packed_masks):
     masks_by_replica = [jax.tree.map(lambda m, i=i: m[i], rep_state.masks) for i in range(2)]
     chex.assert_trees_all_equal(masks_by_replica[0], masks_by_replica[1])
     chex.assert_trees_all_equal(dp.get_masks(rep_state), dp.get_masks(one_state))
-    chex.assert_trees_all_close(jax.tree.map(lambda p: p[0], rep_params), one_params,
-                                atol=1e-5)
+    chex.assert_trees_all_close(jax.tree.map(lambda p: p[0], rep_params), one_params, atol=1e-5)
   # Past the exact step at end_step: round(0.8 n) per kernel, 410 of 512 and 102 of 128.
   assert dp.sparsity(dp.get_masks(rep_state)) == (410 + 102) / 640
   assert int(dp.get_stats(rep_state).total_dropped_back) > 0

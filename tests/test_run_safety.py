@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import re
 import signal
 import struct
 import subprocess
@@ -27,8 +26,7 @@ import pytest
 from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 
 from experiments import data as data_lib
-from experiments import report
-from experiments import train
+from experiments import report, train
 from experiments.configs import default
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -55,10 +53,19 @@ def idx_dir(tmp_path_factory) -> Path:
 
 # Two epochs of 16 steps, pruning in both, a checkpoint every 5 steps as well.
 FIELDS = dict(
-    dataset="fashion_mnist", model="lenet300", progress=False, num_epochs=2,
-    batch_size=16, eval_batch_size=50, prune_begin_epoch=0.0, prune_end_epoch=1.5,
-    update_every=2, target_sparsity=0.9, drop_back_prob=0.2, num_devices=1,
-    checkpoint_every_steps=5,
+  dataset="fashion_mnist",
+  model="lenet300",
+  progress=False,
+  num_epochs=2,
+  batch_size=16,
+  eval_batch_size=50,
+  prune_begin_epoch=0.0,
+  prune_end_epoch=1.5,
+  update_every=2,
+  target_sparsity=0.9,
+  drop_back_prob=0.2,
+  num_devices=1,
+  checkpoint_every_steps=5,
 )
 
 
@@ -74,8 +81,11 @@ def cache_dir(tmp_path_factory) -> Path:
   """A persistent compilation cache shared by this module's runs and subprocesses
   (the results are the same with or without it)."""
   folder = tmp_path_factory.mktemp("jax-cache")
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
+  names = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+  )
   saved = {name: getattr(jax.config, name) for name in names}
   jax_compilation_cache.reset_cache()
   jax.config.update(names[0], str(folder))
@@ -111,7 +121,8 @@ def _assert_same_run(workdir: Path, reference_dir: Path) -> None:
   assert int(a["step"]) == int(b["step"]) == 2 * STEPS_PER_EPOCH
   chex.assert_trees_all_equal(a["state"], b["state"])  # params, batch stats, masks, stats
   assert _without_times(report.read_metrics(workdir)) == _without_times(
-      report.read_metrics(reference_dir))
+    report.read_metrics(reference_dir)
+  )
   for name in (train.SUMMARY_FILE, train.RUN_FILE, train.CONFIG_FILE):
     _strict_json((workdir / name).read_text())
   for line in (workdir / train.METRICS_FILE).read_text().splitlines():
@@ -119,13 +130,17 @@ def _assert_same_run(workdir: Path, reference_dir: Path) -> None:
 
 
 def _folder_snapshot(folder: Path) -> dict:
-  return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
-          for p in sorted(folder.rglob("*"))}
+  return {
+    str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
+    for p in sorted(folder.rglob("*"))
+  }
 
 
 def _newest_checkpoint(workdir: Path) -> Path:
-  return max((p for p in (workdir / train.CHECKPOINT_DIR).iterdir() if p.name.isdigit()),
-             key=lambda p: int(p.name))
+  return max(
+    (p for p in (workdir / train.CHECKPOINT_DIR).iterdir() if p.name.isdigit()),
+    key=lambda p: int(p.name),
+  )
 
 
 def _truncate_largest_file(folder: Path) -> Path:
@@ -157,11 +172,13 @@ def test_result_neutral_changes_are_allowed_and_listed(idx_dir, reference, tmp_p
   copy = _copy_folder(workdir, tmp_path / "run")
   # The run is finished: the rerun only rebuilds the summary.
   again = train.train_and_evaluate(
-      _config(idx_dir, checkpoint_every_steps=7, stop_after_epochs=5), copy)
+    _config(idx_dir, checkpoint_every_steps=7, stop_after_epochs=5), copy
+  )
   assert again["changed_on_resume"] == ["checkpoint_every_steps", "stop_after_epochs"]
   assert again["starts"][-1] == {
-      "step": 2 * STEPS_PER_EPOCH,
-      "changed": {"checkpoint_every_steps": [5, 7], "stop_after_epochs": [None, 5]}}
+    "step": 2 * STEPS_PER_EPOCH,
+    "changed": {"checkpoint_every_steps": [5, 7], "stop_after_epochs": [None, 5]},
+  }
   assert again["test_error"] == summary["test_error"]
   assert summary["changed_on_resume"] == []
 
@@ -182,8 +199,7 @@ def test_fresh_moves_the_old_folder_aside(idx_dir, reference, tmp_path):
   before = _folder_snapshot(workdir)
   # --fresh skips the config check, but still moves nothing before the rest is checked.
   with pytest.raises(data_lib.DatasetError):
-    train.train_and_evaluate(_config(tmp_path / "no-data", method="random"), workdir,
-                             fresh=True)
+    train.train_and_evaluate(_config(tmp_path / "no-data", method="random"), workdir, fresh=True)
   assert _folder_snapshot(workdir) == before
   summary = train.train_and_evaluate(_config(idx_dir), workdir, fresh=True)
   assert _folder_snapshot(tmp_path / "run.old") == before
@@ -195,7 +211,8 @@ def test_fresh_moves_the_old_folder_aside(idx_dir, reference, tmp_path):
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(
-    idx_dir, cache_dir, tmp_path, monkeypatch):
+  idx_dir, cache_dir, tmp_path, monkeypatch
+):
   original = train.train_batches
 
   def poisoned(config, data, epoch, num_local_devices):  # NaN images from step 21 on
@@ -217,8 +234,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(
 
 
 def test_summaries_are_strict_json():
-  text = train.dumps({"loss": float("nan"), "errors": [float("inf"), 1.5],
-                      "x": np.float32("-inf")})
+  text = train.dumps({"loss": float("nan"), "errors": [float("inf"), 1.5], "x": np.float32("-inf")})
   assert _strict_json(text) == {"loss": None, "errors": [None, 1.5], "x": None}
 
 
@@ -238,14 +254,14 @@ def test_unwritable_checkpoint_folder_fails_before_training(idx_dir, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "overrides, message",
-    [
-        ({"seed": -5}, "seed=-5 must be an integer in [0, 2**31)"),
-        ({"update_every": 0}, "update_every=0 must be a positive integer"),
-        ({"checkpoint_every_steps": 0}, "checkpoint_every_steps=0 must be unset or a positive"),
-        ({"drop_away_prob": 1.5}, "drop_away_prob=1.5 is outside [0, 1]"),
-        ({"lr_step_fractions": (0.5, "x"), "lr_schedule": "step"}, "lr_step_fractions="),
-    ],
+  "overrides, message",
+  [
+    ({"seed": -5}, "seed=-5 must be an integer in [0, 2**31)"),
+    ({"update_every": 0}, "update_every=0 must be a positive integer"),
+    ({"checkpoint_every_steps": 0}, "checkpoint_every_steps=0 must be unset or a positive"),
+    ({"drop_away_prob": 1.5}, "drop_away_prob=1.5 is outside [0, 1]"),
+    ({"lr_step_fractions": (0.5, "x"), "lr_schedule": "step"}, "lr_step_fractions="),
+  ],
 )
 def test_config_errors_name_the_value_before_anything_is_written(overrides, message, tmp_path):
   with pytest.raises(train.ConfigError) as error:
@@ -257,10 +273,24 @@ def test_config_errors_name_the_value_before_anything_is_written(overrides, mess
 def _cli(commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
   """Runs ``experiments.main`` with each argument list, side by side."""
   env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-  processes = [subprocess.Popen(
-      [sys.executable, "-m", "experiments.main", "--config", "experiments/configs/lenet300.py",
-       *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True) for args in commands]
+  processes = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "experiments.main",
+        "--config",
+        "experiments/configs/lenet300.py",
+        *args,
+      ],
+      cwd=REPO_ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for args in commands
+  ]
   results = []
   for process, args in zip(processes, commands):
     stdout, stderr = process.communicate(timeout=120)
@@ -277,14 +307,17 @@ def _error_line(result: subprocess.CompletedProcess) -> str:
 
 def test_cli_user_errors_are_one_line_and_exit_2(tmp_path):
   workdir = tmp_path / "run"
-  typo, seed, bad_value = _cli([
+  typo, seed, bad_value = _cli(
+    [
       [f"--workdir={workdir}", "--config.targt_sparsity=0.9"],
       [f"--workdir={workdir}", "--config.seed=-5"],
       [f"--workdir={workdir}", "--config.num_epochs=two"],
-  ])
+    ]
+  )
   assert typo.returncode == 2
   assert _error_line(typo) == (
-      "error: unknown config field 'targt_sparsity'; did you mean 'target_sparsity'?")
+    "error: unknown config field 'targt_sparsity'; did you mean 'target_sparsity'?"
+  )
   assert seed.returncode == 2
   assert "seed=-5 must be an integer" in _error_line(seed)
   assert bad_value.returncode == 2 and "num_epochs=two" in _error_line(bad_value)
@@ -300,7 +333,7 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path):
 # (SIGKILL inside the N-th checkpoint write of this process, after its files are
 # written and before orbax renames its temporary folder into place).
 _WORKER = textwrap.dedent(
-    """
+  """
     import asyncio, json, os, signal, sys
     import jax
     jax.config.update("jax_num_cpu_devices", 2)  # as the test process
@@ -342,25 +375,38 @@ _WORKER = textwrap.dedent(
 )
 
 
-def _run_worker(fault: str, at: int, workdir: Path, idx_dir: Path, cache_dir: Path
-                ) -> subprocess.CompletedProcess:
+def _run_worker(
+  fault: str, at: int, workdir: Path, idx_dir: Path, cache_dir: Path
+) -> subprocess.CompletedProcess:
   args = ["--config", "experiments/configs/default.py", f"--workdir={workdir}"] + [
-      f"--config.{name}={value}" for name, value in {**FIELDS, "idx_dir": idx_dir}.items()]
-  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "XLA_FLAGS": "",
-         "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
-         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-  return subprocess.run([sys.executable, "-c", _WORKER, fault, str(at), *args],
-                        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+    f"--config.{name}={value}" for name, value in {**FIELDS, "idx_dir": idx_dir}.items()
+  ]
+  env = {
+    **os.environ,
+    "PYTHONPATH": str(REPO_ROOT),
+    "XLA_FLAGS": "",
+    "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+  }
+  return subprocess.run(
+    [sys.executable, "-c", _WORKER, fault, str(at), *args],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=180,
+  )
 
 
 def test_cli_divergence_exits_1_with_one_line(idx_dir, reference, cache_dir, tmp_path):
   result = _run_worker("nan", 21, tmp_path / "run", idx_dir, cache_dir)
   assert result.returncode == 1, result.stderr[-3000:]
   assert _error_line(result) == (
-      "error: training diverged: the train loss is nan at step 21 (epoch 2); the last good "
-      f"checkpoint (step 20) is kept in {tmp_path / 'run' / 'checkpoints'}; lower the "
-      "learning rate and start over with --fresh.")
+    "error: training diverged: the train loss is nan at step 21 (epoch 2); the last good "
+    f"checkpoint (step 20) is kept in {tmp_path / 'run' / 'checkpoints'}; lower the "
+    "learning rate and start over with --fresh."
+  )
 
 
 def test_fault_injection_resume_is_bitwise(idx_dir, reference, cache_dir, tmp_path, caplog):
@@ -373,10 +419,12 @@ def test_fault_injection_resume_is_bitwise(idx_dir, reference, cache_dir, tmp_pa
   def run(fault: str, at: int) -> subprocess.CompletedProcess:
     return _run_worker(fault, at, workdir, idx_dir, cache_dir)
 
-  faults = [("kill", int(rng.integers(3, 16))),     # epoch 1, maybe during an async save
-            ("kill_in_save", 1),                    # the next checkpoint write
-            ("term", int(rng.integers(12, 28)))]    # SIGTERM: saves, exits 143; then the
-                                                    # newest checkpoint is corrupted
+  faults = [
+    ("kill", int(rng.integers(3, 16))),  # epoch 1, maybe during an async save
+    ("kill_in_save", 1),  # the next checkpoint write
+    ("term", int(rng.integers(12, 28))),
+  ]  # SIGTERM: saves, exits 143; then the
+  # newest checkpoint is corrupted
   steps = []
   for fault, at in faults:
     result = run(fault, at)
@@ -385,8 +433,11 @@ def test_fault_injection_resume_is_bitwise(idx_dir, reference, cache_dir, tmp_pa
     if fault == "term":
       assert "stopped by SIGTERM: saved a checkpoint at step" in result.stderr
       assert "Traceback" not in result.stderr
-    steps.append(int(train.restore_checkpoint(workdir)["step"]) if any(
-        p.name.isdigit() for p in (workdir / train.CHECKPOINT_DIR).iterdir()) else 0)
+    steps.append(
+      int(train.restore_checkpoint(workdir)["step"])
+      if any(p.name.isdigit() for p in (workdir / train.CHECKPOINT_DIR).iterdir())
+      else 0
+    )
   assert steps == sorted(steps) and steps[-1] > 0, (seed, faults, steps)
 
   newest = _newest_checkpoint(workdir)

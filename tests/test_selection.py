@@ -19,7 +19,7 @@ def _reference(mask: np.ndarray, scores: np.ndarray, target: float) -> np.ndarra
   active_scores = np.where(flat_mask, flat_scores, 0.0)  # one value for every pruned weight
   order = np.lexsort((np.arange(flat_mask.size), active_scores, flat_mask))  # last key first
   keep = np.ones(flat_mask.size, bool)
-  keep[order[:min(round(flat_mask.size * target), flat_mask.size - 1)]] = False
+  keep[order[: min(round(flat_mask.size * target), flat_mask.size - 1)]] = False
   return keep.reshape(mask.shape)
 
 
@@ -40,10 +40,10 @@ def test_prune_exact_keeps_pruned_weights_pruned_first():
 
 @settings(deadline=None, max_examples=30)
 @given(
-    n=st.integers(min_value=1, max_value=500),
-    active_fraction=st.floats(min_value=0.0, max_value=1.0),
-    target=st.floats(min_value=0.0, max_value=0.999),
-    seed=st.integers(min_value=0, max_value=2**31 - 1),
+  n=st.integers(min_value=1, max_value=500),
+  active_fraction=st.floats(min_value=0.0, max_value=1.0),
+  target=st.floats(min_value=0.0, max_value=0.999),
+  seed=st.integers(min_value=0, max_value=2**31 - 1),
 )
 def test_prune_exact_count_property(n, active_fraction, target, seed):
   rng = np.random.default_rng(seed)
@@ -64,12 +64,12 @@ _prune_exact_jit = jax.jit(dp.prune_exact, static_argnums=2)  # one trace per (s
 
 @settings(deadline=None, max_examples=40)
 @given(
-    # Few shapes and targets: each (size, count) pair compiles once, the draws vary freely.
-    shape=st.sampled_from([(7,), (6, 9), (3, 4, 5)]),
-    active_fraction=st.floats(min_value=0.0, max_value=1.0),
-    target=st.sampled_from([0.0, 0.3, 0.5, 0.999]),
-    distinct=st.sampled_from([1, 3, 1000]),
-    seed=st.integers(min_value=0, max_value=2**31 - 1),
+  # Few shapes and targets: each (size, count) pair compiles once, the draws vary freely.
+  shape=st.sampled_from([(7,), (6, 9), (3, 4, 5)]),
+  active_fraction=st.floats(min_value=0.0, max_value=1.0),
+  target=st.sampled_from([0.0, 0.3, 0.5, 0.999]),
+  distinct=st.sampled_from([1, 3, 1000]),
+  seed=st.integers(min_value=0, max_value=2**31 - 1),
 )
 def test_prune_exact_equals_a_numpy_stable_sort(shape, active_fraction, target, distinct, seed):
   rng = np.random.default_rng(seed)

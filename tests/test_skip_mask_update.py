@@ -1,5 +1,4 @@
-"""``skip_mask_update``: steps that the loop knows change no mask compile without the conditional."""
-
+"""``skip_mask_update``: steps the loop knows update no mask compile without the conditional."""
 
 import chex
 import jax
@@ -13,14 +12,25 @@ from tests.helpers import make_step, random_grads, toy_params
 
 def _transforms():
   return {
-      "drop": (dp.drop_pruning(optax.sgd(0.05, momentum=0.9), target_sparsity=0.6, end_step=21,
-                               begin_step=3, update_every=2, regrow_init="restore"),
-               set(dp.pruning_steps(3, 21, 2))),
-      "han": (dp.han_pruning(optax.sgd(0.05), pruning_steps=[4, 9, 15], quality=0.5), {4, 9, 15}),
-      "chained": (optax.chain(optax.clip_by_global_norm(1.0),
-                              dp.drop_pruning(optax.adam(1e-2), target_sparsity=0.5, end_step=12,
-                                              update_every=1)),
-                  set(dp.pruning_steps(0, 12, 1))),
+    "drop": (
+      dp.drop_pruning(
+        optax.sgd(0.05, momentum=0.9),
+        target_sparsity=0.6,
+        end_step=21,
+        begin_step=3,
+        update_every=2,
+        regrow_init="restore",
+      ),
+      set(dp.pruning_steps(3, 21, 2)),
+    ),
+    "han": (dp.han_pruning(optax.sgd(0.05), pruning_steps=[4, 9, 15], quality=0.5), {4, 9, 15}),
+    "chained": (
+      optax.chain(
+        optax.clip_by_global_norm(1.0),
+        dp.drop_pruning(optax.adam(1e-2), target_sparsity=0.5, end_step=12, update_every=1),
+      ),
+      set(dp.pruning_steps(0, 12, 1)),
+    ),
   }
 
 
@@ -46,8 +56,9 @@ def test_skipping_non_pruning_steps_changes_nothing(name):
 
 
 def test_skipping_a_pruning_step_is_counted_and_keeps_the_masks():
-  tx = dp.drop_pruning(optax.sgd(0.05), target_sparsity=0.8, end_step=8, update_every=4,
-                       drop_away_prob=1.0)
+  tx = dp.drop_pruning(
+    optax.sgd(0.05), target_sparsity=0.8, end_step=8, update_every=4, drop_away_prob=1.0
+  )
   params = toy_params()
   state = tx.init(params)
   skipping = jax.jit(make_step(tx, skip_mask_update=True))
@@ -64,8 +75,7 @@ def test_the_skipping_step_has_no_conditional():
   grads = random_grads(params, 0)
 
   def hlo(skip):
-    return jax.jit(make_step(tx, skip_mask_update=skip)).lower(
-        params, state, grads).as_text()
+    return jax.jit(make_step(tx, skip_mask_update=skip)).lower(params, state, grads).as_text()
 
   assert "conditional" in hlo(False) or "case" in hlo(False)
   assert "conditional" not in hlo(True) and "case" not in hlo(True)
@@ -88,8 +98,10 @@ def test_state_can_be_donated(name):
   state = tx.init(params)
   ids = [id(leaf) for leaf in jax.tree.leaves(state)]
   assert len(ids) == len(set(ids))
-  steps = {skip: jax.jit(make_step(tx, skip_mask_update=skip), donate_argnums=(0, 1))
-           for skip in (False, True)}
+  steps = {
+    skip: jax.jit(make_step(tx, skip_mask_update=skip), donate_argnums=(0, 1))
+    for skip in (False, True)
+  }
   for t in range(25):
     params, state = steps[t not in prune_at](params, state, random_grads(params, t))
   assert dp.sparsity(dp.get_masks(state)) > 0.3

@@ -34,18 +34,31 @@ def idx_dir(tmp_path) -> Path:
 
 def _study():
   return {
-      "name": "tiny",
-      "config": "experiments/configs/lenet300.py",
-      "overrides": {"dataset": "mnist", "num_epochs": 1, "batch_size": 8, "eval_batch_size": 32,
-                    "prune_begin_epoch": 0.0, "prune_end_epoch": 1.0, "update_every": 1,
-                    "progress": False, "target_sparsity": 0.5},
-      "cells": [
-          {"name": "gradual", "method": "gradual"},
-          # p - q too small for 8 pruning steps to 95 %: the library rejects it.
-          {"name": "unreachable", "method": "drop", "target_sparsity": 0.95,
-           "drop_away_prob": 0.2, "drop_back_prob": 0.15},
-      ],
-      "seeds": [0],
+    "name": "tiny",
+    "config": "experiments/configs/lenet300.py",
+    "overrides": {
+      "dataset": "mnist",
+      "num_epochs": 1,
+      "batch_size": 8,
+      "eval_batch_size": 32,
+      "prune_begin_epoch": 0.0,
+      "prune_end_epoch": 1.0,
+      "update_every": 1,
+      "progress": False,
+      "target_sparsity": 0.5,
+    },
+    "cells": [
+      {"name": "gradual", "method": "gradual"},
+      # p - q too small for 8 pruning steps to 95 %: the library rejects it.
+      {
+        "name": "unreachable",
+        "method": "drop",
+        "target_sparsity": 0.95,
+        "drop_away_prob": 0.2,
+        "drop_back_prob": 0.15,
+      },
+    ],
+    "seeds": [0],
   }
 
 
@@ -70,21 +83,30 @@ def test_grid_runs_skips_finished_and_reports_rejected(tmp_path, idx_dir):
   with pytest.raises(ValueError, match="reports 1 finished runs but .* holds only 0"):
     study_lib.write_report(study, empty, tmp_path / "report")
   assert "± 0.00" in (tmp_path / "report" / "tiny.md").read_text()
-  assert "No finished runs" in study_lib.write_report(
-      study, empty, tmp_path / "report", allow_fewer_runs=True).read_text()
+  assert (
+    "No finished runs"
+    in study_lib.write_report(study, empty, tmp_path / "report", allow_fewer_runs=True).read_text()
+  )
 
 
 def test_grid_cells_cover_methods_targets_and_seeds():
-  cells = study_lib.study_cells({"methods": ["dense", "drop"], "targets": [0.9, 0.99],
-                                 "seeds": [0, 1]})
+  cells = study_lib.study_cells(
+    {"methods": ["dense", "drop"], "targets": [0.9, 0.99], "seeds": [0, 1]}
+  )
   assert [c["run"] for c in cells] == [
-      "dense_seed0", "drop_t0.9_seed0", "drop_t0.99_seed0",
-      "dense_seed1", "drop_t0.9_seed1", "drop_t0.99_seed1"]
+    "dense_seed0",
+    "drop_t0.9_seed0",
+    "drop_t0.99_seed0",
+    "dense_seed1",
+    "drop_t0.9_seed1",
+    "drop_t0.99_seed1",
+  ]
 
 
 def test_shards_partition_the_grid():
-  cells = study_lib.study_cells({"methods": ["dense", "gradual", "drop"], "targets": [0.9, 0.99],
-                                 "seeds": [0, 1, 2]})
+  cells = study_lib.study_cells(
+    {"methods": ["dense", "gradual", "drop"], "targets": [0.9, 0.99], "seeds": [0, 1, 2]}
+  )
   shards = [study_lib.shard_cells(cells, study_lib.parse_shard(f"{i}/4")) for i in range(4)]
   runs = [c["run"] for shard in shards for c in shard]
   assert sorted(runs) == sorted(c["run"] for c in cells) and len(set(runs)) == len(cells)
@@ -93,13 +115,19 @@ def test_shards_partition_the_grid():
 
 
 def test_cell_patterns_select_runs_in_the_order_given():
-  cells = study_lib.study_cells({"methods": ["dense", "gradual", "drop"], "targets": [0.9, 0.99],
-                                 "seeds": [0, 1]})
+  cells = study_lib.study_cells(
+    {"methods": ["dense", "gradual", "drop"], "targets": [0.9, 0.99], "seeds": [0, 1]}
+  )
   assert study_lib.select_cells(cells, None) == cells
   selected = study_lib.select_cells(cells, ["drop_t0.99_seed1", "gradual_*_seed1", "drop_*"])
   assert [c["run"] for c in selected] == [
-      "drop_t0.99_seed1", "gradual_t0.9_seed1", "gradual_t0.99_seed1",
-      "drop_t0.9_seed0", "drop_t0.99_seed0", "drop_t0.9_seed1"]
+    "drop_t0.99_seed1",
+    "gradual_t0.9_seed1",
+    "gradual_t0.99_seed1",
+    "drop_t0.9_seed0",
+    "drop_t0.99_seed0",
+    "drop_t0.9_seed1",
+  ]
   with pytest.raises(ValueError, match=re.escape("'grdual_*'")):
     study_lib.select_cells(cells, ["dense_*", "grdual_*"])
 
@@ -116,12 +144,23 @@ def test_explicit_cells_are_compared_as_series():
   assert study_lib.series_name("p0.25_q0.2_cosine") == "p0.25_q0.2_cosine"
 
   def row(cell, method, target, mean):
-    return {"cell": cell, "series": study_lib.series_name(cell), "method": method,
-            "target": target, "error_mean": mean, "error_std": 0.1, "seeds": 3,
-            "compression": 10.0}
+    return {
+      "cell": cell,
+      "series": study_lib.series_name(cell),
+      "method": method,
+      "target": target,
+      "error_mean": mean,
+      "error_std": 0.1,
+      "seeds": 3,
+      "compression": 10.0,
+    }
+
   # Two series of the same method at the same target must not overwrite each other.
-  rows = [row("gradual_t0.9", "gradual", 0.9, 11.0), row("drop_t0.9", "drop", 0.9, 11.5),
-          row("drop_cosine_t0.9", "drop", 0.9, 11.0)]
+  rows = [
+    row("gradual_t0.9", "gradual", 0.9, 11.0),
+    row("drop_t0.9", "drop", 0.9, 11.5),
+    row("drop_cosine_t0.9", "drop", 0.9, 11.0),
+  ]
   text = "\n".join(study_lib.comparison_lines(rows))
   assert "| drop | +0.50 ± 0.08* |" in text
   assert "| drop_cosine | +0.00 ± 0.08 |" in text
@@ -129,10 +168,18 @@ def test_explicit_cells_are_compared_as_series():
 
 def test_single_seed_cells_are_never_starred():
   def row(method, mean, std, seeds):
-    return {"method": method, "target": 0.9, "error_mean": mean, "error_std": std,
-            "seeds": seeds, "compression": 10.0}
-  text = "\n".join(study_lib.comparison_lines([row("gradual", 10.0, 0.01, 3),
-                                               row("drop", 12.0, 0.0, 1)]))
+    return {
+      "method": method,
+      "target": 0.9,
+      "error_mean": mean,
+      "error_std": std,
+      "seeds": seeds,
+      "compression": 10.0,
+    }
+
+  text = "\n".join(
+    study_lib.comparison_lines([row("gradual", 10.0, 0.01, 3), row("drop", 12.0, 0.0, 1)])
+  )
   assert "| drop | +2.00 (1 seed) |" in text and "*" not in text.split("| drop |")[1]
 
 
@@ -145,11 +192,22 @@ def test_unknown_override_is_rejected():
 
 def test_comparison_marks_only_differences_beyond_two_standard_errors():
   def row(method, target, mean, std, compression=10.0):
-    return {"method": method, "target": target, "error_mean": mean, "error_std": std,
-            "seeds": 3, "compression": compression}
-  rows = [row("dense", None, 10.0, 0.1, 1.0),
-          row("gradual", 0.9, 11.0, 0.1), row("drop", 0.9, 10.4, 0.1),
-          row("gradual", 0.98, 12.0, 0.5), row("drop", 0.98, 11.9, 0.5, 50.0)]
+    return {
+      "method": method,
+      "target": target,
+      "error_mean": mean,
+      "error_std": std,
+      "seeds": 3,
+      "compression": compression,
+    }
+
+  rows = [
+    row("dense", None, 10.0, 0.1, 1.0),
+    row("gradual", 0.9, 11.0, 0.1),
+    row("drop", 0.9, 10.4, 0.1),
+    row("gradual", 0.98, 12.0, 0.5),
+    row("drop", 0.98, 11.9, 0.5, 50.0),
+  ]
   text = "\n".join(study_lib.comparison_lines(rows))
   assert "| drop | -0.60 ± 0.08* | -0.10 ± 0.41 |" in text
   assert "- `drop`: 10.0x (90%, 10.40 ± 0.10 %)" in text
@@ -161,24 +219,41 @@ def test_comparison_marks_only_differences_beyond_two_standard_errors():
 
 def _row(series, target, errors, compression=10.0):
   import statistics
-  return {"cell": series if target is None else f"{series}_t{target:g}", "series": series,
-          "method": series, "target": target, "seeds": len(errors),
-          "error_mean": statistics.fmean(errors),
-          "error_std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
-          "errors": errors, "compression": compression}
+
+  return {
+    "cell": series if target is None else f"{series}_t{target:g}",
+    "series": series,
+    "method": series,
+    "target": target,
+    "seeds": len(errors),
+    "error_mean": statistics.fmean(errors),
+    "error_std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
+    "errors": errors,
+    "compression": compression,
+  }
 
 
 def test_results_tables_are_rebuilt_from_the_study_json(tmp_path):
   from experiments import results_tables
-  rows = [_row("dense", None, [10.0, 10.2, 10.4], 1.0),
-          _row("gradual", 0.9, [10.5, 10.7, 10.9], 9.9), _row("gradual", 0.99, [12.0, 12.2, 12.4], 88.0),
-          _row("drop", 0.9, [10.6, 10.8], 9.9), _row("drop", 0.99, [14.0, 14.2, 14.4], 88.0)]
+
+  rows = [
+    _row("dense", None, [10.0, 10.2, 10.4], 1.0),
+    _row("gradual", 0.9, [10.5, 10.7, 10.9], 9.9),
+    _row("gradual", 0.99, [12.0, 12.2, 12.4], 88.0),
+    _row("drop", 0.9, [10.6, 10.8], 9.9),
+    _row("drop", 0.99, [14.0, 14.2, 14.4], 88.0),
+  ]
   (tmp_path / "grid.json").write_text(json.dumps(rows))
-  (tmp_path / "extra.json").write_text(json.dumps(
-      [_row("drop_cosine", 0.9, [10.4, 10.5, 10.6], 9.9), _row("gradual", 0.9, [99.0], 9.9)]))
-  stale = ("intro\n<!-- table:grid -->\nold\n<!-- /table -->\ntext\n"
-           "<!-- diffs:Net=grid+extra -->\n<!-- /table -->\n"
-           "<!-- within:Net=grid+extra -->\nold\n<!-- /table -->\nend\n")
+  (tmp_path / "extra.json").write_text(
+    json.dumps(
+      [_row("drop_cosine", 0.9, [10.4, 10.5, 10.6], 9.9), _row("gradual", 0.9, [99.0], 9.9)]
+    )
+  )
+  stale = (
+    "intro\n<!-- table:grid -->\nold\n<!-- /table -->\ntext\n"
+    "<!-- diffs:Net=grid+extra -->\n<!-- /table -->\n"
+    "<!-- within:Net=grid+extra -->\nold\n<!-- /table -->\nend\n"
+  )
   filled = results_tables.fill(stale, tmp_path)
   assert filled.startswith("intro\n<!-- table:grid -->\n| method | 90% (9.9x) | 99% (88.0x) |")
   assert "| dense (1.0x) | 10.20 ± 0.20 (3 seeds) | |" in filled
@@ -196,8 +271,7 @@ def test_results_tables_are_rebuilt_from_the_study_json(tmp_path):
   # Markers with stray spaces are still found; a missing closer never eats the prose.
   spaced = "<!--  table: grid -->  \nold\n<!-- /table --> \n"
   assert "| gradual (p = 1, q = 0) |" in results_tables.fill(spaced, tmp_path)
-  unclosed = ("<!-- table:grid -->\nold\nprose to keep\n"
-              "<!-- table:grid -->\nold\n<!-- /table -->\n")
+  unclosed = "<!-- table:grid -->\nold\nprose to keep\n<!-- table:grid -->\nold\n<!-- /table -->\n"
   with pytest.raises(ValueError, match="unbalanced table markers"):
     results_tables.fill(unclosed, tmp_path)
 
@@ -205,21 +279,38 @@ def test_results_tables_are_rebuilt_from_the_study_json(tmp_path):
 def test_results_doc_matches_the_committed_study_reports():
   """docs/results.md's tables are exactly what the committed JSON reports give."""
   from experiments import results_tables
+
   root = Path(__file__).resolve().parents[1]
-  assert results_tables.main(["--check", "--results", str(root / "docs" / "results.md"),
-                              "--studies", str(root / "docs" / "studies")]) == 0
+  assert (
+    results_tables.main(
+      [
+        "--check",
+        "--results",
+        str(root / "docs" / "results.md"),
+        "--studies",
+        str(root / "docs" / "studies"),
+      ]
+    )
+    == 0
+  )
 
 
 def test_results_tests_marker_gives_exact_permutation_p_values(tmp_path):
   from experiments import results_tables
+
   assert results_tables.permutation_p([1, 2, 3, 4], [5, 6, 7, 8]) == pytest.approx(2 / 70)
   assert results_tables.sign_flip_p([1, 2, 3, 4], [5, 6, 7, 8]) == pytest.approx(2 / 16)
   assert results_tables.sign_flip_p([1, 2], [1, 2]) == 1.0
-  rows = [_row("gradual", 0.99, [5.0, 6.0, 7.0, 8.0, 9.0], 88.0),
-          _row("drop_cosine", 0.99, [1.0, 2.0, 3.0, 4.0, 9.0], 88.0)]
+  rows = [
+    _row("gradual", 0.99, [5.0, 6.0, 7.0, 8.0, 9.0], 88.0),
+    _row("drop_cosine", 0.99, [1.0, 2.0, 3.0, 4.0, 9.0], 88.0),
+  ]
   (tmp_path / "seeds.json").write_text(json.dumps(rows))
   filled = results_tables.fill("<!-- tests:seeds:drop_cosine:1 -->\n<!-- /table -->\n", tmp_path)
   # After the first seed: [2, 3, 4, 9] against [6, 7, 8, 9], paired differences -4, -4, -4, 0.
-  assert "| 99% | the 4 after the first 1 | -3.00 | paired by seed: sign flips, all 16 patterns | 0.250 |" in filled
+  assert (
+    "| 99% | the 4 after the first 1 | -3.00 | paired by seed: sign flips, all 16 patterns "
+    "| 0.250 |" in filled
+  )
   with pytest.raises(ValueError, match="STUDY:SERIES:FIRST"):
     results_tables.fill("<!-- tests:seeds:drop_cosine -->\n<!-- /table -->\n", tmp_path)

@@ -43,10 +43,22 @@ def prototype_idx_dir(tmp_path_factory) -> Path:
 
 def test_a_pruned_model_learns_the_learnable_data(prototype_idx_dir, tmp_path):
   config = default.get_config()
-  config.update(dict(
-      progress=False, dataset="fashion_mnist", model="lenet300", idx_dir=str(prototype_idx_dir),
-      num_epochs=1, batch_size=16, eval_batch_size=50, method="drop", target_sparsity=0.5,
-      prune_begin_epoch=0.0, prune_end_epoch=0.5, update_every=2))
+  config.update(
+    dict(
+      progress=False,
+      dataset="fashion_mnist",
+      model="lenet300",
+      idx_dir=str(prototype_idx_dir),
+      num_epochs=1,
+      batch_size=16,
+      eval_batch_size=50,
+      method="drop",
+      target_sparsity=0.5,
+      prune_begin_epoch=0.0,
+      prune_end_epoch=0.5,
+      update_every=2,
+    )
+  )
   summary = train.train_and_evaluate(config, tmp_path / "run")
   # Chance is 1 - 1/10 = 0.9. Only learning brings the error near 0; the margin of the
   # data leaves no excuse for more than a few of the 100 test images.
@@ -71,9 +83,19 @@ def test_drop_anneal_reaches_the_library_as_the_intended_schedules(anneal, monke
 
   monkeypatch.setattr(dp, "drop_pruning", spy)  # the runner calls dp.drop_pruning
   config = default.get_config()
-  config.update(dict(method="drop", drop_anneal=anneal, drop_away_prob=0.5, drop_back_prob=0.1,
-                     num_epochs=20, prune_begin_epoch=1.0, prune_end_epoch=12.0,
-                     update_every=10, target_sparsity=0.9))
+  config.update(
+    dict(
+      method="drop",
+      drop_anneal=anneal,
+      drop_away_prob=0.5,
+      drop_back_prob=0.1,
+      num_epochs=20,
+      prune_begin_epoch=1.0,
+      prune_end_epoch=12.0,
+      update_every=10,
+      target_sparsity=0.9,
+    )
+  )
   steps_per_epoch = 10
   train.make_optimizer(config, steps_per_epoch, params={})
   (kwargs,) = calls

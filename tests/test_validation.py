@@ -16,7 +16,9 @@ def _make(**overrides):
   return dp.drop_pruning(optax.sgd(0.1), **{**GOOD, **overrides})
 
 
-@pytest.mark.parametrize("name,value,message", [
+@pytest.mark.parametrize(
+  "name,value,message",
+  [
     ("target_sparsity", 1.0, "target_sparsity=1.0"),
     ("target_sparsity", -0.1, "target_sparsity=-0.1"),
     ("target_sparsity", float("nan"), "target_sparsity=nan"),
@@ -33,7 +35,8 @@ def _make(**overrides):
     ("regrow_init", "random", "regrow_init='random'"),
     ("importance", "gradient", "importance='gradient'"),
     ("sparsity_distribution", "layerwise", "sparsity_distribution='layerwise'"),
-])
+  ],
+)
 def test_invalid_arguments_raise_value_error_naming_the_value(name, value, message):
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
     _make(**{name: value})
@@ -61,8 +64,14 @@ def test_per_layer_map_errors():
   tx = _make(sparsity_distribution={"dense/kernel": 0.9, "conv/kernel": 0.5})
   with pytest.raises(ValueError, match="out/kernel"):
     tx.init(toy_params())  # a prunable leaf without a target
-  tx = _make(sparsity_distribution={"dense/kernel": 0.9, "conv/kernel": 0.5,
-                                    "out/kernel": 0.5, "typo/kernel": 0.5})
+  tx = _make(
+    sparsity_distribution={
+      "dense/kernel": 0.9,
+      "conv/kernel": 0.5,
+      "out/kernel": 0.5,
+      "typo/kernel": 0.5,
+    }
+  )
   with pytest.raises(ValueError, match="typo/kernel"):
     tx.init(toy_params())
 
@@ -76,8 +85,14 @@ def test_non_float_prunable_leaf_is_rejected_at_init():
 def test_unreachable_drop_back_relative_to_pruned_set_is_rejected_with_the_step():
   # The measured failure: 98 % per layer with q = 0.1 of the pruned set at every step.
   with pytest.raises(ValueError, match=r"at pruning step \d+ .*drop_back_prob <= ") as error:
-    dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.98, end_step=20_000,
-                    update_every=200, drop_back_prob=0.1, drop_back_scale="pruned")
+    dp.drop_pruning(
+      optax.sgd(0.1),
+      target_sparsity=0.98,
+      end_step=20_000,
+      update_every=200,
+      drop_back_prob=0.1,
+      drop_back_scale="pruned",
+    )
   assert "pruning steps" in str(error.value)
 
 
@@ -99,10 +114,13 @@ def _run(tx, steps: int, n_rows: int = 50, n_cols: int = 100):
 def test_defaults_reach_99_percent():
   tx = dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.99, end_step=5_000)
   trajectory = dp.expected_trajectory(
-      0.99, target_sparsity=0.99,
-      sparsity_schedule=dp.polynomial_sparsity(0.99, 0, 5_000),
-      drop_away_prob=lambda s: 0.5, drop_back_prob=lambda s: 0.1,
-      drop_back_scale="active", steps=dp.pruning_steps(0, 5_000, 100),
+    0.99,
+    target_sparsity=0.99,
+    sparsity_schedule=dp.polynomial_sparsity(0.99, 0, 5_000),
+    drop_away_prob=lambda s: 0.5,
+    drop_back_prob=lambda s: 0.1,
+    drop_back_scale="active",
+    steps=dp.pruning_steps(0, 5_000, 100),
   )
   assert max(point.shortfall for point in trajectory) <= 1e-6
   assert trajectory[-1].expected_sparsity == pytest.approx(0.99)
@@ -113,8 +131,9 @@ def test_defaults_reach_99_percent():
   n = 5_000
   pruned, _ = _run(tx, 5_001)
   for point in trajectory[:-1]:
-    variance = (point.pool_fraction * n * point.drop_away_prob * (1 - point.drop_away_prob)
-                + point.sparsity_before * n * point.drop_back_prob * (1 - point.drop_back_prob))
+    variance = point.pool_fraction * n * point.drop_away_prob * (
+      1 - point.drop_away_prob
+    ) + point.sparsity_before * n * point.drop_back_prob * (1 - point.drop_back_prob)
     deviation = abs(pruned[point.step] / n - point.expected_sparsity)
     assert deviation <= 5 * np.sqrt(variance) / n + 1 / n, point
   assert pruned[-1] == round(0.99 * n)
@@ -122,17 +141,30 @@ def test_defaults_reach_99_percent():
 
 def test_annealed_drop_back_relative_to_pruned_set_is_reachable():
   q = optax.cosine_decay_schedule(0.02, decay_steps=20_000)
-  tx = dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.98, end_step=20_000,
-                       update_every=200, drop_back_prob=q, drop_back_scale="pruned",
-                       drop_away_prob=0.8)
+  tx = dp.drop_pruning(
+    optax.sgd(0.1),
+    target_sparsity=0.98,
+    end_step=20_000,
+    update_every=200,
+    drop_back_prob=q,
+    drop_back_scale="pruned",
+    drop_away_prob=0.8,
+  )
   # Reachable in the run itself: the pool never has to be clipped at |A| (the recorded
   # shortfall stays 0 at every step), and the exact last step lands on round(0.98 n).
   pruned, shortfall = _run(tx, 20_001)
   assert float(shortfall.max()) == 0.0
   assert pruned[-1] == round(0.98 * 5_000)
   with pytest.raises(ValueError, match="cannot follow"):  # the same q held constant
-    dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.98, end_step=20_000, update_every=200,
-                    drop_back_prob=0.02, drop_back_scale="pruned", drop_away_prob=0.8)
+    dp.drop_pruning(
+      optax.sgd(0.1),
+      target_sparsity=0.98,
+      end_step=20_000,
+      update_every=200,
+      drop_back_prob=0.02,
+      drop_back_scale="pruned",
+      drop_away_prob=0.8,
+    )
 
 
 def test_erk_unreachable_is_caught_at_init():
@@ -140,8 +172,9 @@ def test_erk_unreachable_is_caught_at_init():
   # check (50 %) passes, the per-leaf check at init (needs the shapes) does not.
   params = {"wide": jnp.ones((1000, 10)), "square": jnp.ones((100, 100))}
   assert dp.erk_sparsities({"wide": (1000, 10), "square": (100, 100)}, 0.5)["square"] > 0.8
-  tx = dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.5, end_step=100, update_every=25,
-                       sparsity_distribution="erk")
+  tx = dp.drop_pruning(
+    optax.sgd(0.1), target_sparsity=0.5, end_step=100, update_every=25, sparsity_distribution="erk"
+  )
   with pytest.raises(ValueError, match="cannot follow.*leaf target 0.83"):
     tx.init(params)
 
@@ -151,7 +184,21 @@ def test_cosine_anneal_schedules_are_accepted_and_end_where_asked():
   q = dp.cosine_anneal(0.3, 0.0, 100, 1100)
   # A rate that is unreachable as a constant becomes reachable once annealed.
   with pytest.raises(ValueError, match="cannot follow"):
-    dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.98, begin_step=100, end_step=1100,
-                    update_every=50, drop_away_prob=0.5, drop_back_prob=0.3)
-  dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.98, begin_step=100, end_step=1100,
-                  update_every=50, drop_away_prob=p, drop_back_prob=q)
+    dp.drop_pruning(
+      optax.sgd(0.1),
+      target_sparsity=0.98,
+      begin_step=100,
+      end_step=1100,
+      update_every=50,
+      drop_away_prob=0.5,
+      drop_back_prob=0.3,
+    )
+  dp.drop_pruning(
+    optax.sgd(0.1),
+    target_sparsity=0.98,
+    begin_step=100,
+    end_step=1100,
+    update_every=50,
+    drop_away_prob=p,
+    drop_back_prob=q,
+  )

@@ -33,9 +33,9 @@ def _run(tx, steps, params=None, check_zeros=True, jit=True):
 
 
 @pytest.mark.parametrize(
-    "inner",
-    [optax.sgd(0.05, momentum=0.9), optax.adam(1e-2)],
-    ids=["sgd_momentum", "adam"],
+  "inner",
+  [optax.sgd(0.05, momentum=0.9), optax.adam(1e-2)],
+  ids=["sgd_momentum", "adam"],
 )
 def test_full_schedule_hits_target_exactly_and_pruned_weights_are_zero(inner):
   tx = dp.drop_pruning(inner, target_sparsity=0.9, end_step=END, update_every=EVERY)
@@ -50,8 +50,9 @@ def test_full_schedule_hits_target_exactly_and_pruned_weights_are_zero(inner):
 
 def test_misaligned_end_step_still_gets_the_exact_final_step():
   end = 23  # grid is 0, 3, ..., 21, then the exact step at 23
-  tx = dp.drop_pruning(optax.sgd(0.05), target_sparsity=0.8, end_step=end, update_every=3,
-                       drop_away_prob=0.8)
+  tx = dp.drop_pruning(
+    optax.sgd(0.05), target_sparsity=0.8, end_step=end, update_every=3, drop_away_prob=0.8
+  )
   _, state, history = _run(tx, 30)
   assert dp.pruning_steps(0, end, 3) == [0, 3, 6, 9, 12, 15, 18, 21, 23]
   # The grid step before end_step still aims below the target; only step 23 is exact.
@@ -64,15 +65,21 @@ def test_misaligned_end_step_still_gets_the_exact_final_step():
 
 
 def test_masks_change_only_at_pruning_steps():
-  tx = dp.drop_pruning(optax.sgd(0.05), target_sparsity=0.7, end_step=20, update_every=5,
-                       begin_step=3, drop_away_prob=0.9)
+  tx = dp.drop_pruning(
+    optax.sgd(0.05),
+    target_sparsity=0.7,
+    end_step=20,
+    update_every=5,
+    begin_step=3,
+    drop_away_prob=0.9,
+  )
   _, _, history = _run(tx, 25)
   steps = dp.pruning_steps(3, 20, 5)
   assert steps == [3, 8, 13, 18, 20]
   for t in range(1, 25):
     changed = any(
-        bool(jnp.any(a != b))
-        for a, b in zip(jax.tree.leaves(history[t]), jax.tree.leaves(history[t - 1]))
+      bool(jnp.any(a != b))
+      for a, b in zip(jax.tree.leaves(history[t]), jax.tree.leaves(history[t - 1]))
     )
     if changed:
       assert t in steps, t
@@ -107,11 +114,11 @@ def _reference_gradual_magnitude_pruning(params, steps, *, lr, target, begin, en
 def test_p1_q0_equals_numpy_gradual_magnitude_pruning():
   params = toy_params()
   tx = dp.gradual_magnitude_pruning(
-      optax.sgd(0.1), target_sparsity=0.85, end_step=30, update_every=3
+    optax.sgd(0.1), target_sparsity=0.85, end_step=30, update_every=3
   )
   _, _, history = _run(tx, 34, params=params)
   reference = _reference_gradual_magnitude_pruning(
-      params, 34, lr=0.1, target=0.85, begin=0, end=30, every=3
+    params, 34, lr=0.1, target=0.85, begin=0, end=30, every=3
   )
   for t, (ours, ref) in enumerate(zip(history, reference)):
     for name, ref_mask in ref.items():
@@ -120,8 +127,9 @@ def test_p1_q0_equals_numpy_gradual_magnitude_pruning():
 
 
 def test_same_seed_same_masks_different_seed_different_masks():
-  make = lambda seed: dp.drop_pruning(optax.sgd(0.05), target_sparsity=0.9, end_step=END,
-                                      update_every=EVERY, seed=seed)
+  make = lambda seed: dp.drop_pruning(
+    optax.sgd(0.05), target_sparsity=0.9, end_step=END, update_every=EVERY, seed=seed
+  )
   _, _, a = _run(make(3), 21, check_zeros=False)
   _, _, b = _run(make(3), 21, check_zeros=False)
   _, _, c = _run(make(4), 21, check_zeros=False)
@@ -130,11 +138,16 @@ def test_same_seed_same_masks_different_seed_different_masks():
 
 
 class WrapperVariantsTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_jit_and_no_jit_give_identical_masks(self):
-    tx = dp.drop_pruning(optax.sgd(0.05), target_sparsity=0.9, end_step=4, update_every=2,
-                         drop_away_prob=0.9, drop_back_prob=0.05)
+    tx = dp.drop_pruning(
+      optax.sgd(0.05),
+      target_sparsity=0.9,
+      end_step=4,
+      update_every=2,
+      drop_away_prob=0.9,
+      drop_back_prob=0.05,
+    )
     step = self.variant(make_step(tx))
     reference_step = jax.jit(make_step(tx))
     params = ref_params = toy_params()
@@ -152,14 +165,18 @@ def _moments(inner_state, name):
 
 
 @pytest.mark.parametrize("skip", [False, True], ids=["switch_every_step", "skip_between"])
-@pytest.mark.parametrize("inner,moment_names", [
+@pytest.mark.parametrize(
+  "inner,moment_names",
+  [
     (optax.adam(1e-2), ("mu", "nu")),
     (optax.sgd(0.05, momentum=0.9), ("trace",)),
     (optax.adagrad(0.05), ("sum_of_squares",)),  # accumulators start at 0.1, not 0
-])
+  ],
+)
 def test_revived_weights_have_zeroed_moments_and_start_at_zero(inner, moment_names, skip):
-  tx = dp.drop_pruning(inner, target_sparsity=0.8, end_step=40, update_every=2,
-                       drop_away_prob=0.9, drop_back_prob=0.3)
+  tx = dp.drop_pruning(
+    inner, target_sparsity=0.8, end_step=40, update_every=2, drop_away_prob=0.9, drop_back_prob=0.3
+  )
   params = toy_params()
   state = tx.init(params)
 
@@ -187,8 +204,15 @@ def test_revived_weights_have_zeroed_moments_and_start_at_zero(inner, moment_nam
 
 
 def test_regrow_restore_brings_back_the_pruned_value():
-  tx = dp.drop_pruning(optax.sgd(0.05), target_sparsity=0.8, end_step=40, update_every=2,
-                       drop_away_prob=0.9, drop_back_prob=0.3, regrow_init="restore")
+  tx = dp.drop_pruning(
+    optax.sgd(0.05),
+    target_sparsity=0.8,
+    end_step=40,
+    update_every=2,
+    drop_away_prob=0.9,
+    drop_back_prob=0.3,
+    regrow_init="restore",
+  )
   params = toy_params()
   state = tx.init(params)
   step = jax.jit(make_step(tx))
@@ -204,8 +228,9 @@ def test_regrow_restore_brings_back_the_pruned_value():
     candidate = before - 0.05 * np.where(old, np.asarray(grads["dense"]["kernel"]), 0)
     revived = new & ~old
     if revived.any():
-      np.testing.assert_allclose(np.asarray(params["dense"]["kernel"])[revived],
-                                 last_value[revived], rtol=1e-6)
+      np.testing.assert_allclose(
+        np.asarray(params["dense"]["kernel"])[revived], last_value[revived], rtol=1e-6
+      )
       assert np.all(last_value[revived] != 0)
       checked += int(revived.sum())
     newly_pruned = old & ~new
@@ -213,10 +238,14 @@ def test_regrow_restore_brings_back_the_pruned_value():
   assert checked > 0
 
 
-@pytest.mark.parametrize("inner", [
+@pytest.mark.parametrize(
+  "inner",
+  [
     optax.adamw(1e-2, weight_decay=1e-2),
     optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1, momentum=0.9)),
-], ids=["adamw", "chain"])
+  ],
+  ids=["adamw", "chain"],
+)
 def test_any_inner_transformation(inner):
   tx = dp.drop_pruning(inner, target_sparsity=0.75, end_step=20, update_every=2)
   _, state, _ = _run(tx, 22)
@@ -225,8 +254,10 @@ def test_any_inner_transformation(inner):
 
 def test_nested_in_chain_and_get_masks_finds_it():
   tx = optax.chain(
-      optax.clip_by_global_norm(1.0),
-      dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.5, end_step=4, update_every=2, drop_away_prob=1.0),
+    optax.clip_by_global_norm(1.0),
+    dp.drop_pruning(
+      optax.sgd(0.1), target_sparsity=0.5, end_step=4, update_every=2, drop_away_prob=1.0
+    ),
   )
   _, state, _ = _run(tx, 5)
   # The exact step at end_step: round(n / 2) of each layer, 300 + 108 + 50 of 916.
@@ -236,8 +267,13 @@ def test_nested_in_chain_and_get_masks_finds_it():
 
 
 def test_global_distribution_hits_overall_target_with_uneven_layers():
-  tx = dp.drop_pruning(optax.sgd(0.05), target_sparsity=0.9, end_step=20, update_every=2,
-                       sparsity_distribution="global")
+  tx = dp.drop_pruning(
+    optax.sgd(0.05),
+    target_sparsity=0.9,
+    end_step=20,
+    update_every=2,
+    sparsity_distribution="global",
+  )
   _, state, _ = _run(tx, 22)
   masks = dp.get_masks(state)
   assert dp.sparsity(masks) == pytest.approx(round(916 * 0.9) / 916, abs=1e-12)
@@ -246,19 +282,20 @@ def test_global_distribution_hits_overall_target_with_uneven_layers():
 
 def test_custom_map_and_erk_distributions():
   targets = {"dense/kernel": 0.9, "conv/*": 0.5, "out/kernel": 0.7}
-  tx = dp.drop_pruning(optax.sgd(0.05), target_sparsity=0.9, end_step=20, update_every=2,
-                       sparsity_distribution=targets)
+  tx = dp.drop_pruning(
+    optax.sgd(0.05), target_sparsity=0.9, end_step=20, update_every=2, sparsity_distribution=targets
+  )
   _, state, _ = _run(tx, 21)
   layers = dp.layer_sparsity(dp.get_masks(state))
-  assert layers == pytest.approx({"dense/kernel": 0.9, "conv/kernel": 108 / 216,
-                                  "out/kernel": 0.7})
+  assert layers == pytest.approx({"dense/kernel": 0.9, "conv/kernel": 108 / 216, "out/kernel": 0.7})
 
-  tx = dp.drop_pruning(optax.sgd(0.05), target_sparsity=0.8, end_step=20, update_every=2,
-                       sparsity_distribution="erk")
+  tx = dp.drop_pruning(
+    optax.sgd(0.05), target_sparsity=0.8, end_step=20, update_every=2, sparsity_distribution="erk"
+  )
   _, state, _ = _run(tx, 21)
   masks = dp.get_masks(state)
   expected = dp.erk_sparsities(
-      {"dense/kernel": (30, 20), "conv/kernel": (3, 3, 4, 6), "out/kernel": (20, 5)}, 0.8
+    {"dense/kernel": (30, 20), "conv/kernel": (3, 3, 4, 6), "out/kernel": (20, 5)}, 0.8
   )
   for name, value in dp.layer_sparsity(masks).items():
     size = {"dense/kernel": 600, "conv/kernel": 216, "out/kernel": 100}[name]
@@ -269,11 +306,18 @@ def test_custom_map_and_erk_distributions():
 
 @pytest.mark.parametrize("packed_masks", [False, True], ids=["bool_masks", "packed_masks"])
 def test_state_round_trips_through_flax_serialization_and_orbax(tmp_path, packed_masks):
-  tx = dp.drop_pruning(optax.adam(1e-2), target_sparsity=0.8, end_step=20, update_every=2,
-                       regrow_init="restore", packed_masks=packed_masks)
+  tx = dp.drop_pruning(
+    optax.adam(1e-2),
+    target_sparsity=0.8,
+    end_step=20,
+    update_every=2,
+    regrow_init="restore",
+    packed_masks=packed_masks,
+  )
   params, state, _ = _run(tx, 9)
-  restored = flax.serialization.from_bytes(tx.init(toy_params()),
-                                           flax.serialization.to_bytes(state))
+  restored = flax.serialization.from_bytes(
+    tx.init(toy_params()), flax.serialization.to_bytes(state)
+  )
   chex.assert_trees_all_equal(restored, state)
 
   checkpointer = ocp.StandardCheckpointer()
@@ -307,8 +351,9 @@ def test_update_with_mismatched_params_is_an_error():
 
 def test_init_can_be_traced():
   # Schedules are evaluated at compile time, so init works under jit and eval_shape.
-  tx = dp.drop_pruning(optax.adam(1e-2), target_sparsity=0.8, end_step=20, update_every=2,
-                       sparsity_distribution="erk")
+  tx = dp.drop_pruning(
+    optax.adam(1e-2), target_sparsity=0.8, end_step=20, update_every=2, sparsity_distribution="erk"
+  )
   params = toy_params()
   chex.assert_trees_all_equal(jax.jit(tx.init)(params), tx.init(params))
   shapes = jax.eval_shape(tx.init, params)
@@ -320,9 +365,16 @@ def test_drop_stats_are_one_vector_with_named_fields():
   stats = dp.PruningStats.zeros()
   assert len(jax.tree.leaves(stats)) == 1 and stats.values.dtype == jnp.int32
   assert int(stats.last_step) == -1 and float(stats.shortfall) == 0.0
-  fields = dict(last_step=12, dropped_away=7, dropped_back=3, shortfall=np.float32(1 / 3),
-                total_dropped_away=2**31 - 1, total_dropped_back=5, skipped_updates=1,
-                nonfinite=2)
+  fields = dict(
+    last_step=12,
+    dropped_away=7,
+    dropped_back=3,
+    shortfall=np.float32(1 / 3),
+    total_dropped_away=2**31 - 1,
+    total_dropped_back=5,
+    skipped_updates=1,
+    nonfinite=2,
+  )
   stats = dp.PruningStats.create(**fields)
   for name in STATS_FIELDS:
     assert getattr(stats, name) == fields[name], name
@@ -333,11 +385,14 @@ def test_drop_stats_are_one_vector_with_named_fields():
   # A replicated (pmap) state reads one value per replica, and is created per replica.
   replicated = jax.tree.map(lambda x: jnp.stack([x, x]), changed)
   np.testing.assert_array_equal(replicated.shortfall, [-0.5, -0.5])
-  per_replica = dp.PruningStats.create(**{name: np.stack([value, value]) for name, value in fields.items()})
+  per_replica = dp.PruningStats.create(
+    **{name: np.stack([value, value]) for name, value in fields.items()}
+  )
   assert per_replica.values.shape == (2, len(STATS_FIELDS))
   np.testing.assert_array_equal(per_replica.last_step, [12, 12])
-  chex.assert_trees_all_equal(per_replica, replicated.replace(
-      dropped_back=np.asarray([3, 3]), shortfall=np.float32(1 / 3)))
+  chex.assert_trees_all_equal(
+    per_replica, replicated.replace(dropped_back=np.asarray([3, 3]), shortfall=np.float32(1 / 3))
+  )
   # A state moved to the host (NumPy leaves, as the training loop checkpoints it) still updates.
   on_host = jax.tree.map(np.asarray, stats)
   assert int(on_host.replace(skipped_updates=2).skipped_updates) == 2
@@ -345,10 +400,13 @@ def test_drop_stats_are_one_vector_with_named_fields():
   assert len(jax.tree.leaves(state.stats)) == 1
 
 
-@pytest.mark.parametrize("call", [
+@pytest.mark.parametrize(
+  "call",
+  [
     lambda: dp.PruningStats.create(last_step=0),
     lambda: dp.PruningStats.zeros().replace(dropped=1),
-])
+  ],
+)
 def test_drop_stats_reject_unknown_or_missing_fields(call):
   with pytest.raises(ValueError, match="field"):
     call()
@@ -364,9 +422,17 @@ def test_drop_counts_at_each_step_follow_their_binomial_laws():
   independent draws given their pre-step masks.
   """
   n, p, q, target, begin, end = 10_000, 0.5, 0.2, 0.9, 0, 21
-  tx = dp.drop_pruning(optax.sgd(0.0), target_sparsity=target, begin_step=begin, end_step=end,
-                       update_every=1, initial_sparsity=0.5, drop_away_prob=p,
-                       drop_back_prob=q, drop_back_scale="active")
+  tx = dp.drop_pruning(
+    optax.sgd(0.0),
+    target_sparsity=target,
+    begin_step=begin,
+    end_step=end,
+    update_every=1,
+    initial_sparsity=0.5,
+    drop_away_prob=p,
+    drop_back_prob=q,
+    drop_back_scale="active",
+  )
   schedule = lambda t: target + (0.5 - target) * (1 - (t - begin) / (end - begin)) ** 3
   params = {"w": jax.random.normal(jax.random.PRNGKey(0), (100, 100))}
   state = tx.init(params)
@@ -387,8 +453,10 @@ def test_drop_counts_at_each_step_follow_their_binomial_laws():
     q_eff = min(1.0, q * active / pruned)
     c = min(max(round(n * (schedule(step) - s * (1 - q_eff)) / p), 0), active)
     assert 0 < c < active  # the clip does not bind: the laws below are the plain binomials
-    for count, trials, prob, zs in ((stats.dropped_away, c, p, z_away),
-                                    (stats.dropped_back, pruned, q_eff, z_back)):
+    for count, trials, prob, zs in (
+      (stats.dropped_away, c, p, z_away),
+      (stats.dropped_back, pruned, q_eff, z_back),
+    ):
       z = (int(count) - trials * prob) / np.sqrt(trials * prob * (1 - prob))
       assert abs(z) <= 5, (step, trials, prob, int(count))
       zs.append(z)

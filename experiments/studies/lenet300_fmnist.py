@@ -4,16 +4,15 @@ All gradual methods share epochs, learning-rate schedule and pruning window; the
 dense model trains for the same epochs. Targets are per layer ("uniform").
 """
 
-from experiments.studies import ALL_METHODS
-from experiments.studies import FASHION_MNIST_PROTOCOL
+from experiments.studies import ALL_METHODS, FASHION_MNIST_PROTOCOL
 
 
 def get_study() -> dict:
   return {
-      "name": "lenet300_fmnist",
-      "config": "experiments/configs/lenet300.py",
-      "overrides": FASHION_MNIST_PROTOCOL,
-      "methods": ALL_METHODS,
-      "targets": [0.9, 0.95, 0.98, 0.99],
-      "seeds": [0, 1, 2],
+    "name": "lenet300_fmnist",
+    "config": "experiments/configs/lenet300.py",
+    "overrides": FASHION_MNIST_PROTOCOL,
+    "methods": ALL_METHODS,
+    "targets": [0.9, 0.95, 0.98, 0.99],
+    "seeds": [0, 1, 2],
   }

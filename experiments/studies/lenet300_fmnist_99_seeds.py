@@ -12,13 +12,19 @@ from experiments.studies import FASHION_MNIST_PROTOCOL
 
 def get_study() -> dict:
   return {
-      "name": "lenet300_fmnist_99_seeds",
-      "config": "experiments/configs/lenet300.py",
-      "overrides": FASHION_MNIST_PROTOCOL,
-      "cells": [
-          {"name": "gradual_t0.99", "method": "gradual", "target_sparsity": 0.99},
-          {"name": "drop_cosine_t0.99", "method": "drop", "target_sparsity": 0.99,
-           "drop_away_prob": 0.25, "drop_back_prob": 0.2, "drop_anneal": "cosine"},
-      ],
-      "seeds": list(range(10)),
+    "name": "lenet300_fmnist_99_seeds",
+    "config": "experiments/configs/lenet300.py",
+    "overrides": FASHION_MNIST_PROTOCOL,
+    "cells": [
+      {"name": "gradual_t0.99", "method": "gradual", "target_sparsity": 0.99},
+      {
+        "name": "drop_cosine_t0.99",
+        "method": "drop",
+        "target_sparsity": 0.99,
+        "drop_away_prob": 0.25,
+        "drop_back_prob": 0.2,
+        "drop_anneal": "cosine",
+      },
+    ],
+    "seeds": list(range(10)),
   }

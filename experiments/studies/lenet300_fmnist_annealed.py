@@ -14,17 +14,26 @@ def get_study() -> dict:
   targets = (0.9, 0.95, 0.98, 0.99)
   # gradual and constant drop are the same cells as in lenet300_fmnist (same protocol,
   # seeds and names): their finished run folders can be copied here instead of rerun.
-  cells = [{"name": f"{m}_t{t:g}", "method": m, "target_sparsity": t}
-           for m in ("gradual", "drop") for t in targets]
+  cells = [
+    {"name": f"{m}_t{t:g}", "method": m, "target_sparsity": t}
+    for m in ("gradual", "drop")
+    for t in targets
+  ]
   cells += [
-      {"name": f"drop_cosine_t{t:g}", "method": "drop", "target_sparsity": t,
-       "drop_away_prob": 0.25, "drop_back_prob": 0.2, "drop_anneal": "cosine"}
-      for t in targets
+    {
+      "name": f"drop_cosine_t{t:g}",
+      "method": "drop",
+      "target_sparsity": t,
+      "drop_away_prob": 0.25,
+      "drop_back_prob": 0.2,
+      "drop_anneal": "cosine",
+    }
+    for t in targets
   ]
   return {
-      "name": "lenet300_fmnist_annealed",
-      "config": "experiments/configs/lenet300.py",
-      "overrides": FASHION_MNIST_PROTOCOL,
-      "cells": cells,
-      "seeds": [0, 1, 2],
+    "name": "lenet300_fmnist_annealed",
+    "config": "experiments/configs/lenet300.py",
+    "overrides": FASHION_MNIST_PROTOCOL,
+    "cells": cells,
+    "seeds": [0, 1, 2],
   }

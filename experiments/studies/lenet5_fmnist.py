@@ -6,16 +6,15 @@ window; per-layer targets). LeNet-5 costs about 15x LeNet-300-100 per step on a 
 or a long background run.
 """
 
-from experiments.studies import ALL_METHODS
-from experiments.studies import FASHION_MNIST_PROTOCOL
+from experiments.studies import ALL_METHODS, FASHION_MNIST_PROTOCOL
 
 
 def get_study() -> dict:
   return {
-      "name": "lenet5_fmnist",
-      "config": "experiments/configs/lenet5.py",
-      "overrides": FASHION_MNIST_PROTOCOL,
-      "methods": ALL_METHODS,
-      "targets": [0.9, 0.95, 0.98, 0.99],
-      "seeds": [0, 1, 2],
+    "name": "lenet5_fmnist",
+    "config": "experiments/configs/lenet5.py",
+    "overrides": FASHION_MNIST_PROTOCOL,
+    "methods": ALL_METHODS,
+    "targets": [0.9, 0.95, 0.98, 0.99],
+    "seeds": [0, 1, 2],
   }

@@ -12,13 +12,19 @@ from experiments.studies import FASHION_MNIST_PROTOCOL
 def get_study() -> dict:
   target = 0.99
   return {
-      "name": "lenet5_fmnist_global",
-      "config": "experiments/configs/lenet5.py",
-      "overrides": {**FASHION_MNIST_PROTOCOL, "sparsity_distribution": "global"},
-      "cells": [
-          {"name": "gradual_t0.99", "method": "gradual", "target_sparsity": target},
-          {"name": "drop_cosine_t0.99", "method": "drop", "target_sparsity": target,
-           "drop_away_prob": 0.25, "drop_back_prob": 0.2, "drop_anneal": "cosine"},
-      ],
-      "seeds": [0, 1, 2],
+    "name": "lenet5_fmnist_global",
+    "config": "experiments/configs/lenet5.py",
+    "overrides": {**FASHION_MNIST_PROTOCOL, "sparsity_distribution": "global"},
+    "cells": [
+      {"name": "gradual_t0.99", "method": "gradual", "target_sparsity": target},
+      {
+        "name": "drop_cosine_t0.99",
+        "method": "drop",
+        "target_sparsity": target,
+        "drop_away_prob": 0.25,
+        "drop_back_prob": 0.2,
+        "drop_anneal": "cosine",
+      },
+    ],
+    "seeds": [0, 1, 2],
   }
