@@ -233,7 +233,7 @@ class DropPlan:
   def overall_target(self, count) -> jax.Array:
     return jnp.asarray(self.sparsity_schedule(count), jnp.float32)
 
-  def expected_path(self, leaf_final: float) -> dict[str, np.ndarray]:
+  def expected_path(self, leaf_final: float, stop_on_shortfall=False) -> dict[str, np.ndarray]:
     """The expected trajectory of a leaf as arrays (see :func:`expected_trajectory`)."""
     return _path_arrays(
       leaf_final,
@@ -243,6 +243,7 @@ class DropPlan:
       self.drop_back_prob,
       self.drop_back_scale,
       self.steps,
+      stop_on_shortfall=stop_on_shortfall,
     )
 
   def check_reachable(self, leaf_finals: Sequence[float]) -> None:
@@ -253,7 +254,7 @@ class DropPlan:
     rate relative to the pruned set can make the target unreachable.
     """
     for leaf_final in sorted({float(t) for t in leaf_finals}, reverse=True):
-      path = self.expected_path(leaf_final)
+      path = self.expected_path(leaf_final, stop_on_shortfall=True)
       short = np.flatnonzero(path["target"] - path["expected"] > _REACHABILITY_TOLERANCE)
       if short.size:
         i = int(short[0])
@@ -317,7 +318,9 @@ def expected_trajectory(
   ]
 
 
-def _path_arrays(final, target_sparsity, sparsity_schedule, away, back, scale, steps):
+def _path_arrays(
+  final, target_sparsity, sparsity_schedule, away, back, scale, steps, stop_on_shortfall=False
+):
   return _expected_path(
     final,
     targets=leaf_step_target(
@@ -326,42 +329,51 @@ def _path_arrays(final, target_sparsity, sparsity_schedule, away, back, scale, s
     away=schedules.schedule_values(away, steps),
     back=schedules.schedule_values(back, steps),
     scale=scale,
+    stop_on_shortfall=stop_on_shortfall,
   )
 
 
-def _expected_path(final, *, targets, away, back, scale) -> dict[str, np.ndarray]:
+_MAX_VECTOR_PASSES = 16  # after this many binding clips, a plain loop does the rest
+
+
+def _expected_path(final, *, targets, away, back, scale, stop_on_shortfall=False):
   """The recursion ``s -> s (1 - q) + p clip(c / n, 0, 1 - s)`` over all pruning steps.
 
   The last step is exact (``p = 1, q = 0``, target ``final``). Vectorised: where no
   clip binds, the expected sparsity after a step is its target, so every step is
-  computed at once from the previous step's target, and only from the first step
-  whose clip binds on is the recursion run again (once per binding step). Cost:
-  ``O(steps)`` array work, a few seconds for 10^7 pruning steps.
+  computed at once from the previous step's target; from the first step whose clip
+  binds on, the same is done again (after a few such passes, a plain loop finishes).
+  Cost: ``O(steps)`` array work, seconds for 10^7 pruning steps. With
+  ``stop_on_shortfall`` the computation ends at the first step that misses its target.
   """
   n = len(targets)
   targets = np.asarray(targets, np.float64).copy()
   p = np.asarray(away, np.float64).copy()
   rate = np.asarray(back, np.float64).copy()
   targets[-1], p[-1], rate[-1] = final, 1.0, 0.0
-  before = np.empty(n)
-  q = np.empty(n)
-  pool = np.empty(n)
-  expected = np.empty(n)
-  start, s = 0, 0.0
+  out = {k: np.full(n, np.nan) for k in ("before", "q", "pool", "expected")}
+  start, s, passes = 0, 0.0, 0
   while start < n:
-    guess = np.concatenate([[s], targets[start:-1]])  # sparsity before each step if no clip binds
-    q_seg = _effective_q_array(rate[start:], guess, scale)
-    unclipped = wanted_pool(1.0, guess, targets[start:], p[start:], q_seg)
-    clipped = np.clip(unclipped, 0.0, 1.0 - guess)
-    binds = np.flatnonzero(clipped != unclipped)
-    stop = n if not binds.size else start + int(binds[0]) + 1
+    if passes < _MAX_VECTOR_PASSES:  # all remaining steps at once, guessing no clip binds
+      before = np.concatenate([[s], targets[start:-1]])
+    else:  # one step
+      before = np.asarray([s])
+    stop = start + len(before)
+    q = _effective_q_array(rate[start:stop], before, scale)
+    unclipped = wanted_pool(1.0, before, targets[start:stop], p[start:stop], q)
+    pool = np.clip(unclipped, 0.0, 1.0 - before)
+    binds = np.flatnonzero(pool != unclipped)
+    if binds.size:  # the guess holds up to and including the first binding step
+      passes += 1
+      stop = start + int(binds[0]) + 1
     m = stop - start
-    before[start:stop], q[start:stop], pool[start:stop] = guess[:m], q_seg[:m], clipped[:m]
-    expected[start:stop] = expected_sparsity(guess[:m], clipped[:m], p[start:stop], q_seg[:m])
-    if binds.size:  # the step that bound ends elsewhere than its target
-      expected[start : stop - 1] = targets[start : stop - 1]
-    s, start = expected[stop - 1], stop
-  return {"before": before, "target": targets, "p": p, "q": q, "pool": pool, "expected": expected}
+    expected = expected_sparsity(before[:m], pool[:m], p[start:stop], q[:m])
+    for key, value in (("before", before), ("q", q), ("pool", pool), ("expected", expected)):
+      out[key][start:stop] = value[:m]
+    s, start = expected[-1], stop
+    if stop_on_shortfall and targets[stop - 1] - s > _REACHABILITY_TOLERANCE:
+      break
+  return {"target": targets, "p": p, **out}
 
 
 def _effective_q_array(rate, sparsity, scale):
