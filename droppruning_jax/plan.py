@@ -211,9 +211,10 @@ class DropPlan:
 
   def check_leaves(self, paths: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> None:
     """The checks that need the shapes (at ``init``): reachability per leaf, rounding."""
+    if self.is_global:  # one pool: no per-leaf targets (a leaf still keeps one weight)
+      return
     finals = self.leaf_finals(paths, shapes)
-    if not self.is_global:
-      self.check_reachable(finals)
+    self.check_reachable(finals)
     warn_rounding(paths, shapes, finals)
 
   def is_pruning_step(self, count):

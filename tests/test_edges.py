@@ -77,13 +77,17 @@ def test_small_leaf_keeps_one_weight_and_init_warns():
 
 
 def test_global_pool_never_empties_a_leaf():
-  # The small leaf has tiny weights: a global pool at 99.5 % would take all of them.
-  params = {"big": {"kernel": jnp.ones((40, 50))}, "small": {"kernel": jnp.full((4, 5), 1e-3)}}
+  # Scores are normalised by each leaf's mean: the big leaf's tiny half scores ~2e-6, the
+  # small leaf 1.0, the big leaf's large half 2.0. Pruning 2010 of 2020 weights by score
+  # alone would take the tiny half, all 20 of the small leaf, then 990 of the large half.
+  big = jnp.where(jnp.arange(2000) % 2 == 0, 1.0, 1e-6).reshape(40, 50)
+  params = {"big": {"kernel": big}, "small": {"kernel": jnp.full((4, 5), 1e-3)}}
   tx = dp.drop_pruning(
     optax.sgd(0.0),
     target_sparsity=0.995,
     end_step=4,
     update_every=2,
+    drop_away_prob=1.0,
     drop_back_prob=0.0,
     sparsity_distribution="global",
   )
