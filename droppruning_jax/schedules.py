@@ -79,7 +79,7 @@ def cosine_anneal(start: float, end: float, begin_step: int, end_step: int) -> S
 
 
 def pruning_steps(begin_step: int, end_step: int, update_every: int) -> list[int]:
-  """The step counts at which masks change: ``begin, begin + k*every, ..., end``.
+  """The step counts at which masks are updated: ``begin, begin + k*every, ..., end``.
 
   ``end_step`` is always included, also when it is not on the grid, because the
   final exact step happens there.
