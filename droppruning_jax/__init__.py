@@ -25,6 +25,7 @@ from droppruning_jax.export import SparseLeaf, export_sparse, to_bcoo
 from droppruning_jax.export import nbytes as params_nbytes
 from droppruning_jax.export import to_dense as sparse_to_dense
 from droppruning_jax.han import han_pruning
+from droppruning_jax.loops import TrainStep, jit_train_step
 from droppruning_jax.masks import (
   PackedMask,
   apply_masks,
@@ -50,6 +51,7 @@ __all__ = [
   "PruningState",
   "PruningStats",
   "SparseLeaf",
+  "TrainStep",
   "apply_masks",
   "cosine_anneal",
   "count_params",
@@ -66,6 +68,7 @@ __all__ = [
   "gradual_magnitude_pruning",
   "han_pruning",
   "init_masks",
+  "jit_train_step",
   "layer_sparsity",
   "pack_masks",
   "params_nbytes",

@@ -333,7 +333,7 @@ def drop_pruning(
     skip_mask_update=False, **extra_args)`` needs ``params``; pass
     ``skip_mask_update=True`` (static under ``jit``) on steps that are not pruning steps
     to compile the step without the mask-update conditional (or let
-    :func:`droppruning_jax.fast_train_step` choose). A pruning step skipped anyway is
+    :func:`droppruning_jax.jit_train_step` choose). A pruning step skipped anyway is
     counted in ``stats.skipped_updates``.
 
   Raises:
