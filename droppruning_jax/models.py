@@ -12,6 +12,11 @@ Parameter counts (``params`` collection only):
 * ``LeNet5`` on 28x28x1 input: 431,080.
 * ``VGG16`` on 32x32x3 input, ``width_multiplier=1.0``: 14,986,698
   (plus 8,448 batch-norm running statistics in ``batch_stats``).
+
+``NNXLeNet300100`` and ``NNXLeNet5`` are the same networks as Flax NNX modules
+(``nnx.Module``), with the same layer and parameter names, so
+``nnx.state(model, nnx.Param).to_pure_dict()`` has the paths of the linen
+``params`` collection. ``get_nnx_model`` builds them by name.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
+from flax import nnx
 
 # Image size of MNIST-like inputs; LeNet-5 reshapes flat (B, 784) input to it.
 _MNIST_IMAGE_SHAPE = (28, 28, 1)
@@ -179,6 +185,77 @@ class VGG16(nn.Module):
     hidden_units = scaled_width(VGG16_HIDDEN_UNITS, self.width_multiplier)
     x = nn.relu(nn.Dense(hidden_units, name="dense1")(x))
     return nn.Dense(self.num_classes, name="dense2")(x)
+
+
+class NNXLeNet300100(nnx.Module):
+  """LeNet-300-100 as an ``nnx.Module``: 784-300-100-10 with ReLU (266,610 parameters).
+
+  Args:
+    num_classes: Number of output logits.
+    rngs: Initialisation randomness (``nnx.Rngs``).
+    in_features: Flattened input size (784 for MNIST-like images).
+  """
+
+  def __init__(self, num_classes: int = 10, *, rngs: nnx.Rngs, in_features: int = 784):
+    self.dense1 = nnx.Linear(in_features, 300, rngs=rngs)
+    self.dense2 = nnx.Linear(300, 100, rngs=rngs)
+    self.dense3 = nnx.Linear(100, num_classes, rngs=rngs)
+
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Returns logits ``(B, num_classes)`` of ``(B, 28, 28, 1)`` or flat input."""
+    del train  # No dropout or batch norm.
+    x = _flatten(x)
+    x = nnx.relu(self.dense1(x))
+    x = nnx.relu(self.dense2(x))
+    return self.dense3(x)
+
+
+class NNXLeNet5(nnx.Module):
+  """LeNet-5 (Caffe variant, as ``LeNet5``) as an ``nnx.Module``; 431,080 parameters.
+
+  Args:
+    num_classes: Number of output logits.
+    rngs: Initialisation randomness (``nnx.Rngs``).
+  """
+
+  def __init__(self, num_classes: int = 10, *, rngs: nnx.Rngs):
+    self.conv1 = nnx.Conv(1, 20, (5, 5), padding="VALID", rngs=rngs)
+    self.conv2 = nnx.Conv(20, 50, (5, 5), padding="VALID", rngs=rngs)
+    self.dense1 = nnx.Linear(4 * 4 * 50, 500, rngs=rngs)
+    self.dense2 = nnx.Linear(500, num_classes, rngs=rngs)
+
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Returns logits ``(B, num_classes)`` of ``(B, 28, 28, 1)`` or flat ``(B, 784)`` input."""
+    del train  # No dropout or batch norm.
+    if x.ndim == 2:
+      x = x.reshape((x.shape[0], *_MNIST_IMAGE_SHAPE))
+    x = nn.max_pool(self.conv1(x), (2, 2), strides=(2, 2))
+    x = nn.max_pool(self.conv2(x), (2, 2), strides=(2, 2))
+    x = nnx.relu(self.dense1(_flatten(x)))
+    return self.dense2(x)
+
+
+_NNX_MODEL_FACTORIES: dict[str, Callable[..., nnx.Module]] = {
+  "lenet300": NNXLeNet300100,
+  "lenet5": NNXLeNet5,
+}
+
+NNX_MODEL_NAMES: Sequence[str] = tuple(_NNX_MODEL_FACTORIES)
+
+
+def get_nnx_model(name: str, *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
+  """Returns an NNX model by name (``"lenet300"`` or ``"lenet5"``), initialised from ``rngs``.
+
+  Raises:
+    ValueError: If ``name`` has no NNX version.
+  """
+  try:
+    factory = _NNX_MODEL_FACTORIES[name]
+  except KeyError:
+    raise ValueError(
+      f"No NNX version of model {name!r}; NNX models: {', '.join(NNX_MODEL_NAMES)}."
+    ) from None
+  return factory(rngs=rngs, **kwargs)
 
 
 _MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {

@@ -2,7 +2,9 @@
 
 ``train_and_evaluate(config, workdir)`` trains a model from ``droppruning_jax.models``
 on a dataset from ``experiments.data`` with one of the pruning methods (or none),
-data-parallel over the local devices with ``jax.pmap``, and writes into ``workdir``:
+data-parallel with ``jax.pmap`` over the local devices (``config.parallel="pmap"``)
+or with ``jax.jit`` over a device mesh of all processes' devices
+(``config.parallel="jit"``, optionally FSDP), and writes into ``workdir``:
 
 * ``metrics.jsonl``: one JSON line per epoch (losses, test error, sparsity, drop counts);
 * ``checkpoints/``: an Orbax checkpoint after every epoch, every
@@ -45,6 +47,9 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 from absl import logging
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import droppruning_jax as dp
 from droppruning_jax import masks as masks_lib
@@ -56,6 +61,8 @@ PyTree = Any
 
 METHODS = ("dense", "drop", "gradual", "drop_away_only", "drop_back_only", "random", "han")
 OPTIMIZERS = ("sgd", "adam")
+MODEL_APIS = ("linen", "nnx")
+PARALLEL_MODES = ("pmap", "jit")
 LR_SCHEDULES = ("constant", "cosine", "step")
 SPARSITY_DISTRIBUTIONS = ("uniform", "global", "erk")
 # Datasets each model can read: LeNet-5 expects 28x28x1 images and VGG-16's five
@@ -167,6 +174,36 @@ def _global_device_count(config: ml_collections.ConfigDict) -> int:
   return local * jax.process_count()
 
 
+def mesh_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """The axis sizes of ``parallel="jit"``'s mesh, with ``-1`` resolved.
+
+  Raises:
+    ValueError: the shape, names or FSDP axis do not fit the devices.
+  """
+  shape, names = tuple(config.mesh_shape), tuple(config.mesh_axes)
+  devices = _global_device_count(config)
+  if len(shape) != len(names) or not shape:
+    raise ValueError(
+      f"mesh_shape={shape} and mesh_axes={names} must be non-empty and of equal length."
+    )
+  if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+    raise ValueError(f"mesh_axes={names} must be distinct non-empty names.")
+  if any(not isinstance(n, int) or isinstance(n, bool) or (n < 1 and n != -1) for n in shape):
+    raise ValueError(f"mesh_shape={shape} must hold positive sizes (and at most one -1).")
+  known = math.prod(n for n in shape if n != -1)
+  if shape.count(-1) > 1 or (shape.count(-1) == 1 and devices % known):
+    raise ValueError(f"mesh_shape={shape} cannot be completed to the {devices} devices.")
+  resolved = tuple(devices // known if n == -1 else n for n in shape)
+  if math.prod(resolved) != devices:
+    raise ValueError(
+      f"mesh_shape={shape} holds {math.prod(resolved)} devices but the run has {devices} "
+      f"({jax.process_count()} process(es) x {devices // jax.process_count()} local)."
+    )
+  if not _is_unset(config.fsdp_axis) and config.fsdp_axis not in names:
+    raise ValueError(f"fsdp_axis={config.fsdp_axis!r} is not one of mesh_axes={names}.")
+  return resolved
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks a config before any data is loaded or any step is compiled.
 
@@ -193,6 +230,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     fail(f"lr_schedule={config.lr_schedule!r} is not one of {LR_SCHEDULES}.")
   if config.model not in models.MODEL_NAMES:
     fail(f"model={config.model!r} is not one of {tuple(models.MODEL_NAMES)}.")
+  if config.model_api not in MODEL_APIS:
+    fail(f"model_api={config.model_api!r} is not one of {MODEL_APIS}.")
+  if config.model_api == "nnx" and config.model not in models.NNX_MODEL_NAMES:
+    fail(
+      f"model_api='nnx' has no NNX version of model={config.model!r}; NNX models: "
+      f"{tuple(models.NNX_MODEL_NAMES)}."
+    )
+  if config.parallel not in PARALLEL_MODES:
+    fail(f"parallel={config.parallel!r} is not one of {PARALLEL_MODES}.")
+  if config.parallel == "jit":
+    try:
+      mesh_shape(config)
+    except ValueError as error:
+      fail(str(error))
   if config.dataset not in data_lib.DATASET_NAMES:
     fail(f"dataset={config.dataset!r} is not one of {data_lib.DATASET_NAMES}.")
   if config.dataset not in MODEL_DATASETS[config.model]:
@@ -416,8 +467,40 @@ def eval_batches(
 # ---------------------------------------------------------------------------
 
 
+class FunctionalNNX:
+  """An NNX model driven like a linen one: ``init(key, x) -> {"params": ...}`` and
+  ``apply(variables, x, train=...)``, with the params a plain nested dict of the
+  ``nnx.Param`` values (``nnx.split`` / ``nnx.merge`` inside the step), so that one
+  functional loop, its checkpoints and the masks' paths serve both APIs.
+
+  Args:
+    name: an NNX model of ``droppruning_jax.models`` (``models.NNX_MODEL_NAMES``).
+    **kwargs: passed to its constructor, e.g. ``num_classes``.
+  """
+
+  def __init__(self, name: str, **kwargs):
+    self._build = functools.partial(models.get_nnx_model, name, **kwargs)
+    if name not in models.NNX_MODEL_NAMES:
+      raise ValueError(f"No NNX version of model {name!r}.")
+
+  def init(self, key: jax.Array, x: jax.Array, train: bool = False) -> dict:
+    del x, train  # the shapes are fixed by the constructor
+    model = self._build(rngs=nnx.Rngs(params=key))
+    return {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param))}
+
+  def apply(self, variables: dict, x: jax.Array, train: bool = False, mutable=False):
+    if mutable:
+      raise ValueError("the NNX experiment models have no mutable collections")
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: self._build(rngs=nnx.Rngs(0))))
+    nnx.replace_by_pure_dict(state, variables["params"])
+    return nnx.merge(graphdef, state)(x, train=train)
+
+
 def make_model(config: ml_collections.ConfigDict, num_classes: int):
+  """The model: a linen module, or for ``model_api="nnx"`` a :class:`FunctionalNNX`."""
   kwargs = {"num_classes": num_classes}
+  if config.model_api == "nnx":
+    return FunctionalNNX(config.model, **kwargs)
   if config.model == "vgg16":
     kwargs["width_multiplier"] = config.width_multiplier
   return models.get_model(config.model, **kwargs)
@@ -569,18 +652,10 @@ def _has_pruning(config) -> bool:
   return config.method != "dense"
 
 
-def make_train_step(
-  model,
-  tx: optax.GradientTransformation,
-  has_pruning: bool,
-  devices,
-  skip_mask_update: bool = False,
-):
-  """The pmapped train step ``(state, images, labels) -> (state, metrics)``.
-
-  With ``skip_mask_update=True`` the step cannot change masks (for steps outside
-  :func:`mask_update_steps`) and compiles without the mask-update conditional.
-  """
+def _train_step_fn(model, tx, has_pruning: bool, skip_mask_update: bool, mean: Any):
+  """The train step ``(state, images, labels) -> (state, metrics)`` of one replica;
+  ``mean`` averages a tree over the replicas (``pmean`` under pmap, the identity under
+  jit, whose step sees the whole batch)."""
   extra = {"skip_mask_update": skip_mask_update} if has_pruning else {}
 
   def train_step(state: TrainState, images, labels):
@@ -597,9 +672,9 @@ def make_train_step(
       return loss, (logits, batch_stats)
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads = jax.lax.pmean(grads, "batch")
+    grads = mean(grads)
     # Every replica must keep the same running statistics.
-    batch_stats = jax.lax.pmean(batch_stats, "batch")
+    batch_stats = mean(batch_stats)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
     params = optax.apply_updates(state.params, updates)
     metrics = {
@@ -611,16 +686,15 @@ def make_train_step(
       stats = dp.get_stats(opt_state)
       # Only a pruning step taken now counts; the stats persist between steps.
       metrics["shortfall"] = jnp.where(stats.last_step == before.count, stats.shortfall, 0.0)
-    metrics = jax.lax.pmean(metrics, "batch")
+    metrics = mean(metrics)
     return TrainState(params, batch_stats, opt_state), metrics
 
-  # The state is donated: its buffers are reused for the new state, and state that a
-  # step passes through unchanged (the masks between pruning steps) is not copied.
-  return jax.pmap(train_step, axis_name="batch", devices=devices, donate_argnums=(0,))
+  return train_step
 
 
-def make_eval_step(model, devices):
-  """The pmapped eval step ``(params, batch_stats, images, labels, weights) -> sums``."""
+def _eval_step_fn(model, total: Any):
+  """The eval step ``(params, batch_stats, images, labels, weights) -> sums``; ``total``
+  sums a tree over the replicas."""
 
   def eval_step(params, batch_stats, images, labels, weights):
     variables = {"params": params}
@@ -634,19 +708,180 @@ def make_eval_step(model, devices):
       "correct": jnp.sum(correct * weights),
       "count": jnp.sum(weights),
     }
-    return jax.lax.psum(sums, "batch")
+    return total(sums)
 
-  return jax.pmap(eval_step, axis_name="batch", devices=devices)
+  return eval_step
 
 
-def evaluate(eval_step, state: TrainState, config, data: Data, num_local_devices: int) -> dict:
+class PmapPlacement:
+  """``parallel="pmap"``: the state replicated on the local devices (leading axis =
+  device), batches split per device, ``jax.pmap`` steps.
+
+  The placements share the loop; they differ only in how the state and the batches
+  are put on the devices and read back, and in how the step is compiled.
+  """
+
+  def __init__(self, devices: Optional[list]):
+    self.devices = devices
+
+  def put_state(self, state: TrainState) -> TrainState:
+    return flax.jax_utils.replicate(state, self.devices)
+
+  def get_state(self, state: TrainState) -> TrainState:
+    return unreplicate(state)
+
+  def put_batch(self, *arrays: np.ndarray) -> tuple:
+    """Arrays of shape ``(num_local_devices, per_device, ...)`` as the step takes them."""
+    return arrays
+
+  def scalar(self, value) -> float:
+    """A reduced metric of a step, fetched to the host, as a float."""
+    return float(value[0])
+
+  def train_step(self, model, tx, has_pruning: bool, skip_mask_update: bool = False):
+    step = _train_step_fn(
+      model, tx, has_pruning, skip_mask_update, lambda tree: jax.lax.pmean(tree, "batch")
+    )
+    # The state is donated: its buffers are reused for the new state, and state that a
+    # step passes through unchanged (the masks between pruning steps) is not copied.
+    return jax.pmap(step, axis_name="batch", devices=self.devices, donate_argnums=(0,))
+
+  def eval_step(self, model):
+    step = _eval_step_fn(model, lambda tree: jax.lax.psum(tree, "batch"))
+    return jax.pmap(step, axis_name="batch", devices=self.devices)
+
+
+def fsdp_spec(shape: tuple[int, ...], axis: str, size: int) -> P:
+  """How FSDP shards an array over mesh axis ``axis`` of ``size`` devices: its largest
+  dimension divisible by ``size`` (the first of equals); replicated if none is."""
+  dims = [d for d in range(len(shape)) if shape[d] % size == 0 and shape[d] >= size]
+  if size == 1 or not dims:
+    return P()
+  dim = max(dims, key=lambda d: (shape[d], -d))
+  return P(*(axis if d == dim else None for d in range(len(shape))))
+
+
+class JitPlacement:
+  """``parallel="jit"``: one global array per state leaf on a mesh of all devices of all
+  processes (``config.mesh_shape`` / ``mesh_axes``), ``jax.jit`` steps.
+
+  The batch is sharded over every mesh axis; the params and the optimizer state are
+  replicated, or with ``config.fsdp_axis`` sharded over that axis (:func:`fsdp_spec`,
+  by shape, so a mask takes its parameter's sharding). The mesh axes are
+  ``AxisType.Auto``: XLA places the collectives.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, devices: Optional[list], state):
+    devices = devices if devices is not None else jax.devices()
+    names = tuple(config.mesh_axes)
+    self.mesh = jax.sharding.Mesh(
+      np.asarray(devices).reshape(mesh_shape(config)),
+      names,
+      axis_types=(jax.sharding.AxisType.Auto,) * len(names),
+    )
+    self.batch_sharding = NamedSharding(self.mesh, P(names))
+    self.replicated = NamedSharding(self.mesh, P())
+    fsdp = None if _is_unset(config.fsdp_axis) else config.fsdp_axis
+
+    def sharding(leaf):
+      if fsdp is None:
+        return self.replicated
+      return NamedSharding(self.mesh, fsdp_spec(np.shape(leaf), fsdp, self.mesh.shape[fsdp]))
+
+    self.state_sharding = jax.tree.map(sharding, state)
+
+  def put_state(self, state: TrainState) -> TrainState:
+    def put(leaf, sharding):
+      leaf = np.asarray(leaf)
+      return jax.make_array_from_callback(leaf.shape, sharding, lambda index: leaf[index])
+
+    return jax.tree.map(put, state, self.state_sharding)
+
+  def get_state(self, state: TrainState) -> TrainState:
+    return jax.tree.map(_to_host, state)
+
+  def put_batch(self, *arrays: np.ndarray) -> tuple:
+    """This process's ``(num_local_devices, per_device, ...)`` arrays as global arrays."""
+    return tuple(
+      jax.make_array_from_process_local_data(
+        self.batch_sharding, np.reshape(a, (-1, *np.shape(a)[2:]))
+      )
+      for a in arrays
+    )
+
+  def scalar(self, value) -> float:
+    return float(value)
+
+  def train_step(self, model, tx, has_pruning: bool, skip_mask_update: bool = False):
+    step = _train_step_fn(model, tx, has_pruning, skip_mask_update, lambda tree: tree)
+    return jax.jit(
+      step,
+      in_shardings=(self.state_sharding, self.batch_sharding, self.batch_sharding),
+      out_shardings=(self.state_sharding, self.replicated),
+      donate_argnums=(0,),
+    )
+
+  def eval_step(self, model):
+    step = _eval_step_fn(model, lambda tree: tree)
+    state = self.state_sharding
+    batch = self.batch_sharding
+    return jax.jit(
+      step,
+      in_shardings=(state.params, state.batch_stats, batch, batch, batch),
+      out_shardings=self.replicated,
+    )
+
+
+def _to_host(x) -> np.ndarray:
+  """A global array as a host NumPy array (a copy), gathered over the processes."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    return np.array(multihost_utils.process_allgather(x, tiled=True))
+  return np.array(x)
+
+
+def make_placement(config: ml_collections.ConfigDict, devices: Optional[list], state):
+  """The placement of ``config.parallel`` (``state``: a host state, for its shapes)."""
+  if config.parallel == "jit":
+    return JitPlacement(config, devices, state)
+  return PmapPlacement(devices)
+
+
+def make_train_step(
+  model,
+  tx: optax.GradientTransformation,
+  has_pruning: bool,
+  devices,
+  skip_mask_update: bool = False,
+):
+  """The pmapped train step ``(state, images, labels) -> (state, metrics)``.
+
+  With ``skip_mask_update=True`` the step cannot change masks (for steps outside
+  :func:`mask_update_steps`) and compiles without the mask-update conditional.
+  """
+  return PmapPlacement(devices).train_step(model, tx, has_pruning, skip_mask_update)
+
+
+def make_eval_step(model, devices):
+  """The pmapped eval step ``(params, batch_stats, images, labels, weights) -> sums``."""
+  return PmapPlacement(devices).eval_step(model)
+
+
+def evaluate(
+  eval_step,
+  state: TrainState,
+  config,
+  data: Data,
+  num_local_devices: int,
+  placement: Any = None,
+) -> dict:
+  placement = placement or PmapPlacement(None)
   totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-  for images, labels, weights in eval_batches(
-    config, data.test_images, data.test_labels, num_local_devices
-  ):
-    sums = jax.device_get(eval_step(state.params, state.batch_stats, images, labels, weights))
+  for batch in eval_batches(config, data.test_images, data.test_labels, num_local_devices):
+    sums = jax.device_get(eval_step(state.params, state.batch_stats, *placement.put_batch(*batch)))
     for key in totals:
-      totals[key] += float(sums[key][0])
+      totals[key] += placement.scalar(sums[key])
   count = max(totals["count"], 1.0)
   return {"test_loss": totals["loss"] / count, "test_error": 1.0 - totals["correct"] / count}
 
@@ -1065,7 +1300,8 @@ def initialize_multihost(config: ml_collections.ConfigDict) -> None:
 
 
 def select_devices(config: ml_collections.ConfigDict) -> Optional[list]:
-  """The devices the pmaps run on; ``None`` means all local devices."""
+  """The local devices the steps run on; ``None`` means all local devices (and with
+  ``parallel="jit"`` all devices of all processes)."""
   if config.num_devices is None:
     return None
   return jax.local_devices()[: config.num_devices]
@@ -1156,19 +1392,22 @@ def train_and_evaluate(
     _truncate_metrics(workdir, start_epoch)
 
   learning_rate = make_learning_rate(config, steps_per_epoch)
-  replicated = flax.jax_utils.replicate(state, devices)
+  # How the state and batches live on the devices and how the steps compile
+  # (config.parallel); everything else below is shared by pmap and jit.
+  placement = make_placement(config, devices, state)
+  replicated = placement.put_state(state)
   host_state = state
 
   has_pruning = _has_pruning(config)
   update_steps = mask_update_steps(config, steps_per_epoch)
-  mask_step = make_train_step(model, tx, has_pruning, devices)
+  mask_step = placement.train_step(model, tx, has_pruning)
   # Dense training has no conditional to skip: one program serves every step.
   frozen_step = (
-    make_train_step(model, tx, has_pruning, devices, skip_mask_update=True)
+    placement.train_step(model, tx, has_pruning, skip_mask_update=True)
     if has_pruning
     else mask_step
   )
-  eval_step = make_eval_step(model, devices)
+  eval_step = placement.eval_step(model)
   # Compile before the loop so that epoch times measure training only, with calls
   # whose results are thrown away (every later batch has the same shapes). Two
   # train calls: the replicated state's sharding names another mesh axis than a
@@ -1177,16 +1416,18 @@ def train_and_evaluate(
   # takes each process's local arrays.
   compile_start = time.perf_counter()
   if start_step < total_steps:
-    sample = next(train_batches(config, data, 1, num_local_devices))
+    sample = placement.put_batch(*next(train_batches(config, data, 1, num_local_devices)))
     for train_step in dict.fromkeys([mask_step, frozen_step]):  # each distinct program once
       # A fresh replica: the step donates (consumes) the state it is given.
-      warm, _ = train_step(flax.jax_utils.replicate(state, devices), *sample)
+      warm, _ = train_step(placement.put_state(state), *sample)
       warm, _ = jax.block_until_ready(train_step(warm, *sample))
     jax.block_until_ready(
       eval_step(
         warm.params,
         warm.batch_stats,
-        *next(eval_batches(config, data.test_images, data.test_labels, num_local_devices)),
+        *placement.put_batch(
+          *next(eval_batches(config, data.test_images, data.test_labels, num_local_devices))
+        ),
       )
     )
     del warm, sample
@@ -1198,7 +1439,7 @@ def train_and_evaluate(
     """Checkpoints the state after ``step`` steps (``host``: it, already on the host)."""
     nonlocal last_saved
     if host is None:
-      host = unreplicate(replicated)
+      host = placement.get_state(replicated)
       _check_finite_state(host, step, workdir, last_saved)
     manager.save(
       step, args=ocp.args.StandardSave(_checkpoint_item(host, step, epoch, partial_sums))
@@ -1266,10 +1507,12 @@ def train_and_evaluate(
                 step,
               )
             train_step = mask_step if step in update_steps else frozen_step
-            replicated, metrics = train_step(replicated, images, labels)
+            replicated, metrics = train_step(replicated, *placement.put_batch(images, labels))
             # Fetching the metrics blocks on this step: with several (simulated) CPU
             # devices, collectives stall when ~100 steps are queued unawaited.
-            metrics = {key: float(value[0]) for key, value in jax.device_get(metrics).items()}
+            metrics = {
+              key: placement.scalar(value) for key, value in jax.device_get(metrics).items()
+            }
             if not math.isfinite(metrics["loss"]):
               raise DivergedError(
                 f"training diverged: the train loss is {metrics['loss']} at step "
@@ -1291,14 +1534,14 @@ def train_and_evaluate(
               save(step, epoch - 1, partial_sums())
 
         train_time = time_before + time.perf_counter() - epoch_start
-        host_state = unreplicate(replicated)
+        host_state = placement.get_state(replicated)
         _check_finite_state(host_state, step, workdir, last_saved)
         if has_pruning and int(dp.get_stats(host_state.opt_state).skipped_updates):
           raise RuntimeError(  # mask_update_steps disagrees with the transformation
             f"{int(dp.get_stats(host_state.opt_state).skipped_updates)} pruning step(s) ran "
             "with skip_mask_update=True; this is a bug in mask_update_steps."
           )
-        eval_metrics = evaluate(eval_step, replicated, config, data, num_local_devices)
+        eval_metrics = evaluate(eval_step, replicated, config, data, num_local_devices, placement)
         masks = masks_of(config, host_state)
         away_after, back_after = drop_totals(config, host_state)
         line = {

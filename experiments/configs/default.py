@@ -34,6 +34,11 @@ def get_config() -> ml_collections.ConfigDict:
   # VGG-16 only: scales every layer's width.
   config.width_multiplier = 1.0
 
+  # "linen" (flax.linen modules) or "nnx" (the flax.nnx versions of the same
+  # networks, droppruning_jax.models.NNX*; lenet300 and lenet5). Both train through
+  # the same functional loop; the initial weights differ (another init RNG scheme).
+  config.model_api = "linen"
+
   # ---- optimisation ----------------------------------------------------------
   config.num_epochs = 20
   # Global batch size (over all devices and processes); must divide by their count.
@@ -84,6 +89,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.han_quality = config_dict.placeholder(float)
 
   # ---- devices ---------------------------------------------------------------
+  # How the step is spread over the devices: "pmap" (jax.pmap over the local
+  # devices, params replicated) or "jit" (jax.jit over a device mesh of all devices
+  # of all processes, the batch sharded over every mesh axis; see docs/experiments.md).
+  config.parallel = "pmap"
+  # parallel="jit": the mesh's axis sizes (one may be -1: the remaining devices) and
+  # names. The product must equal the device count.
+  config.mesh_shape = (-1,)
+  config.mesh_axes = ("data",)
+  # parallel="jit": a mesh axis to shard the params and the optimizer state over
+  # (FSDP: each array's largest axis divisible by the axis size); unset = replicated.
+  config.fsdp_axis = config_dict.placeholder(str)
   # Simulated CPU devices (set before JAX starts; only main.py can apply it).
   # 0 = leave JAX's default.
   config.host_devices = 0
