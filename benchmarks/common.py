@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import random
 import statistics
@@ -61,16 +62,9 @@ def init_model(name: str, batch_size: int, seed: int = 0):
   return model, variables, x, y
 
 
-def make_train_step(
-  model, tx: optax.GradientTransformation, donate: bool = True, **update_kwargs
-) -> Callable:
-  """A jitted train step (params, batch_stats, opt_state, x, y) -> (..., loss).
-
-  ``donate`` donates params, batch stats and optimizer state, as a training loop
-  does (state that the step passes through unchanged, like the masks between
-  pruning steps, is then aliased instead of copied). ``update_kwargs`` go to
-  ``tx.update`` (e.g. ``skip_mask_update=True``).
-  """
+def plain_train_step(model, tx: optax.GradientTransformation) -> Callable:
+  """The step of :func:`make_train_step`, not jitted, with a keyword ``skip_mask_update``
+  that it passes to ``tx.update`` when given (for ``dp.jit_train_step``)."""
 
   def loss_fn(params, batch_stats, x, y):
     variables = {"params": params}
@@ -83,11 +77,26 @@ def make_train_step(
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, new_stats
 
-  def step(params, batch_stats, opt_state, x, y):
+  def step(params, batch_stats, opt_state, x, y, *, skip_mask_update=None):
     (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, x, y)
-    updates, opt_state = tx.update(grads, opt_state, params, **update_kwargs)
+    kwargs = {} if skip_mask_update is None else {"skip_mask_update": skip_mask_update}
+    updates, opt_state = tx.update(grads, opt_state, params, **kwargs)
     return optax.apply_updates(params, updates), new_stats, opt_state, loss
 
+  return step
+
+
+def make_train_step(
+  model, tx: optax.GradientTransformation, donate: bool = True, **update_kwargs
+) -> Callable:
+  """A jitted train step (params, batch_stats, opt_state, x, y) -> (..., loss).
+
+  ``donate`` donates params, batch stats and optimizer state, as a training loop
+  does (state that the step passes through unchanged, like the masks between
+  pruning steps, is then aliased instead of copied). ``update_kwargs`` go to
+  ``tx.update`` (e.g. ``skip_mask_update=True``).
+  """
+  step = functools.partial(plain_train_step(model, tx), **update_kwargs)
   return jax.jit(step, donate_argnums=(0, 1, 2) if donate else ())
 
 

@@ -5,8 +5,10 @@
 not tell the transformation which steps prune (the ``lax.switch`` runs every step),
 and against a hand-written step that only masks gradients and updates (the floor);
 (b) mask-update steps; (a) and (b) again with ``packed_masks=True`` (masks stored as
-bits); (c) a whole epoch with the default ``update_every``, choosing
-the step per step as ``experiments/train.py`` does. Ratios of medians over
+bits); (c) a whole epoch with the default ``update_every`` in the README's first loop
+(``dp.jit_train_step``: the step variant chosen per step on the host, as
+``experiments/train.py`` does) and (c') in its simple loop (one jitted step with the
+conditional). Ratios of medians over
 interleaved repeats, after warm-up; by default as many step rounds as fit in
 ``--budget-s`` seconds (at least 10, at most 2,000), and as many epochs as fit in as
 many seconds again (at least 3).
@@ -104,23 +106,33 @@ def measure(
     {k: run(k) for k in txs}, repeats, budget_s=budget_s
   )
 
-  # (c) an epoch: the state is fed back, pruning every `update_every` steps.
+  # (c) an epoch: the state is fed back, pruning every `update_every` steps, in the
+  # README's two loops: its first (dp.jit_train_step: the conditional only in pruning
+  # steps) and its simple one (one jitted step, the conditional in every step).
   epoch_tx = dp.drop_pruning(
     inner, target_sparsity=0.9, end_step=50 * update_every, update_every=update_every
   )
-  epoch_step_fns = (
-    common.make_train_step(model, epoch_tx, donate),
-    common.make_train_step(model, epoch_tx, donate, skip_mask_update=True),
+  donate_argnums = (0, 1, 2) if donate else ()
+  readme_loop = dp.jit_train_step(
+    common.plain_train_step(model, epoch_tx),
+    dp.pruning_steps(0, 50 * update_every, update_every),
+    donate_argnums=donate_argnums,
   )
-  prune_at = set(dp.pruning_steps(0, 50 * update_every, update_every))
+  simple_step = jax.jit(common.plain_train_step(model, epoch_tx), donate_argnums=donate_argnums)
+  epoch_steps_by_kind = {
+    "dense": (lambda t, *args: steps["dense"](*args), inner),
+    "readme_loop": (readme_loop, epoch_tx),
+    "simple_loop": (lambda t, *args: simple_step(*args), epoch_tx),
+  }
 
-  def epoch(step_fns, tx, prune_at):
+  def epoch(kind):
+    step_fn, tx = epoch_steps_by_kind[kind]
+
     def go():
       p, s, o = common.fresh_copy(params), common.fresh_copy(stats), tx.init(params)
       start = time.perf_counter()
       for t in range(epoch_steps):
-        step = step_fns[0] if t in prune_at else step_fns[1]
-        p, s, o, loss = step(p, s, o, x, y)
+        p, s, o, loss = step_fn(t, p, s, o, x, y)
         loss.block_until_ready()  # as a CPU training loop does every step
       return time.perf_counter() - start
 
@@ -128,10 +140,7 @@ def measure(
 
   # Two warm-up epochs: the first compiles, the second sizes the budgeted repeat count.
   epoch_times, epoch_repeats = common.interleaved_median(
-    {
-      "dense": epoch((steps["dense"], steps["dense"]), inner, set()),
-      "drop": epoch(epoch_step_fns, epoch_tx, prune_at),
-    },
+    {kind: epoch(kind) for kind in epoch_steps_by_kind},
     None if repeats is None else max(3, repeats // 10),
     warmup=2,
     budget_s=budget_s,
@@ -152,7 +161,8 @@ def measure(
     "ratio_update_packed": per_step["update_packed"] / per_step["dense"],
     "epoch_steps": epoch_steps,
     "update_every": update_every,
-    "ratio_epoch": epoch_times["drop"] / epoch_times["dense"],
+    "ratio_epoch": epoch_times["readme_loop"] / epoch_times["dense"],
+    "ratio_epoch_simple": epoch_times["simple_loop"] / epoch_times["dense"],
   }
 
 
@@ -187,9 +197,10 @@ def main():
   print(
     "| model | params | dense step (ms) | (a) no-update / dense | masking alone / dense "
     "| (a') same, conditional kept "
-    "| (b) update / dense | (c) epoch / dense | (a) packed masks | (b) packed masks |"
+    "| (b) update / dense | (c) epoch, README loop / dense | (c') epoch, simple loop / dense "
+    "| (a) packed masks | (b) packed masks |"
   )
-  print("|---|---|---|---|---|---|---|---|---|---|")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
   for name in args.models.split(","):
     steps = args.epoch_steps if not name.startswith("vgg16") else min(args.epoch_steps, 60)
     row = measure(
@@ -208,7 +219,7 @@ def main():
       f"| {name} | {row['params']:,} | {row['dense_step_ms']:.2f} | {row['ratio_no_update']:.3f} "
       f"| {row['ratio_masking_floor']:.3f} "
       f"| {row['ratio_no_update_with_cond']:.3f} "
-      f"| {row['ratio_update']:.2f} | {row['ratio_epoch']:.3f} "
+      f"| {row['ratio_update']:.2f} | {row['ratio_epoch']:.3f} | {row['ratio_epoch_simple']:.3f} "
       f"| {row['ratio_no_update_packed']:.3f} | {row['ratio_update_packed']:.2f} |",
       flush=True,
     )

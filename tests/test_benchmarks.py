@@ -116,6 +116,7 @@ def test_overhead_measure_reports_every_ratio():
     "ratio_no_update_packed",
     "ratio_update_packed",
     "ratio_epoch",
+    "ratio_epoch_simple",
   }
   assert all(math.isfinite(v) and v > 0 for v in ratios.values()), ratios
 
