@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.extend.random import threefry2x32_p
 
 from droppruning_jax import distribution as distribution_lib
 from droppruning_jax import importance as importance_lib
@@ -176,6 +177,29 @@ def _scores(plan: plan_lib.DropPlan, key, params) -> list[jax.Array]:
   ]
 
 
+def uniform_slice(key: jax.Array, total: int, offset: int, like: jax.Array) -> jax.Array:
+  """``jax.random.uniform(key, (total,))[offset : offset + like.size]``, shaped like ``like``.
+
+  With partitionable threefry (JAX's default) the draw of flat position ``j`` is a
+  function of ``(key, j)`` alone, so each device computes the draws of the entries it
+  holds, bit for bit those of the flat draw, without materialising the flat array.
+  Otherwise the flat draw is sliced.
+  """
+  if (
+    jax.config.jax_threefry_partitionable
+    and jax.config.jax_default_prng_impl == "threefry2x32"
+    and key.dtype == jnp.uint32
+    and key.shape == (2,)
+  ):
+    counts = selection.flat_index(like, offset)
+    bits1, bits2 = threefry2x32_p.bind(key[0], key[1], jnp.zeros_like(counts), counts)
+    # jax.random.uniform's float32 mapping: 23 random mantissa bits in [1, 2), minus 1.
+    mantissa = ((bits1 ^ bits2) >> jnp.uint32(9)) | jnp.uint32(0x3F800000)
+    floats = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - jnp.float32(1.0)
+    return jax.lax.max(jnp.float32(0.0), floats * jnp.float32(1.0) + jnp.float32(0.0))
+  return jax.random.uniform(key, (total,))[offset : offset + like.size].reshape(like.shape)
+
+
 def _max_shortfall(infos) -> jax.Array:
   return functools.reduce(
     jnp.maximum, (info.shortfall for info in infos), jnp.zeros((), jnp.float32)
@@ -196,8 +220,12 @@ def per_leaf_update(
   # One draw for all leaves, sliced per leaf: one random-bit generator in the compiled
   # update instead of one per leaf.
   offsets = np.cumsum([0] + [m.size for m in masks])
-  draws = jax.random.uniform(drop_key, (int(offsets[-1]),))
-  uniforms = [draws[offsets[i] : offsets[i + 1]].reshape(m.shape) for i, m in enumerate(masks)]
+  if selection.is_sharded(*params, *masks):  # each device draws for the weights it holds
+    total = int(offsets[-1])
+    uniforms = [uniform_slice(drop_key, total, int(o), m) for o, m in zip(offsets, masks)]
+  else:
+    draws = jax.random.uniform(drop_key, (int(offsets[-1]),))
+    uniforms = [draws[offsets[i] : offsets[i + 1]].reshape(m.shape) for i, m in enumerate(masks)]
   p, q = plan.rates(count)
   overall = plan.overall_target(count)
   new, infos = drop_leaves(
@@ -217,6 +245,8 @@ def global_update(
 ) -> skeleton.LeafUpdate:
   """One pool over all prunable weights, scores normalised per leaf."""
   del paths  # one pool: no per-leaf targets
+  if selection.is_sharded(*params, *masks):
+    return _global_update_sharded(plan, key, count, params, masks, final_step=final_step)
   score_keys = jax.random.split(jax.random.fold_in(key, 0), len(params))
   flat_scores, flat_masks, tops = [], [], []
   for param, mask, score_key in zip(params, masks, score_keys):
@@ -256,6 +286,66 @@ def global_update(
     new_all, shortfall = new[0], infos[0].shortfall
   pieces = jnp.split(new_all, np.cumsum([m.size for m in masks])[:-1])
   return skeleton.LeafUpdate([piece.reshape(m.shape) for piece, m in zip(pieces, masks)], shortfall)
+
+
+def _global_update_sharded(
+  plan: plan_lib.DropPlan, key, count, params, masks, *, final_step: bool
+) -> skeleton.LeafUpdate:
+  """:func:`global_update` on sharded leaves, in their shapes: nothing is concatenated.
+
+  The same scores, protected weights, pool and draws as the flat pool; the pool is one
+  selection group over all leaves (:func:`droppruning_jax.selection.select_lowest_groups`).
+  The per-leaf mean that normalises the scores is a float sum whose order follows the
+  sharding, so it can differ from a single-device run in the last bit.
+  """
+  score_keys = jax.random.split(jax.random.fold_in(key, 0), len(params))
+  all_scores, tops = [], []
+  for param, mask, score_key in zip(params, masks, score_keys):
+    scores = jnp.where(jnp.isfinite(param), plan.importance(param, score_key), jnp.inf)
+    valid = mask & jnp.isfinite(scores)
+    mean = jnp.sum(jnp.where(valid, scores, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+    scores = scores / jnp.maximum(mean, jnp.finfo(jnp.float32).tiny)
+    # jnp.argmax without flattening: the lowest flat index of the maximum (NaN first).
+    masked = jnp.where(mask, scores, -jnp.inf)
+    best = jnp.max(masked)
+    at_best = (masked == best) | (jnp.isnan(masked) & jnp.isnan(best))
+    index = selection.flat_index(mask)
+    top = jnp.min(jnp.where(at_best, index, jnp.uint32(0xFFFFFFFF)))
+    tops.append((index == top) & mask)
+    all_scores.append(scores)
+  total = sum(m.size for m in masks)
+  if final_step:
+    wanted = selection.final_pruned_count(total, plan.target_sparsity)
+    protected_count = functools.reduce(
+      lambda a, b: a + b, [jnp.sum(t, dtype=jnp.int32) for t in tops]
+    )
+    count_kept = jnp.minimum(wanted, total - protected_count)
+    pruned = selection.lowest_scores_groups(
+      [masks],
+      [[jnp.where(t, jnp.inf, s) for t, s in zip(tops, all_scores)]],
+      [count_kept],
+      pruned_first=True,
+    )[0]
+    return skeleton.LeafUpdate([~x for x in pruned], jnp.zeros((), jnp.float32))
+  p, q_rate = plan.rates(count)
+  p = jnp.asarray(p, jnp.float32)
+  draw_key = jax.random.fold_in(key, 1)
+  offsets = np.cumsum([0] + [m.size for m in masks])
+  uniforms = [uniform_slice(draw_key, total, int(o), m) for o, m in zip(offsets, masks)]
+  # drop_leaves' arithmetic for one mask made of every leaf.
+  active = functools.reduce(lambda a, b: a + b, [jnp.sum(m, dtype=jnp.int32) for m in masks])
+  q = plan_lib.effective_drop_back_prob(
+    jnp.asarray(q_rate, jnp.float32), active, total - active, plan.drop_back_scale
+  )
+  candidates = [m & ~t for m, t in zip(masks, tops)]
+  room = functools.reduce(lambda a, b: a + b, [jnp.sum(c, dtype=jnp.int32) for c in candidates])
+  target = plan.overall_target(count)
+  wanted = jnp.round(plan_lib.wanted_pool(total, (total - active) / total, target, p, q))
+  c = jnp.clip(wanted, 0, room).astype(jnp.int32)
+  pools = selection.lowest_scores_groups([candidates], [all_scores], [c], pruned_first=False)[0]
+  new = [(m & ~(pool & (u < p))) | (~m & (u < q)) for m, pool, u in zip(masks, pools, uniforms)]
+  shortfall = (p * jnp.maximum(wanted - room, 0) / total).astype(jnp.float32)
+  return skeleton.LeafUpdate(new, shortfall)
 
 
 def drop_pruning(

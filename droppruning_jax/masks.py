@@ -66,6 +66,25 @@ def _marker() -> jax.Array:
   return jnp.ones((), dtype=jnp.bool_)
 
 
+def _ones_like(leaf: Any) -> jax.Array:
+  """An all-``True`` mask of ``leaf``'s shape, with ``leaf``'s sharding when it is sharded."""
+  sharding = getattr(leaf, "sharding", None) if isinstance(leaf, jax.Array) else None
+  if isinstance(sharding, jax.sharding.NamedSharding) and not sharding.is_fully_replicated:
+    return jnp.ones_like(leaf, dtype=jnp.bool_)
+  if _explicit_spec(leaf) is not None:  # traced under an explicit mesh
+    return jnp.ones_like(leaf, dtype=jnp.bool_)
+  return jnp.ones(np.shape(leaf), dtype=jnp.bool_)
+
+
+def _explicit_spec(x: Any):
+  """The explicit ``PartitionSpec`` of ``x``'s type if it shards an axis, else ``None``."""
+  try:
+    spec = jax.typeof(x).sharding.spec
+  except (TypeError, AttributeError):
+    return None
+  return None if all(axis is None for axis in spec) else spec
+
+
 def is_prunable_mask(mask: Any) -> bool:
   """Whether a mask leaf is a real mask (an array) rather than the scalar marker."""
   return np.ndim(mask) > 0
@@ -104,7 +123,7 @@ def init_masks(params: PyTree, prunable: PrunablePredicate | None = None) -> PyT
           f"prunable leaf {name!r} is a scalar; only arrays with ndim >= 1 "
           "can be pruned (adjust the `prunable` predicate)."
         )
-      masks.append(jnp.ones(np.shape(leaf), dtype=jnp.bool_))
+      masks.append(_ones_like(leaf))
     else:
       masks.append(_marker())
   return jax.tree_util.tree_unflatten(treedef, masks)
@@ -177,12 +196,60 @@ def pack_masks(masks: PyTree) -> PyTree:
   def pack(mask):
     if _is_packed(mask) or not is_prunable_mask(mask):
       return mask
+    if _explicit_spec(mask) is not None:
+      return PackedMask(_pack_sharded(mask), tuple(np.shape(mask)))
     return PackedMask(jnp.packbits(jnp.ravel(mask)), tuple(np.shape(mask)))
 
   return jax.tree.map(pack, masks, is_leaf=_is_packed)
 
 
-def unpack_masks(masks: PyTree) -> PyTree:
+_BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)  # jnp.packbits' big-endian bit order
+
+
+def _named(x: jax.Array, *spec) -> jax.sharding.NamedSharding:
+  """``PartitionSpec(*spec)`` on the mesh of ``x``'s type (no mesh context needed)."""
+  return jax.sharding.NamedSharding(jax.typeof(x).sharding.mesh, jax.sharding.PartitionSpec(*spec))
+
+
+def _pack_sharded(mask: jax.Array) -> jax.Array:
+  """``jnp.packbits(jnp.ravel(mask))`` for a mask with an explicit sharding.
+
+  The bits are sharded like the mask's first axis: for a mask sharded on its first
+  axis over ``d`` devices with ``size / d`` a multiple of 8 every device packs its own
+  rows. Other shardings are resharded by the reshapes (XLA moves the data); a size
+  that is not a multiple of 8, or whose bytes do not split evenly, is packed replicated.
+  """
+  size = mask.size
+  first = _explicit_spec(mask)[0]
+  if first is not None:
+    mesh = jax.typeof(mask).sharding.mesh
+    shards = int(
+      np.prod([mesh.shape[a] for a in (first if isinstance(first, tuple) else (first,))])
+    )
+    if (size // 8) % shards:
+      first = None  # the bits cannot split evenly: kept replicated
+  if size % 8:
+    flat = jax.lax.reshape(mask, (size,), out_sharding=_named(mask))
+    return jax.sharding.reshard(jnp.packbits(flat), _named(mask))
+  rows = jax.lax.reshape(mask, (size // 8, 8), out_sharding=jax.sharding.PartitionSpec(first, None))
+  weights = jnp.asarray(_BIT_WEIGHTS, jnp.uint8)
+  return jnp.sum(jnp.where(rows, weights, jnp.uint8(0)), axis=1, dtype=jnp.uint8)
+
+
+def _unpack_sharded(bits: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Inverse of :func:`_pack_sharded`: the mask, sharded on its first axis like the bits."""
+  first = _explicit_spec(bits)[0]
+  size = int(np.prod(shape))
+  spec = _named(bits, first, *([None] * (len(shape) - 1)))
+  if size % 8:
+    flat = jnp.unpackbits(jax.sharding.reshard(bits, _named(bits)), count=size)
+    return jax.sharding.reshard(flat.reshape(shape).astype(jnp.bool_), spec)
+  weights = jnp.asarray(_BIT_WEIGHTS, jnp.uint8)
+  rows = (bits[:, None] & weights) != 0
+  return jax.lax.reshape(rows, shape, out_sharding=spec)
+
+
+def unpack_masks(masks: PyTree, like: PyTree | None = None) -> PyTree:
   """Boolean masks from a tree that may hold :class:`PackedMask` leaves.
 
   A tree without packed leaves is returned unchanged, so callers need not know how
@@ -191,6 +258,8 @@ def unpack_masks(masks: PyTree) -> PyTree:
 
   Args:
     masks: a mask tree, packed or not (not replicated).
+    like: optional params tree; under an explicit mesh each unpacked mask is
+      resharded to its parameter's sharding (a no-op otherwise).
 
   Returns:
     The boolean mask tree mirroring the params.
@@ -205,9 +274,21 @@ def unpack_masks(masks: PyTree) -> PyTree:
         "one replica (dp.get_masks(opt_state) does) or unpack inside pmap/vmap."
       )
     size = int(np.prod(mask.shape))
+    if _explicit_spec(mask.bits) is not None:
+      return _unpack_sharded(mask.bits, mask.shape)
     return jnp.unpackbits(mask.bits, count=size).reshape(mask.shape).astype(jnp.bool_)
 
-  return jax.tree.map(unpack, masks, is_leaf=_is_packed)
+  if like is None:
+    return jax.tree.map(unpack, masks, is_leaf=_is_packed)
+
+  def unpack_like(mask, param):
+    spec = _explicit_spec(param)
+    unpacked = unpack(mask)
+    if _is_packed(mask) and spec is not None and _explicit_spec(unpacked) != spec:
+      unpacked = jax.sharding.reshard(unpacked, jax.typeof(param).sharding)
+    return unpacked
+
+  return jax.tree.map(unpack_like, masks, like, is_leaf=_is_packed)
 
 
 def apply_masks(params: PyTree, masks: PyTree) -> PyTree:

@@ -9,6 +9,9 @@ tie-break of a stable sort, identical on every backend.
 
 from __future__ import annotations
 
+import functools
+import math
+import operator
 from collections.abc import Sequence
 
 import jax
@@ -24,6 +27,150 @@ def sortable_keys(scores: jax.Array) -> jax.Array:
   bits = jax.lax.bitcast_convert_type(scores.astype(jnp.float32), jnp.uint32)
   flip = jnp.where(bits >> 31 == 1, jnp.uint32(0xFFFFFFFF), jnp.uint32(0x80000000))
   return bits ^ flip
+
+
+def is_sharded(*arrays) -> bool:
+  """Whether to take the sharded code path (decided at trace time, free).
+
+  ``True`` under a mesh set with ``jax.set_mesh`` that has a non-manual axis of more
+  than one device (explicit or auto axes), or when an array's type carries a
+  non-replicated explicit sharding. Inside ``shard_map``/``pmap`` over every axis the
+  arrays are per-device blocks: ``False``.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if not mesh.empty:
+    manual = jax.sharding.AxisType.Manual
+    if any(t != manual and n > 1 for t, n in zip(mesh.axis_types, mesh.axis_sizes)):
+      return True
+  return any(sharded_spec(x) for x in arrays)
+
+
+def sharded_spec(x):
+  """The explicit ``PartitionSpec`` of ``x``'s type if it shards an axis, else ``None``."""
+  try:
+    sharding = jax.typeof(x).sharding
+  except (TypeError, AttributeError):
+    return None
+  spec = getattr(sharding, "spec", None)
+  if spec is None or all(axis is None for axis in spec):
+    return None
+  return spec
+
+
+def flat_index(x: jax.Array, offset: int = 0) -> jax.Array:
+  """``offset +`` the row-major flat index of every entry of ``x``, as uint32 of its shape.
+
+  Built from per-axis iotas with ``x``'s sharding: nothing is flattened or gathered.
+  """
+  spec = sharded_spec(x)
+  sharding = jax.typeof(x).sharding if spec is not None else None
+  index, stride = jnp.uint32(offset), 1
+  for axis in reversed(range(x.ndim)):
+    iota = jax.lax.broadcasted_iota(jnp.uint32, x.shape, axis, out_sharding=sharding)
+    index = index + iota * jnp.uint32(stride)
+    stride *= x.shape[axis]
+  return index
+
+
+def _group_sum(arrays) -> jax.Array:
+  return functools.reduce(operator.add, [jnp.sum(a, dtype=jnp.int32) for a in arrays])
+
+
+def select_lowest_groups(
+  keys: Sequence[Sequence[jax.Array]], eligible: Sequence[Sequence[jax.Array]], ks
+) -> list[list[jax.Array]]:
+  """:func:`select_lowest_many` for sharded arrays, in their own shapes, by groups.
+
+  The arrays of a group share one selection of ``k`` entries, ordered by key and then by
+  position in the group's concatenated flat order (leaf, then row-major index), exactly
+  as if the group's flattened arrays were concatenated and passed to
+  :func:`select_lowest_many`. Nothing is reshaped, concatenated or gathered: every
+  bisection pass is an elementwise compare and one sum per group (an all-reduce of an
+  int32 when sharded), and ties at the threshold are resolved by a second bisection
+  over the flat index instead of a prefix count (a ``cumsum`` needs the whole array).
+
+  Args:
+    keys: per group, uint32 key arrays of any shapes and shardings.
+    eligible: per group, bool arrays of the keys' shapes.
+    ks: numbers to select, one per group (may be traced).
+
+  Returns:
+    Per group, one bool array per key array, of its shape.
+  """
+  ks = jnp.stack([jnp.asarray(k, jnp.int32) for k in ks])
+  groups = len(keys)
+
+  def bisect(_, bounds):
+    low, high = bounds
+    mid = low + (high - low) // 2
+    counts = jnp.stack(
+      [_group_sum([e & (k <= mid[g]) for k, e in zip(keys[g], eligible[g])]) for g in range(groups)]
+    )
+    enough = counts >= ks
+    return jnp.where(enough, low, mid + 1), jnp.where(enough, mid, high)
+
+  start = (jnp.zeros(groups, jnp.uint32), jnp.full(groups, 0xFFFFFFFF, jnp.uint32))
+  thresholds, _ = jax.lax.fori_loop(0, 32, bisect, start)
+  below = [[e & (k < thresholds[g]) for k, e in zip(keys[g], eligible[g])] for g in range(groups)]
+  at = [[e & (k == thresholds[g]) for k, e in zip(keys[g], eligible[g])] for g in range(groups)]
+  rooms = jnp.stack([ks[g] - _group_sum(below[g]) for g in range(groups)])
+  offsets = [[int(o) for o in _offsets(group)] for group in keys]
+  index = [[flat_index(k, offsets[g][i]) for i, k in enumerate(keys[g])] for g in range(groups)]
+  totals = [offsets[g][-1] for g in range(groups)]
+
+  def prefix():
+    def cut(_, bounds):
+      low, high = bounds
+      mid = low + (high - low) // 2
+      counts = jnp.stack(
+        [_group_sum([a & (i < mid[g]) for a, i in zip(at[g], index[g])]) for g in range(groups)]
+      )
+      enough = counts >= rooms
+      return jnp.where(enough, low, mid + 1), jnp.where(enough, mid, high)
+
+    start = (jnp.zeros(groups, jnp.uint32), jnp.asarray(totals, jnp.uint32))
+    passes = max(1, math.ceil(math.log2(max(totals) + 1)))
+    cuts, _ = jax.lax.fori_loop(0, passes, cut, start)
+    return [[a & (i < cuts[g]) for a, i in zip(at[g], index[g])] for g in range(groups)]
+
+  # Usually every entry at the threshold fits; the index bisection runs only on ties.
+  fits = jnp.all(jnp.stack([_group_sum(at[g]) for g in range(groups)]) <= rooms)
+  take_at = jax.lax.cond(fits, lambda: at, prefix)
+  return [[(b | t) & (ks[g] > 0) for b, t in zip(below[g], take_at[g])] for g in range(groups)]
+
+
+def _offsets(arrays) -> list[int]:
+  offsets = [0]
+  for a in arrays:
+    offsets.append(offsets[-1] + a.size)
+  if offsets[-1] >= 2**32:
+    raise ValueError(f"a selection over {offsets[-1]} entries needs fewer than 2**32.")
+  return offsets
+
+
+def lowest_scores_groups(
+  masks: Sequence[Sequence[jax.Array]],
+  scores: Sequence[Sequence[jax.Array]],
+  ks,
+  *,
+  pruned_first: bool,
+) -> list[list[jax.Array]]:
+  """:func:`lowest_scores_many` on sharded arrays, by groups sharing one selection.
+
+  Same keys and tie-break as :func:`lowest_scores_many` (see
+  :func:`select_lowest_groups`), in the arrays' own shapes and shardings.
+  """
+  keys, eligible = [], []
+  for group_masks, group_scores in zip(masks, scores):
+    keys.append([]), eligible.append([])
+    for mask, score in zip(group_masks, group_scores):
+      key = sortable_keys(score)
+      if pruned_first:
+        key = jnp.where(mask, jnp.maximum(key, jnp.uint32(1)), jnp.uint32(0))
+        mask = jnp.ones_like(mask)
+      keys[-1].append(key)
+      eligible[-1].append(mask)
+  return select_lowest_groups(keys, eligible, ks)
 
 
 def select_lowest_many(
@@ -122,6 +269,11 @@ def lowest_scores_many(
   Returns:
     One boolean array per mask, of its shape, ``True`` for the selected entries.
   """
+  if is_sharded(*masks, *scores):
+    groups = lowest_scores_groups(
+      [[m] for m in masks], [[s] for s in scores], ks, pruned_first=pruned_first
+    )
+    return [group[0] for group in groups]
   keys, eligible = [], []
   for mask, score in zip(masks, scores):
     flat_mask = mask.reshape(-1)

@@ -233,7 +233,7 @@ def pruning_transformation(
         f"skip_mask_update={skip_mask_update!r} must be a Python bool (it decides what "
         "is compiled); decide it on the host from the step number."
       )
-    masks = masks_lib.unpack_masks(state.masks)
+    masks = masks_lib.unpack_masks(state.masks, like=params)
     masks_lib.check_masks_match(params, masks)
     grads = masks_lib.apply_masks(updates, masks)
     inner_updates, inner_state = inner.update(grads, state.inner_state, params, **extra_args)
