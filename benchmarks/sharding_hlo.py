@@ -1,0 +1,145 @@
+"""Collectives in the compiled mask update of a sharded model, on simulated CPU devices.
+
+Compiles ``tx.update`` (with and without the mask-update conditional) of ``drop_pruning``
+for kernels sharded on their first axis (FSDP-style)
+over a mesh of simulated CPU devices, and counts the collectives in the compiled HLO:
+all-reduce, all-gather (and whether any gathers a kernel-sized operand),
+reduce-scatter, all-to-all, collective-permute. Writes a JSON.
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 \\
+    python -m benchmarks.sharding_hlo --devices 8 --out docs/benchmarks/sharding_hlo.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+
+def _count(hlo: str) -> dict:
+  ops = ["all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute"]
+  counts = {}
+  for op in ops:
+    counts[op] = len(re.findall(rf" {op}(?:-start)?\(", hlo))
+  return counts
+
+
+def _computations(hlo: str) -> dict[str, str]:
+  """HLO text split into its computations, by name."""
+  blocks, name = {}, None
+  for line in hlo.splitlines():
+    header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+    if header and not line.startswith(" "):
+      name = header.group(1)
+      blocks[name] = ""
+    elif name is not None:
+      blocks[name] += line + "\n"
+  return blocks
+
+
+def _loops(hlo: str) -> list[dict]:
+  """Every while loop: trip count if known, and the collectives of its body (per pass)."""
+  blocks = _computations(hlo)
+  loops = []
+  for line in hlo.splitlines():
+    found = re.search(r"while\(.*body=%?([\w.\-]+)", line)
+    if found:
+      trip = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
+      body = blocks.get(found.group(1), "")
+      loops.append({"trip_count": int(trip.group(1)) if trip else None, "per_pass": _count(body)})
+  return loops
+
+
+def _gathered_shapes(hlo: str) -> list[str]:
+  return re.findall(r"= (.*?) all-gather(?:-start)?\(", hlo)
+
+
+def measure(devices: int, axis_type: str, distribution: str, shape: tuple[int, int]) -> dict:
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from jax.sharding import AxisType, NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  import droppruning_jax as dp
+
+  kind = AxisType.Explicit if axis_type == "explicit" else AxisType.Auto
+  mesh = jax.make_mesh((devices,), ("fsdp",), axis_types=(kind,))
+  rows, cols = shape
+  params = {
+    "a": {"kernel": jnp.ones((rows, cols)), "bias": jnp.zeros(cols)},
+    "b": {"kernel": jnp.ones((rows, cols)), "bias": jnp.zeros(cols)},
+  }
+  tx = dp.drop_pruning(
+    optax.sgd(0.1, momentum=0.9),
+    target_sparsity=0.8,
+    begin_step=4,
+    update_every=4,
+    end_step=40,
+    sparsity_distribution=distribution,
+    packed_masks=True,
+  )
+  specs = jax.tree.map(lambda x: P("fsdp") if x.ndim >= 2 else P(), params)
+  result = {"devices": devices, "axes": axis_type, "distribution": distribution}
+  with jax.set_mesh(mesh):
+    params = jax.device_put(params, jax.tree.map(lambda s: NamedSharding(mesh, s), specs))
+    state = tx.init(params)  # eager: every state leaf takes its param's sharding
+    result["state_shardings"] = sorted(
+      {f"{x.shape}: {x.sharding.spec}" for x in jax.tree.leaves(state) if x.ndim >= 1}
+    )
+    for key, skip in (("update_with_mask_update", False), ("update_without_mask_update", True)):
+      hlo = (
+        jax.jit(lambda g, s, p, skip=skip: tx.update(g, s, p, skip_mask_update=skip))
+        .lower(params, state, params)
+        .compile()
+        .as_text()
+      )
+      big = [s for s in _gathered_shapes(hlo) if _elements(s) >= rows * cols // 2]
+      result[key] = {
+        "collectives": _count(hlo),
+        "kernel_sized_all_gathers": big,
+        # The switch holds the stochastic and the exact branch: each has a 32-pass
+        # threshold bisection and an index bisection that runs only on ties.
+        "loops": [loop for loop in _loops(hlo) if any(loop["per_pass"].values())],
+      }
+  return result
+
+
+def _elements(shape_text: str) -> int:
+  total = 0
+  for dims in re.findall(r"\[([\d,]*)\]", shape_text):
+    n = 1
+    for d in dims.split(","):
+      if d:
+        n *= int(d)
+    total = max(total, n)
+  return total
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--devices", type=int, default=8)
+  parser.add_argument("--rows", type=int, default=1024)
+  parser.add_argument("--cols", type=int, default=256)
+  parser.add_argument("--out", default="docs/benchmarks/sharding_hlo.json")
+  args = parser.parse_args(argv)
+  flag = f"--xla_force_host_platform_device_count={args.devices}"
+  if flag not in os.environ.get("XLA_FLAGS", ""):
+    sys.exit(f"run with XLA_FLAGS={flag}")
+  runs = [
+    measure(args.devices, axes, dist, (args.rows, args.cols))
+    for axes in ("explicit", "auto")
+    for dist in ("uniform", "global")
+  ]
+  report = {"command": " ".join(["python -m benchmarks.sharding_hlo", *sys.argv[1:]]), "runs": runs}
+  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(report, f, indent=1)
+  print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+  main()
