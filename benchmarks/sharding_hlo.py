@@ -119,6 +119,35 @@ def _elements(shape_text: str) -> int:
   return total
 
 
+def state_bytes_table() -> list[dict]:
+  """Bytes per device of each state array for 1e8-1e9 float32 params fully sharded (FSDP).
+
+  Per parameter: bool mask 1 byte, packed mask 1/8, stash (``regrow_init="restore"``) 4,
+  SGD momentum 4, Adam moments 8; the params themselves 4.
+  """
+  rows = []
+  for params in (10**8, 10**9):
+    for devices in (8, 64, 256):
+      per = params / devices
+      rows.append(
+        {
+          "params": params,
+          "devices": devices,
+          "params_per_device": int(per),
+          "MiB": {
+            "params_f32": round(4 * per / 2**20, 2),
+            "mask_bool": round(per / 2**20, 2),
+            "mask_packed": round(per / 8 / 2**20, 2),
+            "stash_f32": round(4 * per / 2**20, 2),
+            "momentum_f32": round(4 * per / 2**20, 2),
+            "adam_moments_f32": round(8 * per / 2**20, 2),
+          },
+          "bisection_reads_MiB_per_update": round(32 * 5 * per / 2**20, 2),
+        }
+      )
+  return rows
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--devices", type=int, default=8)
@@ -134,7 +163,11 @@ def main(argv=None) -> None:
     for axes in ("explicit", "auto")
     for dist in ("uniform", "global")
   ]
-  report = {"command": " ".join(["python -m benchmarks.sharding_hlo", *sys.argv[1:]]), "runs": runs}
+  report = {
+    "command": " ".join(["python -m benchmarks.sharding_hlo", *sys.argv[1:]]),
+    "runs": runs,
+    "state_bytes_per_device": state_bytes_table(),
+  }
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(report, f, indent=1)
