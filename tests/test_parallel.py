@@ -51,17 +51,18 @@ def test_jit_run_matches_pmap_and_resumes_bitwise(idx_dir, tmp_path, finished_ru
   if devices > jax.local_device_count():
     pytest.skip("needs 2 (simulated) devices")
   overrides = dict(num_devices=devices)
-  pmap_summary, pmap_dir = finished_run(_config(idx_dir, **overrides))
   jit_summary, jit_dir = finished_run(_config(idx_dir, parallel="jit", **overrides))
-  # Same masks for the same seed; the params agree to rounding (another reduction order).
-  chex.assert_trees_all_equal(_masks(pmap_dir), _masks(jit_dir))
-  chex.assert_trees_all_close(
-    _final_state(pmap_dir)["params"], _final_state(jit_dir)["params"], atol=1e-5
-  )
   assert jit_summary["device_count"] == devices
-  assert jit_summary["sparsity"] == pmap_summary["sparsity"]
-  assert jit_summary["test_error"] == pytest.approx(pmap_summary["test_error"], abs=0.02)
   _assert_exact_final_sparsity(jit_summary, jit_dir, 0.9)
+  if devices == 2:  # compared with pmap on 2 devices only (one compile less)
+    pmap_summary, pmap_dir = finished_run(_config(idx_dir, **overrides))
+    # Same masks for the same seed; the params agree to rounding (another reduction order).
+    chex.assert_trees_all_equal(_masks(pmap_dir), _masks(jit_dir))
+    chex.assert_trees_all_close(
+      _final_state(pmap_dir)["params"], _final_state(jit_dir)["params"], atol=1e-5
+    )
+    assert jit_summary["sparsity"] == pmap_summary["sparsity"]
+    assert jit_summary["test_error"] == pytest.approx(pmap_summary["test_error"], abs=0.02)
 
   # Stopped mid-epoch (a mid-epoch checkpoint), resumed, finished: the same bits.
   resumed_dir = tmp_path / "resumed"
