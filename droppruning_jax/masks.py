@@ -231,7 +231,7 @@ def _pack_sharded(mask: jax.Array) -> jax.Array:
   if size % 8:
     flat = jax.lax.reshape(mask, (size,), out_sharding=_named(mask))
     return jax.sharding.reshard(jnp.packbits(flat), _named(mask))
-  rows = jax.lax.reshape(mask, (size // 8, 8), out_sharding=jax.sharding.PartitionSpec(first, None))
+  rows = jax.lax.reshape(mask, (size // 8, 8), out_sharding=_named(mask, first, None))
   weights = jnp.asarray(_BIT_WEIGHTS, jnp.uint8)
   return jnp.sum(jnp.where(rows, weights, jnp.uint8(0)), axis=1, dtype=jnp.uint8)
 
