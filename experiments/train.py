@@ -544,7 +544,7 @@ def pruning_window(config: ml_collections.ConfigDict, steps_per_epoch: int) -> t
   return begin, end
 
 
-def han_prune_steps(config: ml_collections.ConfigDict, begin: int, end: int) -> list[int]:
+def han_pruning_steps(config: ml_collections.ConfigDict, begin: int, end: int) -> list[int]:
   """``han_cycles`` pruning steps spread evenly over ``[begin, end]`` (the last at ``end``)."""
   if config.han_cycles == 1:
     return [end]
@@ -552,7 +552,7 @@ def han_prune_steps(config: ml_collections.ConfigDict, begin: int, end: int) -> 
   return sorted(set(int(s) for s in steps))
 
 
-def mask_update_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> frozenset[int]:
+def pruning_step_set(config: ml_collections.ConfigDict, steps_per_epoch: int) -> frozenset[int]:
   """Step counts at which the method may change its masks (empty for ``dense``).
 
   Every other step runs a train step compiled with ``skip_mask_update=True``,
@@ -562,7 +562,7 @@ def mask_update_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -
     return frozenset()
   begin, end = pruning_window(config, steps_per_epoch)
   if config.method == "han":
-    return frozenset(han_prune_steps(config, begin, end))
+    return frozenset(han_pruning_steps(config, begin, end))
   return frozenset(dp.pruning_steps(begin, end, config.update_every))
 
 
@@ -583,7 +583,7 @@ def make_optimizer(
     if config.han_quality is not None:
       return dp.han_pruning(
         inner,
-        pruning_steps=han_prune_steps(config, begin, end),
+        pruning_steps=han_pruning_steps(config, begin, end),
         quality=config.han_quality,
         packed_masks=config.packed_masks,
       )
@@ -598,7 +598,7 @@ def make_optimizer(
       rates = {"*": config.target_sparsity}
     return dp.han_pruning(
       inner,
-      pruning_steps=han_prune_steps(config, begin, end),
+      pruning_steps=han_pruning_steps(config, begin, end),
       layer_rates=rates,
       packed_masks=config.packed_masks,
     )
@@ -858,7 +858,7 @@ def make_train_step(
   """The pmapped train step ``(state, images, labels) -> (state, metrics)``.
 
   With ``skip_mask_update=True`` the step cannot change masks (for steps outside
-  :func:`mask_update_steps`) and compiles without the mask-update conditional.
+  :func:`pruning_step_set`) and compiles without the mask-update conditional.
   """
   return PmapPlacement(devices).train_step(model, tx, has_pruning, skip_mask_update)
 
@@ -1399,7 +1399,7 @@ def train_and_evaluate(
   host_state = state
 
   has_pruning = _has_pruning(config)
-  update_steps = mask_update_steps(config, steps_per_epoch)
+  pruning_step_numbers = pruning_step_set(config, steps_per_epoch)
   mask_step = placement.train_step(model, tx, has_pruning)
   # Dense training has no conditional to skip: one program serves every step.
   frozen_step = (
@@ -1506,7 +1506,7 @@ def train_and_evaluate(
                 "rerun the same command to resume.",
                 step,
               )
-            train_step = mask_step if step in update_steps else frozen_step
+            train_step = mask_step if step in pruning_step_numbers else frozen_step
             replicated, metrics = train_step(replicated, *placement.put_batch(images, labels))
             # Fetching the metrics blocks on this step: with several (simulated) CPU
             # devices, collectives stall when ~100 steps are queued unawaited.
@@ -1537,9 +1537,9 @@ def train_and_evaluate(
         host_state = placement.get_state(replicated)
         _check_finite_state(host_state, step, workdir, last_saved)
         if has_pruning and int(dp.get_stats(host_state.opt_state).skipped_updates):
-          raise RuntimeError(  # mask_update_steps disagrees with the transformation
+          raise RuntimeError(  # pruning_step_set disagrees with the transformation
             f"{int(dp.get_stats(host_state.opt_state).skipped_updates)} pruning step(s) ran "
-            "with skip_mask_update=True; this is a bug in mask_update_steps."
+            "with skip_mask_update=True; this is a bug in pruning_step_set."
           )
         eval_metrics = evaluate(eval_step, replicated, config, data, num_local_devices, placement)
         masks = masks_of(config, host_state)

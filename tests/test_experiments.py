@@ -261,9 +261,9 @@ def test_han_method_run(idx_dir, tmp_path):
 def test_loop_stops_if_a_pruning_step_was_compiled_without_mask_update(
   idx_dir, tmp_path, monkeypatch, method
 ):
-  # The loop runs the conditional-free step outside mask_update_steps; if that set
+  # The loop runs the conditional-free step outside pruning_step_set; if that set
   # ever missed a pruning step, the skipped update must stop the run, not go unseen.
-  monkeypatch.setattr(train, "mask_update_steps", lambda config, steps_per_epoch: frozenset())
+  monkeypatch.setattr(train, "pruning_step_set", lambda config, steps_per_epoch: frozenset())
   config = _idx_config(idx_dir, method=method, han_cycles=2, target_sparsity=0.5)
   with pytest.raises(RuntimeError, match="skip_mask_update"):
     train.train_and_evaluate(config, tmp_path / method)
