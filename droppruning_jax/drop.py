@@ -207,9 +207,10 @@ def _max_shortfall(infos) -> jax.Array:
 
 
 def per_leaf_update(
-  plan: plan_lib.DropPlan, key, count, params, masks, paths, *, final_step: bool
+  plan: plan_lib.DropPlan, key, count, params, masks, paths, grads, *, final_step: bool
 ) -> skeleton.LeafUpdate:
   """Every prunable leaf drops on its own, towards its scaled share of the schedule."""
+  del grads  # importance from the weights only
   finals = plan.leaf_finals(paths, [m.shape for m in masks])
   score_key, drop_key = jax.random.split(key)
   scores = _scores(plan, score_key, params)
@@ -241,10 +242,10 @@ def per_leaf_update(
 
 
 def global_update(
-  plan: plan_lib.DropPlan, key, count, params, masks, paths, *, final_step: bool
+  plan: plan_lib.DropPlan, key, count, params, masks, paths, grads, *, final_step: bool
 ) -> skeleton.LeafUpdate:
   """One pool over all prunable weights, scores normalised per leaf."""
-  del paths  # one pool: no per-leaf targets
+  del paths, grads  # one pool: no per-leaf targets; importance from the weights only
   if selection.is_sharded(*params, *masks):
     return _global_update_sharded(plan, key, count, params, masks, final_step=final_step)
   score_keys = jax.random.split(jax.random.fold_in(key, 0), len(params))

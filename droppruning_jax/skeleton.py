@@ -70,10 +70,12 @@ class LeafUpdate(NamedTuple):
   shortfall: jax.Array
 
 
-# (key, count, params, masks, paths) -> LeafUpdate, with params and masks the flat lists
-# of prunable leaves (params after this step's inner update, before masking) and paths
-# their static "a/b/kernel" names.
-MaskUpdateFn = Callable[[jax.Array, jax.Array, list, list, list], LeafUpdate]
+# (key, count, params, masks, paths, grads) -> LeafUpdate, with params, masks and grads
+# the flat lists of prunable leaves (params after this step's inner update, before
+# masking; grads the dense gradients of this step, before masking, so that a pruned
+# weight's gradient is there for gradient-based regrowth) and paths their static
+# "a/b/kernel" names.
+MaskUpdateFn = Callable[[jax.Array, jax.Array, list, list, list, list], LeafUpdate]
 
 
 class MaskPolicy(NamedTuple):
@@ -122,14 +124,15 @@ def replace_leaves(tree: PyTree, index: Sequence[int], new: Sequence) -> PyTree:
 
 
 def _update_masks(
-  policy: MaskPolicy, fn: MaskUpdateFn, count, candidate, masks, stash, stats: PruningStats
+  policy: MaskPolicy, fn: MaskUpdateFn, count, candidate, masks, stash, stats: PruningStats, grads
 ):
   """Runs one policy update on the prunable leaves; the stash and the statistics follow."""
   index, params = prunable_leaves(candidate, masks)
   _, old = prunable_leaves(masks, masks)
+  _, leaf_grads = prunable_leaves(grads, masks)
   key = jax.random.fold_in(jax.random.PRNGKey(policy.seed), count)
   if index:
-    new, shortfall = fn(key, count, params, old, prunable_paths(masks))
+    new, shortfall = fn(key, count, params, old, prunable_paths(masks), leaf_grads)
   else:
     new, shortfall = [], jnp.zeros((), jnp.float32)
   new_masks = replace_leaves(masks, index, new)
@@ -254,7 +257,9 @@ def pruning_transformation(
 
       def run(fn):
         candidate = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, inner_updates)
-        return _update_masks(policy, fn, state.count, candidate, masks, state.stash, state.stats)
+        return _update_masks(
+          policy, fn, state.count, candidate, masks, state.stash, state.stats, updates
+        )
 
       new_masks, stash, stats = jax.lax.switch(
         index, [keep] + [functools.partial(run, fn) for fn in policy.updates]
