@@ -13,8 +13,10 @@ from. Two sources:
 Typical use::
 
   data = load_dataset("fashion_mnist", idx_dir=fetch_fashion_mnist())
-  train_x = normalize(data["train"][0], "fashion_mnist")
-  for x, y in batches(train_x, data["train"][1], 128, rng=rng):
+  count = validation_count(None, len(data["train"][0]))  # the last 10,000 images
+  (train_x, train_y), (val_x, val_y) = split_validation(*data["train"], count)
+  train_x = normalize(train_x, "fashion_mnist")
+  for x, y in batches(train_x, train_y, 128, rng=rng):
     ...
 """
 
@@ -63,6 +65,13 @@ FASHION_MNIST_DEB_PACKAGE = "dataset-fashion-mnist"
 # below the extraction folder.
 _FASHION_MNIST_PACKAGE_SUBDIR = Path("usr/share/datasets/fashion-mnist")
 SYSTEM_FASHION_MNIST_DIR = Path("/") / _FASHION_MNIST_PACKAGE_SUBDIR
+
+# The validation split: the last DEFAULT_VALIDATION_EXAMPLES images of the training
+# split, held out from training (see validation_count). Unset, it applies to training
+# splits of at least MIN_TRAIN_FOR_DEFAULT_VALIDATION images, so that it never takes
+# more than a fifth of them: MNIST and Fashion-MNIST (60,000) and CIFAR-10 (50,000).
+DEFAULT_VALIDATION_EXAMPLES = 10_000
+MIN_TRAIN_FOR_DEFAULT_VALIDATION = 5 * DEFAULT_VALIDATION_EXAMPLES
 
 _SUBPROCESS_TIMEOUT_S = 900
 # Examples per batched TFDS read: bounds the decoded examples held at once.
@@ -466,14 +475,110 @@ def fetch_fashion_mnist(cache_dir: str | Path = DEFAULT_CACHE_DIR) -> str:
 # ---------------------------------------------------------------------------
 
 
-def normalize(images: np.ndarray, name: str) -> np.ndarray:
+def validation_count(requested: int | None, num_train: int) -> int:
+  """How many training images the validation split holds out.
+
+  Args:
+    requested: ``config.validation_examples``: ``None`` (unset) for the default,
+      ``DEFAULT_VALIDATION_EXAMPLES`` from a training split of at least
+      ``MIN_TRAIN_FOR_DEFAULT_VALIDATION`` images and none from a smaller one (the
+      tiny synthetic or mocked splits of tests); ``0`` for none; otherwise exactly
+      that many.
+    num_train: Images in the whole training split (before any ``max_train_examples``).
+
+  Returns:
+    The count, in ``[0, num_train)``.
+
+  Raises:
+    ValueError: naming ``requested`` if it is not an integer, negative, or not
+      smaller than ``num_train``.
+  """
+  if requested is None:
+    return DEFAULT_VALIDATION_EXAMPLES if num_train >= MIN_TRAIN_FOR_DEFAULT_VALIDATION else 0
+  if isinstance(requested, bool) or not isinstance(requested, (int, np.integer)):
+    raise ValueError(f"validation_examples={requested!r} must be unset or an integer >= 0.")
+  if requested < 0:
+    raise ValueError(f"validation_examples={requested!r} must be unset or an integer >= 0.")
+  if requested and requested >= num_train:
+    raise ValueError(
+      f"validation_examples={requested} must be smaller than the {num_train} images of "
+      "the training split (it holds out the last ones); use fewer, or 0 for none."
+    )
+  return int(requested)
+
+
+def split_validation(
+  images: np.ndarray, labels: np.ndarray, count: int
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+  """Holds out the LAST ``count`` examples of a training split for validation.
+
+  A fixed, seed-independent split: the validation images are the same for every run
+  on the same data, and the training images are the ones before them.
+
+  Args:
+    images: The whole training split's images, examples along axis 0.
+    labels: Its labels.
+    count: Examples to hold out (see :func:`validation_count`); 0 for none.
+
+  Returns:
+    ``((train_images, train_labels), (val_images, val_labels))``: views of the
+    inputs; with ``count=0`` the validation arrays are empty.
+
+  Raises:
+    ValueError: naming ``count`` if it is negative or larger than the split.
+  """
+  num_examples = len(images)
+  if len(labels) != num_examples:
+    raise ValueError(f"{num_examples} images but {len(labels)} labels; they must match.")
+  if not 0 <= count <= num_examples:
+    raise ValueError(f"count={count} is outside [0, {num_examples}] (the split's size).")
+  cut = num_examples - count
+  return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
+
+
+def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and standard deviation of pixels scaled to ``[0, 1]``.
+
+  Accumulated in float64 over chunks of images, so that a whole training split is
+  never converted to floats at once.
+
+  Args:
+    images: ``uint8`` array of shape ``(N, H, W, C)`` with ``N >= 1``.
+    chunk: Images per chunk.
+
+  Returns:
+    ``(mean, std)``, each a ``float32`` array of shape ``(C,)``; the std is the
+    population std over all pixels of a channel.
+  """
+  if len(images) == 0:
+    raise ValueError("channel_stats needs at least one image.")
+  channels = images.shape[-1]
+  total = np.zeros(channels, np.float64)
+  total_sq = np.zeros(channels, np.float64)
+  for start in range(0, len(images), chunk):
+    block = np.asarray(images[start : start + chunk], np.float64).reshape(-1, channels) / 255.0
+    total += block.sum(axis=0)
+    total_sq += np.square(block).sum(axis=0)
+  count = len(images) * math.prod(images.shape[1:-1])
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
+  return mean.astype(np.float32), std.astype(np.float32)
+
+
+def normalize(
+  images: np.ndarray,
+  name: str,
+  stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
   """Converts raw pixel values (0..255) to the model's float32 input.
 
   Args:
     images: Array of shape ``(N, H, W, C)`` with values in ``[0, 255]``.
     name: Dataset name: MNIST-like datasets are scaled to ``[0, 1]``;
-      ``"cifar10"`` is additionally standardised per channel with
-      ``CIFAR10_MEAN`` and ``CIFAR10_STD``.
+      ``"cifar10"`` is additionally standardised per channel, with ``stats`` or,
+      without them, ``CIFAR10_MEAN`` and ``CIFAR10_STD``.
+    stats: ``(mean, std)`` per channel of ``"cifar10"`` (e.g. from
+      :func:`channel_stats` of the training images); a zero std counts as 1.
 
   Returns:
     A new ``float32`` array of the same shape.
@@ -481,7 +586,10 @@ def normalize(images: np.ndarray, name: str) -> np.ndarray:
   _check_dataset_name(name)
   scaled = np.asarray(images, dtype=np.float32) / np.float32(255.0)
   if name == "cifar10":
-    return (scaled - CIFAR10_MEAN) / CIFAR10_STD
+    if stats is None:
+      return (scaled - CIFAR10_MEAN) / CIFAR10_STD
+    mean, std = (np.asarray(x, np.float32) for x in stats)
+    return (scaled - mean) / np.where(std > 0, std, np.float32(1.0))
   return scaled
 
 

@@ -33,6 +33,8 @@ _COLUMNS = (
   ("dataset", lambda s: s["dataset"]),
   ("method", lambda s: s["method"]),
   ("epochs", lambda s: str(s["epochs"])),
+  # Validation = the held-out last training images (choose on it); test = reported only.
+  ("val error (%)", lambda s: _validation_percent(s)),
   ("test error (%)", lambda s: _percent(s["test_error"])),
   ("sparsity (%)", lambda s: _percent(s["sparsity"])),
   ("compression", lambda s: f"{s['compression']:.1f}x"),
@@ -44,6 +46,16 @@ _COLUMNS = (
 
 def _percent(value: float | None) -> str:
   return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def _validation_percent(summary: Mapping[str, Any]) -> str:
+  """The validation error, or why there is none: a run without a validation split
+  (``validation_examples`` 0, or a summary written before the field existed)."""
+  if summary.get("val_error") is not None:
+    return _percent(summary["val_error"])
+  if not summary.get("validation_examples"):
+    return "no split"
+  return "n/a"
 
 
 def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
@@ -80,13 +92,26 @@ def markdown_table(summaries: Iterable[Mapping[str, Any]]) -> str:
 
 
 def plot_curves(metrics: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-  """Test error and sparsity against the step, one point per epoch, saved as a PNG."""
+  """Validation error (if the run has a validation split), test error and sparsity
+  against the step, one point per epoch, saved as a PNG."""
   steps = [line["step"] for line in metrics]
   figure, (error_axis, sparsity_axis) = plt.subplots(1, 2, figsize=(10, 4))
-  error_axis.plot(steps, [100 * line["test_error"] for line in metrics], marker="o")
+  has_validation = bool(metrics) and all(line.get("val_error") is not None for line in metrics)
+  if has_validation:
+    error_axis.plot(
+      steps,
+      [100 * line["val_error"] for line in metrics],
+      marker="s",
+      color="tab:green",
+      label="validation (held-out training images)",
+    )
+  error_axis.plot(steps, [100 * line["test_error"] for line in metrics], marker="o", label="test")
   error_axis.set_xlabel("step")
-  error_axis.set_ylabel("test error (%)")
-  error_axis.set_title("Test error")
+  error_axis.set_ylabel("error (%)")
+  error_axis.set_title(
+    "Validation and test error" if has_validation else "Test error (no validation split)"
+  )
+  error_axis.legend(fontsize=8)
   error_axis.grid(alpha=0.3)
   sparsity_axis.plot(
     steps, [100 * line["sparsity"] for line in metrics], marker="o", color="tab:orange"

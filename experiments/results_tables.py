@@ -16,6 +16,15 @@ between markers and is rebuilt from ``docs/studies/<study>.json`` (written by
 Several studies after ``NET=`` are merged by series (the first study holding a series at
 a target wins), so that a follow-up study's new rows join its parent grid.
 
+Validation protocol: runs hold out the last ``validation_examples`` (10,000) images of
+the training split as a validation split. For studies whose runs have it, ``table``
+shows validation / test error per cell, ``diffs`` compares the validation error,
+``within`` chooses the highest compression on validation error and reports the chosen
+setting's test error once, and ``tests`` tests the test error of a series the text
+names. Studies from before the validation split keep their tables as they were (test
+error only; the text around them must say that they were compared on test). Merging
+studies with and without a validation split into one table is refused.
+
   python -m experiments.results_tables            # rewrites docs/results.md in place
   python -m experiments.results_tables --check    # exit 1 if the file is out of date
 """
@@ -48,6 +57,7 @@ LABELS = {
 }
 REFERENCE = "gradual"
 TOLERANCE_POINTS = 0.5
+VALIDATION, TEST = study_lib.VALIDATION, study_lib.TEST
 
 # A block: an opening marker on its own line, anything that is not another opening
 # marker, and the closing marker on its own line.
@@ -72,7 +82,26 @@ def load_rows(studies_dir: Path, names: list[str]) -> list[dict[str, Any]]:
       if "rejected" in row:
         continue
       merged.setdefault((row["series"], row["target"]), row)
-  return list(merged.values())
+  rows = list(merged.values())
+  legacy = [r["cell"] for r in rows if not study_lib.has_validation(r)]
+  if legacy and len(legacy) < len(rows):
+    raise ValueError(
+      f"studies {names} mix cells with and without a validation split (without: "
+      f"{', '.join(legacy)}); validation and test errors must not be compared with each "
+      "other: rerun those cells, or tabulate the studies separately."
+    )
+  return rows
+
+
+def _split(rows: list[dict[str, Any]]) -> str:
+  """The split to compare on: validation for runs that have one (load_rows refuses a
+  mix), test for runs from before the validation split."""
+  return study_lib.selection_split(rows)
+
+
+def _stats_text(row: dict[str, Any], split: str) -> str:
+  mean, std = study_lib.split_stats(row, split)
+  return f"{mean:.2f} ± {std:.2f}"
 
 
 def _ordered_series(rows: list[dict[str, Any]]) -> list[str]:
@@ -97,14 +126,19 @@ def method_table(rows: list[dict[str, Any]]) -> list[str]:
     reference = by_key.get((REFERENCE, target), at[0])
     return reference["compression"]
 
+  validated = _split(rows) == VALIDATION
+
   def cell(row, always_seeds=False):
-    text = f"{row['error_mean']:.2f} ± {row['error_std']:.2f}"
+    text = _stats_text(row, TEST)
+    if validated:
+      text = f"{_stats_text(row, VALIDATION)} / {text}"
     if always_seeds or row["seeds"] < full:
       text += f" ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''})"
     return text
 
+  first = "method: validation / test error %" if validated else "method"
   lines = [
-    "| method | " + " | ".join(f"{t:.0%} ({compression(t):.1f}x)" for t in targets) + " |",
+    f"| {first} | " + " | ".join(f"{t:.0%} ({compression(t):.1f}x)" for t in targets) + " |",
     "|---|" + "---|" * len(targets),
   ]
   for series in _ordered_series(rows):
@@ -133,8 +167,16 @@ def diffs_table(studies_dir: Path, spec: str) -> list[str]:
   """Every method against gradual at the same target, one block of rows per network."""
   networks = [(net, load_rows(studies_dir, names)) for net, names in _networks(spec)]
   targets = sorted({t for _, rows in networks for t in _targets(rows)})
+  splits = {_split(rows) for _, rows in networks}
+  if len(splits) > 1:
+    raise ValueError(
+      f"diffs marker {spec!r} mixes networks with and without a validation split; "
+      "tabulate them separately."
+    )
+  split = splits.pop()
+  first = "method (validation error)" if split == VALIDATION else "method"
   lines = [
-    "| network | method | " + " | ".join(f"{t:.0%}" for t in targets) + " |",
+    f"| network | {first} | " + " | ".join(f"{t:.0%}" for t in targets) + " |",
     "|---|---|" + "---|" * len(targets),
   ]
   for network, rows in networks:
@@ -143,7 +185,7 @@ def diffs_table(studies_dir: Path, spec: str) -> list[str]:
       if series in ("dense", REFERENCE):
         continue
       cells = [
-        study_lib.difference_text(by_key.get((series, t)), by_key.get((REFERENCE, t)))
+        study_lib.difference_text(by_key.get((series, t)), by_key.get((REFERENCE, t)), split)
         for t in targets
       ]
       lines.append(f"| {network} | {series} | " + " | ".join(cells) + " |")
@@ -151,10 +193,13 @@ def diffs_table(studies_dir: Path, spec: str) -> list[str]:
 
 
 def within_lines(studies_dir: Path, spec: str) -> list[str]:
-  """Per network: each method's highest compression within the tolerance of dense."""
+  """Per network: each method's highest compression within the tolerance of dense,
+  chosen on validation error with the chosen setting's test error (on test error for
+  studies from before the validation split)."""
   lines = []
   for network, names in _networks(spec):
     rows = load_rows(studies_dir, names)
+    split = _split(rows)
     dense = next((r for r in rows if r["series"] == "dense"), None)
     if dense is None:
       raise ValueError(f"{network}: studies {names} have no dense row to compare against.")
@@ -162,20 +207,25 @@ def within_lines(studies_dir: Path, spec: str) -> list[str]:
     for series in _ordered_series(rows):
       if series == "dense":
         continue
-      best = study_lib.best_within(rows, series, dense, TOLERANCE_POINTS)
-      parts.append(
-        f"`{series}` "
-        + (
-          "none"
-          if best is None
-          else f"{best['compression']:.1f}x ({best['target']:.0%}, {best['error_mean']:.2f} %)"
+      best = study_lib.best_within(rows, series, dense, TOLERANCE_POINTS, split)
+      if best is None:
+        chosen = "none"
+      elif split == VALIDATION:
+        chosen = (
+          f"{best['compression']:.1f}x ({best['target']:.0%}; validation "
+          f"{best['val_error_mean']:.2f} %, test {best['error_mean']:.2f} %)"
         )
+      else:
+        chosen = f"{best['compression']:.1f}x ({best['target']:.0%}, {best['error_mean']:.2f} %)"
+      parts.append(f"`{series}` {chosen}")
+    if split == VALIDATION:
+      reference = (
+        f"dense: validation {_stats_text(dense, VALIDATION)} %, test "
+        f"{_stats_text(dense, TEST)} %; chosen on validation"
       )
-    lines.append(
-      f"- {network} (dense {dense['error_mean']:.2f} ± {dense['error_std']:.2f} %): "
-      + "; ".join(parts)
-      + "."
-    )
+    else:
+      reference = f"dense {_stats_text(dense, TEST)} %"
+    lines.append(f"- {network} ({reference}): " + "; ".join(parts) + ".")
   return lines
 
 
@@ -210,12 +260,15 @@ def tests_table(studies_dir: Path, spec: str) -> list[str]:
     first = int(first)
   except ValueError:
     raise ValueError(f"tests marker {spec!r} must look like 'STUDY:SERIES:FIRST'.") from None
-  by_key = {(r["series"], r["target"]): r for r in load_rows(studies_dir, [study])}
+  rows = load_rows(studies_dir, [study])
+  by_key = {(r["series"], r["target"]): r for r in rows}
   targets = sorted(t for (s, t) in by_key if s == series and (REFERENCE, t) in by_key)
   if not targets:
     raise ValueError(f"{study}: no target holds both {series!r} and {REFERENCE!r}.")
+  # The test error of a series the text names (chosen on validation where runs have it).
+  what = "test error: " if _split(rows) == VALIDATION else ""
   lines = [
-    f"| target | seeds | {series} − {REFERENCE} (points) | test, two-sided | p |",
+    f"| target | seeds | {what}{series} − {REFERENCE} (points) | test, two-sided | p |",
     "|---|---|---|---|---|",
   ]
   for target in targets:

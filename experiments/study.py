@@ -10,6 +10,14 @@ config file), ``overrides`` (applied to every run), and either ``methods`` x
 ``summary.json`` is done and skipped, an interrupted one resumes from its checkpoint.
 The report (``docs/studies/<name>.md`` and its plots) is a pure function of the run
 folders, so it can be regenerated at any time, also while the grid is running.
+
+Selection protocol: every run holds out the last training images as a validation split
+(``config.validation_examples``); cells are compared, and the best settings chosen, on
+the mean validation error, and the test error of the chosen settings is reported next
+to it, never used to choose. Runs without a validation split (written before it
+existed, or with ``validation_examples=0``) are kept apart: a study made only of them is
+compared on test error and says so in every heading; in a study that has validated runs
+they are listed and left out of the numbers.
 """
 
 from __future__ import annotations
@@ -210,8 +218,43 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
   return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+VALIDATION = "val"
+TEST = "test"
+# Row keys of each split's mean, std and per-seed errors (in percent). The test keys
+# keep their names from before the validation split, so old reports still read.
+_STAT_KEYS = {
+  VALIDATION: ("val_error_mean", "val_error_std", "val_errors"),
+  TEST: ("error_mean", "error_std", "errors"),
+}
+_SPLIT_WORDS = {VALIDATION: "validation error", TEST: "test error"}
+
+
+def has_validation(row: dict[str, Any]) -> bool:
+  """Whether a row (or a run's summary) carries validation errors."""
+  return row.get("val_error_mean", row.get("val_error")) is not None
+
+
+def selection_split(rows: list[dict[str, Any]]) -> str:
+  """The split to compare and choose on: :data:`VALIDATION` if any finished row has
+  validation errors (rows without are then left out of the selection), else
+  :data:`TEST` (runs from before the validation split, to be labelled as such)."""
+  return VALIDATION if any(has_validation(r) for r in rows if "rejected" not in r) else TEST
+
+
+def split_stats(row: dict[str, Any], split: str) -> tuple[float, float]:
+  """``(mean, std)`` of a row's error on ``split`` in percent."""
+  mean_key, std_key, _ = _STAT_KEYS[split]
+  return row[mean_key], row[std_key]
+
+
 def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
-  """One row per cell: mean/std over the finished seeds."""
+  """One row per cell: mean/std over the finished seeds.
+
+  A row holds the test error (``error_mean``, ``error_std``, ``errors``) and, for runs
+  with a validation split, the validation error (``val_error_mean``, ``val_error_std``,
+  ``val_errors``; ``None`` without). A cell whose runs mix the two kinds aggregates the
+  runs with a validation split only and names the others in ``excluded_runs``.
+  """
   by_cell: dict[str, list[dict]] = collections.defaultdict(list)
   cell_of = {}
   for cell in study_cells(study):
@@ -228,6 +271,14 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
       continue
     if not runs:
       continue
+    excluded = []
+    if any(has_validation(r) for r in runs):
+      excluded = [r["name"] for r in runs if not has_validation(r)]
+      runs = [r for r in runs if has_validation(r)]
+    validated = has_validation(runs[0])
+    val_mean, val_std = (
+      _mean_std([100 * r["val_error"] for r in runs]) if validated else (None,) * 2
+    )
     error_mean, error_std = _mean_std([100 * r["test_error"] for r in runs])
     compression_mean, _ = _mean_std([r["compression"] for r in runs])
     layers = collections.defaultdict(list)
@@ -244,9 +295,16 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
         "target": runs[0].get("target_sparsity"),
         "overrides": {k: v for k, v in cell.items() if k not in ("name", "seed", "run")},
         "seeds": len(runs),
+        # Held-out images per run (0: no validation split).
+        "validation_examples": sorted({r.get("validation_examples") or 0 for r in runs}),
+        "val_error_mean": val_mean,
+        "val_error_std": val_std,
+        "val_errors": [100 * r["val_error"] for r in runs] if validated else None,
+        # The test error (the key names predate the validation split).
         "error_mean": error_mean,
         "error_std": error_std,
         "errors": [100 * r["test_error"] for r in runs],
+        "excluded_runs": excluded,
         "compression": compression_mean,
         "sparsity": statistics.fmean(r["sparsity"] for r in runs),
         "layer_sparsity": {k: statistics.fmean(v) for k, v in layers.items()},
@@ -264,25 +322,38 @@ def _series(row: dict[str, Any]) -> str:
 
 
 def plot_error_vs_compression(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+  """Error against compression per series: a validation panel and a test panel for
+  rows with a validation split (rows without are left out), else one test panel
+  titled as having no validation split."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, ax = plt.subplots(figsize=(6.4, 4.2))
-  for series in dict.fromkeys(_series(r) for r in rows):
-    points = sorted(
-      (r["compression"], r["error_mean"], r["error_std"]) for r in rows if _series(r) == series
-    )
-    xs, ys, es = zip(*points)
-    style = "s" if series == "dense" else "o-"
-    ax.errorbar(xs, ys, yerr=es, fmt=style, capsize=3, label=series)
-  ax.set_xscale("log")
-  ax.set_xlabel("compression (all params / nonzero params)")
-  ax.set_ylabel("test error (%)")
-  ax.set_title(title)
-  ax.grid(True, which="both", alpha=0.3)
-  ax.legend(fontsize=8)
+  split = selection_split(rows)
+  if split == VALIDATION:
+    rows = [r for r in rows if has_validation(r)]
+    panels = [
+      (VALIDATION, "validation error (%), held-out training images: choose on this"),
+      (TEST, "test error (%): reported, not chosen on"),
+    ]
+  else:
+    panels = [(TEST, "test error (%), no validation split")]
+  fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.2), squeeze=False)
+  for ax, (panel_split, label) in zip(axes[0], panels):
+    for series in dict.fromkeys(_series(r) for r in rows):
+      points = sorted(
+        (r["compression"], *split_stats(r, panel_split)) for r in rows if _series(r) == series
+      )
+      xs, ys, es = zip(*points)
+      style = "s" if series == "dense" else "o-"
+      ax.errorbar(xs, ys, yerr=es, fmt=style, capsize=3, label=series)
+    ax.set_xscale("log")
+    ax.set_xlabel("compression (all params / nonzero params)")
+    ax.set_ylabel(label, fontsize=8)
+    ax.set_title(f"{title}: {_SPLIT_WORDS[panel_split]}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
   fig.tight_layout()
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=120)
@@ -290,35 +361,73 @@ def plot_error_vs_compression(rows: list[dict[str, Any]], path: Path, title: str
   return path
 
 
-def difference_text(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
-  """``a - b`` in test-error points, ``± standard error`` and ``*`` beyond 2 SE.
+def difference_text(a: dict[str, Any] | None, b: dict[str, Any] | None, split: str) -> str:
+  """``a - b`` in error points on ``split`` (:data:`VALIDATION` or :data:`TEST`),
+  ``± standard error`` and ``*`` beyond 2 SE.
 
   The standard error is ``sqrt(s1^2/n1 + s2^2/n2)``; with 3 seeds this is a rough
   screen, not a test. Single-seed cells have no spread and are never starred.
   """
   if a is None or b is None:
     return "—"
-  diff = a["error_mean"] - b["error_mean"]
+  (a_mean, a_std), (b_mean, b_std) = split_stats(a, split), split_stats(b, split)
+  diff = a_mean - b_mean
   if round(diff, 2) == 0:
     diff = 0.0  # no "-0.00" from rounding noise
   if min(a["seeds"], b["seeds"]) < 2:
     return f"{diff:+.2f} (1 seed)"
-  se = math.sqrt(a["error_std"] ** 2 / a["seeds"] + b["error_std"] ** 2 / b["seeds"])
+  se = math.sqrt(a_std**2 / a["seeds"] + b_std**2 / b["seeds"])
   star = "*" if se > 0 and abs(diff) > 2 * se else ""
   return f"{diff:+.2f} ± {se:.2f}{star}"
 
 
 def best_within(
-  rows: list[dict[str, Any]], series: str, dense: dict[str, Any], tolerance_points: float
+  rows: list[dict[str, Any]],
+  series: str,
+  dense: dict[str, Any],
+  tolerance_points: float,
+  split: str,
 ) -> dict[str, Any] | None:
-  """The row of ``series`` with the highest compression whose mean error stays within
-  ``tolerance_points`` of dense, or ``None``."""
-  ok = [
-    r
-    for r in rows
-    if _series(r) == series and r["error_mean"] <= dense["error_mean"] + tolerance_points
-  ]
+  """The row of ``series`` with the highest compression whose mean error on ``split``
+  stays within ``tolerance_points`` of dense's, or ``None``.
+
+  Choose with ``split=VALIDATION`` and report the chosen row's test error; only runs
+  from before the validation split are chosen with ``split=TEST`` (and say so).
+  """
+  limit = split_stats(dense, split)[0] + tolerance_points
+  ok = [r for r in rows if _series(r) == series and split_stats(r, split)[0] <= limit]
   return max(ok, key=lambda r: r["compression"], default=None)
+
+
+def _percent_pair(row: dict[str, Any], split: str) -> str:
+  mean, std = split_stats(row, split)
+  return f"{mean:.2f} ± {std:.2f} %"
+
+
+def no_validation_note(rows: list[dict[str, Any]]) -> list[str]:
+  """Lines naming the finished rows without a validation split, when others have one
+  (they are left out of every comparison), and the runs left out of mixed cells."""
+  lines = []
+  finished = [r for r in rows if "rejected" not in r]
+  if selection_split(finished) == VALIDATION:
+    legacy = [r["cell"] for r in finished if not has_validation(r)]
+    if legacy:
+      lines += [
+        "",
+        "Cells without a validation split (runs written before it existed, or with "
+        "`validation_examples=0`), left out of every comparison and plot: "
+        + ", ".join(f"`{c}`" for c in legacy)
+        + ". Rerun them to include them.",
+      ]
+  partial = [r for r in finished if r.get("excluded_runs")]
+  if partial:
+    lines += [
+      "",
+      "Runs without a validation split, left out of their cell's numbers: "
+      + ", ".join(f"`{name}`" for r in partial for name in r["excluded_runs"])
+      + ".",
+    ]
+  return lines
 
 
 def comparison_lines(
@@ -327,48 +436,76 @@ def comparison_lines(
   """Each method against ``reference`` at the same target, and the best compression
   whose error stays within ``tolerance_points`` of dense.
 
+  Both compare the validation error (rows without a validation split are left out)
+  and report the test error of the chosen settings once; rows that all lack a
+  validation split are compared on test error, and the lines say so.
+
   A difference counts as beyond seed noise when it exceeds twice its standard error
   (``sqrt(s1^2/n1 + s2^2/n2)``); with 3 seeds this is a rough screen, not a test.
   """
   lines: list[str] = []
+  split = selection_split(rows)
+  if split == VALIDATION:
+    rows = [r for r in rows if has_validation(r)]
+  else:
+    lines += [
+      "",
+      "No run here has a validation split (written before it existed, or with "
+      "`validation_examples=0`): the comparisons below are on the **test** error, so "
+      "settings chosen from them are chosen on test.",
+    ]
   by_key = {(_series(r), r["target"]): r for r in rows}
   targets = sorted({r["target"] for r in rows if r["target"] is not None})
   methods = [m for m in dict.fromkeys(_series(r) for r in rows) if m not in ("dense", reference)]
   if any((reference, t) in by_key for t in targets) and methods:
     lines += [
       "",
-      f"Test error difference against `{reference}` at the same target "
-      "(percentage points, negative = better; * = beyond 2 standard errors):",
+      f"{_SPLIT_WORDS[split].capitalize()} difference against `{reference}` at the same "
+      "target (percentage points, negative = better; * = beyond 2 standard errors):",
       "",
       "| method | " + " | ".join(f"{t:.0%}" for t in targets) + " |",
       "|---|" + "---|" * len(targets),
     ]
     for method in methods:
       cells = [
-        difference_text(by_key.get((method, t)), by_key.get((reference, t))) for t in targets
+        difference_text(by_key.get((method, t)), by_key.get((reference, t)), split) for t in targets
       ]
       lines.append(f"| {method} | " + " | ".join(cells) + " |")
   dense = by_key.get(("dense", None))
   if dense is not None:
-    lines += [
-      "",
-      f"Highest compression with test error within {tolerance_points} points of "
-      f"dense ({dense['error_mean']:.2f} %):",
-      "",
-    ]
+    if split == VALIDATION:
+      lines += [
+        "",
+        f"Highest compression with validation error within {tolerance_points} points of "
+        f"dense (validation {_percent_pair(dense, VALIDATION)}, test "
+        f"{_percent_pair(dense, TEST)}), chosen on validation; the test error of the "
+        "chosen setting is reported once:",
+        "",
+      ]
+    else:
+      lines += [
+        "",
+        f"Highest compression with test error within {tolerance_points} points of "
+        f"dense ({dense['error_mean']:.2f} %):",
+        "",
+      ]
     for method in dict.fromkeys(_series(r) for r in rows):
       if method == "dense":
         continue
-      best = best_within(rows, method, dense, tolerance_points)
-      lines.append(
-        f"- `{method}`: "
-        + (
-          "none of the targets"
-          if best is None
-          else f"{best['compression']:.1f}x ({best['target']:.0%}, "
+      best = best_within(rows, method, dense, tolerance_points, split)
+      if best is None:
+        chosen = "none of the targets"
+      elif split == VALIDATION:
+        chosen = (
+          f"{best['compression']:.1f}x ({best['target']:.0%}; validation "
+          f"{_percent_pair(best, VALIDATION)}; test {_percent_pair(best, TEST)})"
+        )
+      else:
+        chosen = (
+          f"{best['compression']:.1f}x ({best['target']:.0%}, "
           f"{best['error_mean']:.2f} ± {best['error_std']:.2f} %)"
         )
-      )
+      lines.append(f"- `{method}`: {chosen}")
   return lines
 
 
@@ -384,6 +521,23 @@ def markdown_report(study: dict[str, Any], rows: list[dict[str, Any]], plot: Pat
   rows = [r for r in rows if "rejected" not in r]
   if not rows:
     return "\n".join(lines + ["No finished runs yet.", ""])
+  split = selection_split(rows)
+  if split == VALIDATION:
+    counts = sorted({n for r in rows if has_validation(r) for n in r["validation_examples"]})
+    lines += [
+      f"Protocol: every run holds out the last {' or '.join(f'{n:,}' for n in counts)} "
+      "images of the training split as a validation split (never trained on). Cells "
+      "are compared and settings chosen on the **validation** error; the **test** "
+      "error is reported next to it, never used to choose.",
+      "",
+    ]
+  else:
+    lines += [
+      "Protocol: **no validation split** (runs written before it existed, or with "
+      "`validation_examples=0`): every number and comparison below is on the test "
+      "error.",
+      "",
+    ]
   per_device = collections.defaultdict(lambda: [0, 0.0])
   for r in rows:
     for device, seconds in zip(r["devices"], r["wall_times_s"]):
@@ -404,20 +558,28 @@ def markdown_report(study: dict[str, Any], rows: list[dict[str, Any]], plot: Pat
       "",
     ]
   layer_names = list(rows[0]["layer_sparsity"])
-  header = (
-    "| cell | method | target | seeds | test error % (mean ± std) | compression | sparsity | "
-    + " | ".join(f"{n}" for n in layer_names)
-    + " |"
-  )
-  lines += [header, "|" + "---|" * (7 + len(layer_names))]
+  # Studies without any validation split get no validation column (the protocol line
+  # says why); otherwise a cell without one says "no split".
+  columns = ["cell", "method", "target", "seeds"]
+  if split == VALIDATION:
+    columns.append("validation error % (mean ± std)")
+  columns += ["test error % (mean ± std)", "compression", "sparsity", *layer_names]
+  lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   for r in rows:
     target = "—" if r["target"] is None else f"{r['target']:.0%}"
-    layers = " | ".join(f"{r['layer_sparsity'].get(n, 0):.1%}" for n in layer_names)
-    lines.append(
-      f"| {r['cell']} | {r['method']} | {target} | {r['seeds']} | "
-      f"{r['error_mean']:.2f} ± {r['error_std']:.2f} | {r['compression']:.1f}x | "
-      f"{r['sparsity']:.2%} | {layers} |"
-    )
+    cells = [r["cell"], r["method"], target, str(r["seeds"])]
+    if split == VALIDATION:
+      cells.append(
+        f"{r['val_error_mean']:.2f} ± {r['val_error_std']:.2f}" if has_validation(r) else "no split"
+      )
+    cells += [
+      f"{r['error_mean']:.2f} ± {r['error_std']:.2f}",
+      f"{r['compression']:.1f}x",
+      f"{r['sparsity']:.2%}",
+      *(f"{r['layer_sparsity'].get(n, 0):.1%}" for n in layer_names),
+    ]
+    lines.append("| " + " | ".join(cells) + " |")
+  lines += no_validation_note(rows)
   lines += comparison_lines(rows)
   if rejected:
     lines += [
@@ -458,6 +620,8 @@ def write_report(
   report_dir.mkdir(parents=True, exist_ok=True)
   plot = None
   finished = [r for r in rows if "rejected" not in r]
+  if selection_split(finished) == VALIDATION:
+    finished = [r for r in finished if has_validation(r)]  # the plot compares these only
   if finished and len({r["target"] for r in finished if r["target"] is not None}) > 1:
     plot = plot_error_vs_compression(finished, report_dir / f"{study['name']}.png", study["name"])
   (report_dir / f"{study['name']}.json").write_text(json.dumps(rows, indent=1))

@@ -6,7 +6,8 @@ data-parallel with ``jax.pmap`` over the local devices (``config.parallel="pmap"
 or with ``jax.jit`` over a device mesh of all processes' devices
 (``config.parallel="jit"``, optionally FSDP), and writes into ``workdir``:
 
-* ``metrics.jsonl``: one JSON line per epoch (losses, test error, sparsity, drop counts);
+* ``metrics.jsonl``: one JSON line per epoch (losses, validation and test error,
+  sparsity, drop counts);
 * ``checkpoints/``: an Orbax checkpoint after every epoch, every
   ``config.checkpoint_every_steps`` steps and on SIGTERM, named by the global step
   (the last two are kept); rerunning the same command resumes from the latest one
@@ -93,6 +94,9 @@ RUN_CONTROL_FIELDS = (
 # Fields that change the layout of the checkpointed state, not the training: a run
 # cannot resume from a checkpoint written with another value.
 STATE_LAYOUT_FIELDS = ("packed_masks",)
+# The value a field added to the configs had in effect for run folders written before it
+# existed, where that is not its default: those runs trained on the whole training split.
+LEGACY_FIELD_VALUES = {"validation_examples": 0}
 
 METRICS_FILE = report.METRICS_FILE
 SUMMARY_FILE = report.SUMMARY_FILE
@@ -265,6 +269,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     value = config[name]
     if value is not None and (not is_int(value) or value < 1):
       fail(f"{name}={value!r} must be unset or a positive integer.")
+  if config.validation_examples is not None and (
+    not is_int(config.validation_examples) or config.validation_examples < 0
+  ):
+    fail(
+      f"validation_examples={config.validation_examples!r} must be unset or an integer >= 0 "
+      "(0: no validation split)."
+    )
   # numpy's generators take no negative seeds; JAX keys take 32 bits.
   if not is_int(config.seed) or not 0 <= config.seed < 2**31:
     fail(f"seed={config.seed!r} must be an integer in [0, 2**31).")
@@ -353,7 +364,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 class Data(NamedTuple):
-  """Normalised float32 images and int32 labels of both splits."""
+  """Normalised float32 images and int32 labels of the three splits.
+
+  ``val_*`` are the last ``len(val_images)`` images of the dataset's training split,
+  held out (empty without a validation split); ``train_*`` are the images before
+  them, capped at ``max_train_examples``.
+  """
 
   train_images: np.ndarray
   train_labels: np.ndarray
@@ -361,13 +377,24 @@ class Data(NamedTuple):
   test_labels: np.ndarray
   image_shape: tuple[int, ...]
   num_classes: int
+  val_images: np.ndarray
+  val_labels: np.ndarray
 
 
 def load_data(config: ml_collections.ConfigDict) -> Data:
-  """Loads and normalises the dataset named by the config.
+  """Loads the dataset named by the config, holds out the validation split, normalises.
+
+  Order: the last ``validation_count(config.validation_examples, N)`` images of the
+  whole training split (``N`` images) become the validation split, then
+  ``max_train_examples`` caps the images before them, so the validation images do not
+  depend on the cap. CIFAR-10 with a validation split is standardised with the
+  per-channel statistics of the training images that remain (never the held-out
+  ones); without one, with the constants ``CIFAR10_MEAN`` / ``CIFAR10_STD``.
 
   Raises:
     DatasetError: if the data is missing or corrupt (the message says how to get it).
+    ConfigError: naming the value, if the validation split or the cap leave fewer
+      training images than one batch.
   """
   idx_dir = None if _is_unset(config.idx_dir) else config.idx_dir
   data_dir = None if _is_unset(config.data_dir) else config.data_dir
@@ -376,6 +403,20 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
   )
   train_images, train_labels = dataset["train"]
   test_images, test_labels = dataset["test"]
+  try:
+    held_out = data_lib.validation_count(config.validation_examples, len(train_images))
+  except ValueError as error:
+    raise ConfigError(f"invalid config: {error}") from error
+  if held_out and len(train_images) - held_out < config.batch_size:
+    raise ConfigError(
+      f"invalid config: validation_examples={held_out} leaves "
+      f"{len(train_images) - held_out} of the {len(train_images)} training images, fewer "
+      f"than one batch (batch_size={config.batch_size}); hold out at most "
+      f"{len(train_images) - config.batch_size}, or 0 for none."
+    )
+  (train_images, train_labels), (val_images, val_labels) = data_lib.split_validation(
+    train_images, train_labels, held_out
+  )
   if config.max_train_examples:
     train_images = train_images[: config.max_train_examples]
     train_labels = train_labels[: config.max_train_examples]
@@ -387,13 +428,19 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
       f"invalid config: batch_size={config.batch_size} is larger than the "
       f"{len(train_images)} training examples."
     )
+  # Statistics of the images trained on only: the held-out ones must not leak in.
+  stats = None
+  if config.dataset == "cifar10" and held_out:
+    stats = data_lib.channel_stats(train_images)
   return Data(
-    train_images=data_lib.normalize(train_images, config.dataset),
+    train_images=data_lib.normalize(train_images, config.dataset, stats),
     train_labels=train_labels,
-    test_images=data_lib.normalize(test_images, config.dataset),
+    test_images=data_lib.normalize(test_images, config.dataset, stats),
     test_labels=test_labels,
     image_shape=tuple(dataset["image_shape"]),
     num_classes=dataset["num_classes"],
+    val_images=data_lib.normalize(val_images, config.dataset, stats),
+    val_labels=val_labels,
   )
 
 
@@ -435,7 +482,7 @@ def eval_batches(
   labels: np.ndarray,
   num_local_devices: int,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-  """This process's share of the test set in global batches, zero-padded at the end.
+  """This process's share of an evaluation set in global batches, zero-padded at the end.
 
   Yields:
     ``(images, labels, weights)`` split per device; padding has weight 0.
@@ -876,14 +923,25 @@ def evaluate(
   num_local_devices: int,
   placement: Any = None,
 ) -> dict:
+  """Mean loss and error on the validation split (``val_*``, only if there is one) and
+  on the test split (``test_*``)."""
   placement = placement or PmapPlacement(None)
-  totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-  for batch in eval_batches(config, data.test_images, data.test_labels, num_local_devices):
-    sums = jax.device_get(eval_step(state.params, state.batch_stats, *placement.put_batch(*batch)))
-    for key in totals:
-      totals[key] += placement.scalar(sums[key])
-  count = max(totals["count"], 1.0)
-  return {"test_loss": totals["loss"] / count, "test_error": 1.0 - totals["correct"] / count}
+  splits = [("test", data.test_images, data.test_labels)]
+  if len(data.val_images):
+    splits.insert(0, ("val", data.val_images, data.val_labels))
+  results = {}
+  for name, images, labels in splits:
+    totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    for batch in eval_batches(config, images, labels, num_local_devices):
+      sums = jax.device_get(
+        eval_step(state.params, state.batch_stats, *placement.put_batch(*batch))
+      )
+      for key in totals:
+        totals[key] += placement.scalar(sums[key])
+    count = max(totals["count"], 1.0)
+    results[f"{name}_loss"] = totals["loss"] / count
+    results[f"{name}_error"] = 1.0 - totals["correct"] / count
+  return results
 
 
 # ---------------------------------------------------------------------------
@@ -1008,13 +1066,14 @@ def _truncate_metrics(workdir: Path, last_epoch: int) -> None:
 
 def _saved_config(workdir: Path) -> Optional[dict]:
   """The config a run folder was started with; fields added to the configs since then
-  take their defaults (that is what the run used). ``None`` for a new folder."""
+  take the value the run used: their default, or :data:`LEGACY_FIELD_VALUES`. ``None``
+  for a new folder."""
   saved = _read_json(workdir / CONFIG_FILE)
   if saved is None:
     return None
   from experiments.configs import default as default_config  # pylint: disable=g-import-not-at-top
 
-  return {**default_config.get_config().to_dict(), **saved}
+  return {**default_config.get_config().to_dict(), **LEGACY_FIELD_VALUES, **saved}
 
 
 def config_changes(saved: dict, config: ml_collections.ConfigDict) -> tuple[dict, dict]:
@@ -1565,10 +1624,11 @@ def train_and_evaluate(
           _append_metrics(workdir, line)
         save(step, epoch, np.zeros(len(PARTIAL_FIELDS)), host_state)
         logging.info(
-          "epoch %d/%d: train loss %.4f, test error %.2f%%, sparsity %.2f%% (%.1fs)",
+          "epoch %d/%d: train loss %.4f, %stest error %.2f%%, sparsity %.2f%% (%.1fs)",
           epoch,
           config.num_epochs,
           line["train_loss"],
+          f"val error {100 * line['val_error']:.2f}%, " if "val_error" in line else "",
           100 * line["test_error"],
           100 * line["sparsity"],
           line["epoch_time_s"],
@@ -1587,7 +1647,9 @@ def train_and_evaluate(
     finished = report.read_metrics(workdir)
     return {"stopped": True, "last_epoch": finished[-1]["epoch"] if finished else 0}
 
-  summary = build_summary(config, workdir, host_state, total_steps, run_start)
+  summary = build_summary(
+    config, workdir, host_state, total_steps, run_start, validation_examples=len(data.val_images)
+  )
   summary["compile_time_s"] = compile_time
   summary["starts"] = run_info["starts"] if run_info else []
   summary["changed_on_resume"] = sorted(
@@ -1601,12 +1663,37 @@ def train_and_evaluate(
   return summary
 
 
+def best_validation_epoch(metrics: list[dict]) -> Optional[dict]:
+  """The metrics line chosen on validation: the lowest ``val_error`` among the epochs
+  whose sparsity is the final one (the finished schedule's; every epoch for dense
+  training), the earliest of equals. ``None`` without validation errors.
+
+  Epochs at a lower sparsity are not candidates: choosing one would trade the
+  compression the run was asked for against error.
+  """
+  if not metrics or any(line.get("val_error") is None for line in metrics):
+    return None
+  final = metrics[-1]["sparsity"]
+  candidates = [line for line in metrics if line["sparsity"] == final]
+  return min(candidates, key=lambda line: (line["val_error"], line["epoch"]))
+
+
 def build_summary(
-  config, workdir: Path, state: TrainState, total_steps: int, run_start: float
+  config,
+  workdir: Path,
+  state: TrainState,
+  total_steps: int,
+  run_start: float,
+  validation_examples: int = 0,
 ) -> dict:
-  """The final numbers of a run, JSON-serialisable."""
+  """The final numbers of a run, JSON-serialisable.
+
+  ``validation_examples`` is the size of the run's validation split (0: none; then
+  every ``val_*`` field and the chosen-on-validation fields are ``None``).
+  """
   metrics = report.read_metrics(workdir)
   last = metrics[-1] if metrics else {}
+  best = best_validation_epoch(metrics) if validation_examples else None
   masks = masks_of(config, state)
   counts = dp.count_params(state.params, masks)
   epoch_time = sum(line["epoch_time_s"] for line in metrics)
@@ -1620,8 +1707,19 @@ def build_summary(
     "method": config.method,
     "epochs": config.num_epochs,
     "steps": total_steps,
+    # The validation split (the last validation_examples training images) and the final
+    # model's error on it: the number to choose settings on. The test error is
+    # reported, never chosen on.
+    "validation_examples": validation_examples,
+    "val_error": last.get("val_error"),
+    "val_loss": last.get("val_loss"),
     "test_error": last.get("test_error"),
     "test_loss": last.get("test_loss"),
+    # The epoch chosen on validation among those at the final sparsity, and its test
+    # error (informational: the checkpoints keep the last epochs only).
+    "best_val_epoch": None if best is None else best["epoch"],
+    "best_val_error": None if best is None else best["val_error"],
+    "test_error_at_best_val": None if best is None else best["test_error"],
     "train_loss": last.get("train_loss"),
     "train_accuracy": last.get("train_accuracy"),
     "sparsity": dp.sparsity(masks),

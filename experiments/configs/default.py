@@ -22,7 +22,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.data_dir = config_dict.placeholder(str)
   # Let TFDS download and prepare a missing dataset (needs network and TensorFlow).
   config.download = False
-  # Use only the first N examples of a split (tests, quick looks); unset = all.
+  # Validation split: the LAST N images of the training split, never trained on;
+  # hyperparameters are chosen on its error (docs/experiments.md, "Validation"). Unset =
+  # 10,000 for training splits of at least 50,000 images (MNIST, Fashion-MNIST,
+  # CIFAR-10), none for smaller ones; 0 = none (nothing is reported as validation).
+  config.validation_examples = config_dict.placeholder(int)
+  # Use only the first N examples of a split (tests, quick looks); unset = all. For the
+  # training split this applies to the images left after the validation split.
   config.max_train_examples = config_dict.placeholder(int)
   config.max_test_examples = config_dict.placeholder(int)
   # Random crop (4 px padding) and horizontal flip of training images.
