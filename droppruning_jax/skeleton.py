@@ -21,6 +21,7 @@ the policies have in common:
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Optional
 
@@ -301,15 +302,23 @@ def find_state(opt_state: optax.OptState) -> PruningState:
   return state
 
 
+def _unwrap_variables(tree: PyTree) -> PyTree:
+  """``tree`` with Flax NNX variables replaced by their values (``nnx.Optimizer`` wraps
+  every leaf of its optimizer state in one); other trees are returned as they are."""
+  nnx = sys.modules.get("flax.nnx")  # a state can hold nnx variables only if it is loaded
+  return tree if nnx is None else nnx.as_pure(tree)
+
+
 def get_masks(opt_state: optax.OptState) -> PyTree:
   """The boolean mask tree of an optimizer state (replica 0 of a replicated state).
 
   Packed masks (``packed_masks=True``) are unpacked, so the result always mirrors the
-  params.
+  params; the masks of an ``nnx.Optimizer``'s state come unwrapped, as arrays.
   """
-  return masks_lib.unpack_masks(find_state(opt_state).masks)
+  return masks_lib.unpack_masks(_unwrap_variables(find_state(opt_state).masks))
 
 
 def get_stats(opt_state: optax.OptState) -> PruningStats:
-  """The :class:`droppruning_jax.PruningStats` held in an optimizer state."""
-  return find_state(opt_state).stats
+  """The :class:`droppruning_jax.PruningStats` held in an optimizer state (also an
+  ``nnx.Optimizer``'s, unwrapped)."""
+  return _unwrap_variables(find_state(opt_state).stats)

@@ -77,8 +77,9 @@ def _kernels(model):
 
 
 def _masks(optimizer):
-  # The masks in an nnx.Optimizer's state are wrapped in nnx variables; as_pure unwraps.
-  masks = nnx.as_pure(dp.get_masks(optimizer.opt_state))
+  # nnx.Optimizer wraps its state's leaves in nnx variables; get_masks unwraps them.
+  masks = dp.get_masks(optimizer.opt_state)
+  assert all(isinstance(m, jax.Array) for m in jax.tree.leaves(masks)), masks
   return {"hidden": masks["hidden"]["kernel"], "out": masks["out"]["kernel"]}
 
 
@@ -93,8 +94,9 @@ def test_nnx_optimizer_prunes_to_the_exact_target_with_pruned_weights_zero(simpl
     assert np.all(kernel[~np.asarray(mask)] == 0.0), name
     assert np.all(kernel[np.asarray(mask)] != 0.0), name
   # Biases are not pruned: scalar True markers.
-  assert nnx.as_pure(dp.get_masks(optimizer.opt_state))["out"]["bias"].shape == ()
+  assert dp.get_masks(optimizer.opt_state)["out"]["bias"].shape == ()
   stats = dp.get_stats(optimizer.opt_state)
+  assert isinstance(stats, dp.PruningStats)
   assert int(stats.skipped_updates) == 0
   assert int(stats.total_dropped_away) >= round(TARGET * (512 + 128))
   assert int(optimizer.step[...]) == STEPS
