@@ -21,6 +21,7 @@ from droppruning_jax.baselines import (
 )
 from droppruning_jax.distribution import erk_sparsities
 from droppruning_jax.drop import DropInfo, drop_pruning, drop_step
+from droppruning_jax.dynamic_sparse import rigl, set_pruning
 from droppruning_jax.export import SparseLeaf, export_sparse, to_bcoo
 from droppruning_jax.export import nbytes as params_nbytes
 from droppruning_jax.export import to_dense as sparse_to_dense
@@ -76,6 +77,8 @@ __all__ = [
   "prune_exact",
   "pruning_steps",
   "random_pruning",
+  "rigl",
+  "set_pruning",
   "sparse_to_dense",
   "sparsity",
   "to_bcoo",
