@@ -771,6 +771,10 @@ class PmapPlacement:
   def __init__(self, devices: Optional[list]):
     self.devices = devices
 
+  def restore_target(self, state: TrainState) -> TrainState:
+    """What a checkpoint restores into: the host state (replicated after)."""
+    return state
+
   def put_state(self, state: TrainState) -> TrainState:
     return flax.jax_utils.replicate(state, self.devices)
 
@@ -837,8 +841,23 @@ class JitPlacement:
 
     self.state_sharding = jax.tree.map(sharding, state)
 
+  def restore_target(self, state: TrainState) -> TrainState:
+    """What a checkpoint restores into: every leaf's shape, dtype and sharding on the
+    mesh, so that orbax reads each device's shards directly onto it."""
+    return jax.tree.map(
+      lambda leaf, sharding: jax.ShapeDtypeStruct(
+        np.shape(leaf), np.asarray(leaf).dtype, sharding=sharding
+      ),
+      state,
+      self.state_sharding,
+    )
+
   def put_state(self, state: TrainState) -> TrainState:
     def put(leaf, sharding):
+      if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
+        # Restored onto the mesh already: a copy on the devices, as the step donates
+        # (consumes) the state it is given.
+        return jax.device_put(leaf, sharding, may_alias=False)
       leaf = np.asarray(leaf)
       return jax.make_array_from_callback(leaf.shape, sharding, lambda index: leaf[index])
 
@@ -1431,7 +1450,14 @@ def train_and_evaluate(
 
   manager = checkpoint_manager(workdir)
   partial = np.zeros(len(PARTIAL_FIELDS), np.float64)
-  restored, manager = _restore_latest(manager, workdir, _checkpoint_item(state, 0, 0, partial))
+  # How the state and batches live on the devices and how the steps compile
+  # (config.parallel); everything else below is shared by pmap and jit. A checkpoint
+  # restores straight into the placement's layout: with jit, each device reads only
+  # its own shards of the state, nothing is assembled on the host.
+  placement = make_placement(config, devices, state)
+  restored, manager = _restore_latest(
+    manager, workdir, _checkpoint_item(placement.restore_target(state), 0, 0, partial)
+  )
   start_step = 0
   if restored is not None:
     state = restored["state"]
@@ -1451,9 +1477,6 @@ def train_and_evaluate(
     _truncate_metrics(workdir, start_epoch)
 
   learning_rate = make_learning_rate(config, steps_per_epoch)
-  # How the state and batches live on the devices and how the steps compile
-  # (config.parallel); everything else below is shared by pmap and jit.
-  placement = make_placement(config, devices, state)
   replicated = placement.put_state(state)
   host_state = state
 

@@ -1,8 +1,54 @@
-"""Test set-up: two simulated CPU devices for the pmap tests.
+"""Test set-up, run before any JAX backend is initialised.
 
-This must run before any JAX backend is initialised, hence the conftest.
+* Two simulated CPU devices, for the pmap and sharding tests.
+* One persistent compilation cache for the whole test run, also used by the
+  subprocesses the tests start (they inherit the environment): programs that several
+  tests, runs or processes build alike (the experiment runs with the same shapes, a
+  resumed run, the second process of a pair) compile once. Results are the same with
+  or without it; a cache folder named in the environment is kept.
+* The fixtures shared by the experiment runner's test modules.
 """
 
-import chex
+import atexit
+import json
+import os
+import shutil
+import tempfile
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE_DIR = tempfile.mkdtemp(prefix="droppruning-jax-tests-cache-")
+  atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+import chex  # noqa: E402  (after the environment: it imports jax)
+import pytest  # noqa: E402
+
+from tests import helpers  # noqa: E402
 
 chex.set_n_cpu_devices(2)
+
+
+@pytest.fixture(scope="session")
+def idx_dir(tmp_path_factory):
+  """Synthetic MNIST-layout IDX files (256 train, 100 test) with learnable labels."""
+  return helpers.write_learnable_idx_dir(tmp_path_factory.mktemp("idx"))
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+  """``finished_run(config) -> (summary, workdir)``: a finished training run, memoised on
+  the config, so that tests comparing against the same reference run train it once."""
+  from experiments import train
+
+  runs = {}
+
+  def run(config):
+    key = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    if key not in runs:
+      workdir = tmp_path_factory.mktemp("run")
+      runs[key] = (train.train_and_evaluate(config, workdir), workdir)
+    return runs[key]
+
+  return run

@@ -10,26 +10,19 @@ from __future__ import annotations
 import gzip
 import importlib
 import json
-import os
-import socket
-import struct
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import chex
 import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 
 from experiments import data as data_lib
 from experiments import report, train
 from experiments.configs import default
+from tests import helpers
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS_KEYS = {
   "epoch",
   "step",
@@ -62,122 +55,6 @@ SUMMARY_KEYS = {
 }
 
 
-def _small(config, **overrides):
-  """A config shrunk to a few steps; ``overrides`` win."""
-  config.progress = False
-  config.num_epochs = 1
-  # 16 steps: the drop schedules of the configs (91-95 %) need >= 10 pruning steps.
-  config.batch_size = 8
-  config.eval_batch_size = 32
-  config.max_train_examples = 128
-  config.max_test_examples = 64
-  config.prune_begin_epoch = 0.0
-  config.prune_end_epoch = 1.0
-  config.update_every = 1
-  for name, value in overrides.items():
-    config[name] = value
-  return config
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-  path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
-
-
-@pytest.fixture(scope="module")
-def idx_dir(tmp_path_factory) -> Path:
-  """Synthetic MNIST-layout IDX files whose labels are learnable (mean brightness)."""
-  folder = tmp_path_factory.mktemp("idx")
-  rng = np.random.default_rng(0)
-  for split, count in (("train", 256), ("test", 100)):
-    labels = rng.integers(0, 10, size=count)
-    images = rng.integers(0, 100, size=(count, 28, 28)) + 15 * labels[:, None, None]
-    images_name, labels_name = data_lib.IDX_FILENAMES[split]
-    _write_idx(folder / f"{images_name}.gz", images)
-    _write_idx(folder / f"{labels_name}.gz", labels)
-  return folder
-
-
-def _idx_config(idx_dir: Path, **overrides):
-  config = _small(
-    default.get_config(),
-    dataset="fashion_mnist",
-    model="lenet300",
-    idx_dir=str(idx_dir),
-    max_train_examples=None,
-    max_test_examples=None,
-    batch_size=16,
-    eval_batch_size=50,
-    target_sparsity=0.9,
-  )
-  for name, value in overrides.items():
-    config[name] = value
-  return config
-
-
-@pytest.fixture(scope="module", autouse=True)
-def persistent_compilation_cache(tmp_path_factory):
-  """A persistent compilation cache for this module's runs.
-
-  Runs with the same config (the resume test's four, the reference runs) then
-  compile their steps once; the results are the same with or without the cache.
-  """
-  names = (
-    "jax_compilation_cache_dir",
-    "jax_persistent_cache_min_compile_time_secs",
-    "jax_persistent_cache_min_entry_size_bytes",
-  )
-  saved = {name: getattr(jax.config, name) for name in names}
-  # JAX decides once per process whether to use the cache: forget that decision
-  # (earlier test modules compiled without a cache) before and after.
-  jax_compilation_cache.reset_cache()
-  jax.config.update(names[0], str(tmp_path_factory.mktemp("jax-cache")))
-  jax.config.update(names[1], 0)
-  jax.config.update(names[2], 0)
-  yield
-  for name, value in saved.items():
-    jax.config.update(name, value)
-  jax_compilation_cache.reset_cache()  # later test modules compile as before
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-  """``finished_run(config) -> (summary, workdir)``, memoised on the config."""
-  runs = {}
-
-  def run(config):
-    key = json.dumps(config.to_dict(), sort_keys=True, default=str)
-    if key not in runs:
-      workdir = tmp_path_factory.mktemp("run")
-      runs[key] = (train.train_and_evaluate(config, workdir), workdir)
-    return runs[key]
-
-  return run
-
-
-def _final_state(workdir: Path) -> dict:
-  checkpoint = train.restore_checkpoint(workdir)
-  assert checkpoint is not None
-  return checkpoint["state"]
-
-
-def _assert_exact_final_sparsity(summary: dict, workdir: Path, target: float) -> None:
-  """The last pruning step is exact: every prunable layer has round(n * target) pruned,
-  counted in the saved masks, and the summary reports those counts."""
-  masks = [
-    np.asarray(m)
-    for m in jax.tree.leaves(_final_state(workdir)["opt_state"]["masks"])
-    if np.ndim(m)
-  ]
-  wanted = [round(m.size * target) for m in masks]
-  assert [int(np.sum(~m)) for m in masks] == wanted
-  total = sum(m.size for m in masks)
-  assert summary["sparsity"] == pytest.approx(sum(wanted) / total, rel=1e-12)
-  assert sorted(summary["layer_sparsity"].values()) == pytest.approx(
-    sorted(k / m.size for k, m in zip(wanted, masks)), rel=1e-12
-  )
-
-
 def _recomputed_test_error(config, state: dict) -> float:
   """The test error of the saved params, by one plain model.apply over the whole test set
   (no eval batching, padding weights or pmap, unlike the runner's evaluation)."""
@@ -206,17 +83,17 @@ def _recomputed_test_error(config, state: dict) -> float:
 )
 def test_config_smoke_run(name, overrides, tmp_path):
   config = importlib.import_module(f"experiments.configs.{name}").get_config()
-  config = _small(config, data_dir=str(tmp_path / "tfds"), **overrides)
+  config = helpers.small_config(config, data_dir=str(tmp_path / "tfds"), **overrides)
   workdir = tmp_path / "run"
   with tfds.testing.mock_data(num_examples=128):
     summary = train.train_and_evaluate(config, workdir)
     # The reported error is the saved model's (mocked labels are random: no learning here).
-    test_error = _recomputed_test_error(config, _final_state(workdir))
+    test_error = _recomputed_test_error(config, helpers.final_state(workdir))
   assert summary["test_error"] == pytest.approx(test_error, abs=1e-6)
 
   assert SUMMARY_KEYS <= set(summary)
   assert summary == json.loads((workdir / "summary.json").read_text())
-  _assert_exact_final_sparsity(summary, workdir, config.target_sparsity)
+  helpers.assert_exact_final_sparsity(summary, workdir, config.target_sparsity)
   assert summary["compression"] == pytest.approx(
     summary["total_params"] / summary["nonzero_params"]
   )
@@ -235,7 +112,7 @@ def test_config_smoke_run(name, overrides, tmp_path):
     assert (workdir / file_name).stat().st_size > 0
   assert "| " + workdir.name + " |" in (workdir / "results_row.md").read_text()
 
-  state = _final_state(workdir)
+  state = helpers.final_state(workdir)
   masks = state["opt_state"]["masks"]
   # Pruned weights are exactly zero in the saved params.
   for param, mask in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(masks)):
@@ -246,13 +123,13 @@ def test_config_smoke_run(name, overrides, tmp_path):
 
 
 def test_han_method_run(idx_dir, tmp_path):
-  config = _idx_config(
+  config = helpers.idx_config(
     idx_dir, method="han", han_cycles=3, num_epochs=2, target_sparsity=0.9, prune_end_epoch=1.5
   )
   summary = train.train_and_evaluate(config, tmp_path / "han")
   lines = report.read_metrics(tmp_path / "han")
   assert all(line["dropped_back"] == 0 for line in lines)
-  _assert_exact_final_sparsity(summary, tmp_path / "han", 0.9)
+  helpers.assert_exact_final_sparsity(summary, tmp_path / "han", 0.9)
   sparsities = [line["sparsity"] for line in lines]
   assert sparsities == sorted(sparsities)
 
@@ -264,7 +141,7 @@ def test_loop_stops_if_a_pruning_step_was_compiled_without_mask_update(
   # The loop runs the conditional-free step outside pruning_step_set; if that set
   # ever missed a pruning step, the skipped update must stop the run, not go unseen.
   monkeypatch.setattr(train, "pruning_step_set", lambda config, steps_per_epoch: frozenset())
-  config = _idx_config(idx_dir, method=method, han_cycles=2, target_sparsity=0.5)
+  config = helpers.idx_config(idx_dir, method=method, han_cycles=2, target_sparsity=0.5)
   with pytest.raises(RuntimeError, match="skip_mask_update"):
     train.train_and_evaluate(config, tmp_path / method)
 
@@ -278,21 +155,21 @@ def test_interrupted_runs_resume_bitwise(idx_dir, tmp_path, packed_masks):
   overrides = dict(
     num_epochs=3, prune_end_epoch=2.0, update_every=2, drop_back_prob=0.2, packed_masks=packed_masks
   )
-  straight = train.train_and_evaluate(_idx_config(idx_dir, **overrides), tmp_path / "a")
+  straight = train.train_and_evaluate(helpers.idx_config(idx_dir, **overrides), tmp_path / "a")
 
   resumed_dir = tmp_path / "b"
   steps_per_epoch = 256 // 16
   first = train.train_and_evaluate(
-    _idx_config(idx_dir, stop_after_steps=steps_per_epoch + 3, **overrides), resumed_dir
+    helpers.idx_config(idx_dir, stop_after_steps=steps_per_epoch + 3, **overrides), resumed_dir
   )
   assert first == {"stopped": True, "last_epoch": 1}
   second = train.train_and_evaluate(
-    _idx_config(idx_dir, stop_after_epochs=2, **overrides), resumed_dir
+    helpers.idx_config(idx_dir, stop_after_epochs=2, **overrides), resumed_dir
   )
   assert second == {"stopped": True, "last_epoch": 2}
-  resumed = train.train_and_evaluate(_idx_config(idx_dir, **overrides), resumed_dir)
+  resumed = train.train_and_evaluate(helpers.idx_config(idx_dir, **overrides), resumed_dir)
 
-  state_a, state_b = _final_state(tmp_path / "a"), _final_state(resumed_dir)
+  state_a, state_b = helpers.final_state(tmp_path / "a"), helpers.final_state(resumed_dir)
   chex.assert_trees_all_equal(state_a["params"], state_b["params"])
   chex.assert_trees_all_equal(state_a["opt_state"], state_b["opt_state"])  # masks included
   assert resumed["test_error"] == straight["test_error"]
@@ -308,7 +185,7 @@ def test_interrupted_runs_resume_bitwise(idx_dir, tmp_path, packed_masks):
   # The masks' storage cannot change under a checkpoint: a clear error, before training.
   with pytest.raises(ValueError, match=f"packed_masks={not packed_masks!r} but the checkpoints"):
     train.train_and_evaluate(
-      _idx_config(idx_dir, **{**overrides, "packed_masks": not packed_masks}), resumed_dir
+      helpers.idx_config(idx_dir, **{**overrides, "packed_masks": not packed_masks}), resumed_dir
     )
   # Only the last two checkpoints are kept (named by the global step).
   assert sorted(
@@ -323,9 +200,11 @@ def test_interrupted_runs_resume_bitwise(idx_dir, tmp_path, packed_masks):
 def test_two_devices_match_one(idx_dir, finished_run):
   summaries, states = [], []
   for devices in (1, 2):
-    summary, workdir = finished_run(_idx_config(idx_dir, num_devices=devices, update_every=2))
+    summary, workdir = finished_run(
+      helpers.idx_config(idx_dir, num_devices=devices, update_every=2)
+    )
     summaries.append(summary)
-    states.append(_final_state(workdir))
+    states.append(helpers.final_state(workdir))
   assert [s["device_count"] for s in summaries] == [1, 2]
   chex.assert_trees_all_close(states[0]["params"], states[1]["params"], atol=1e-5)
   chex.assert_trees_all_equal(states[0]["opt_state"]["masks"], states[1]["opt_state"]["masks"])
@@ -336,7 +215,9 @@ def test_two_devices_match_one(idx_dir, finished_run):
 
 
 def test_missing_tfds_dataset_is_a_clear_error(tmp_path):
-  config = _small(default.get_config(), dataset="mnist", data_dir=str(tmp_path / "none"))
+  config = helpers.small_config(
+    default.get_config(), dataset="mnist", data_dir=str(tmp_path / "none")
+  )
   with pytest.raises(data_lib.DatasetError, match="'mnist'.*not available.*To get it"):
     train.train_and_evaluate(config, tmp_path / "run")
   assert not (tmp_path / "run" / "checkpoints").exists()
@@ -349,7 +230,7 @@ def test_idx_folder_with_missing_file(idx_dir, tmp_path):
     if not path.name.startswith("t10k-labels"):
       (broken / path.name).write_bytes(path.read_bytes())
   with pytest.raises(data_lib.DatasetError, match="t10k-labels-idx1-ubyte.*not found"):
-    train.train_and_evaluate(_idx_config(broken), tmp_path / "run")
+    train.train_and_evaluate(helpers.idx_config(broken), tmp_path / "run")
 
 
 def test_idx_folder_with_corrupt_file(idx_dir, tmp_path):
@@ -361,7 +242,7 @@ def test_idx_folder_with_corrupt_file(idx_dir, tmp_path):
   raw = gzip.decompress(images.read_bytes())
   images.write_bytes(gzip.compress(raw[:-100]))  # truncated
   with pytest.raises(data_lib.DatasetError, match="train-images.*corrupt.*truncated"):
-    train.train_and_evaluate(_idx_config(broken), tmp_path / "run")
+    train.train_and_evaluate(helpers.idx_config(broken), tmp_path / "run")
 
 
 @pytest.mark.parametrize(
@@ -381,7 +262,7 @@ def test_idx_folder_with_corrupt_file(idx_dir, tmp_path):
 )
 def test_invalid_config_fails_before_training(overrides, message, tmp_path):
   # idx_dir does not exist: a config error must be reported before any data is read.
-  config = _idx_config(tmp_path / "no-such-folder", **overrides)
+  config = helpers.idx_config(tmp_path / "no-such-folder", **overrides)
   with pytest.raises(ValueError, match="^invalid config: ") as error:
     train.train_and_evaluate(config, tmp_path / "run")
   assert message in str(error.value)
@@ -390,33 +271,13 @@ def test_invalid_config_fails_before_training(overrides, message, tmp_path):
 
 def test_unreachable_schedule_fails_before_training(idx_dir, tmp_path):
   # 99 % in 4 pruning steps is too steep for p = 0.5, q = 0.1.
-  config = _idx_config(idx_dir, target_sparsity=0.99, update_every=2)
+  config = helpers.idx_config(idx_dir, target_sparsity=0.99, update_every=2)
   with pytest.raises(ValueError, match="drop_back_prob|drop_away_prob|pruning steps"):
     train.train_and_evaluate(config, tmp_path / "run")
   assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 # --- several processes --------------------------------------------------------
-
-_WORKER = textwrap.dedent(
-  """
-    import sys
-    import jax
-    jax.config.update("jax_num_cpu_devices", 1)
-    from experiments import train
-    from experiments.configs import default
-    config = default.get_config()
-    for name, value in __import__("json").loads(sys.argv[1]).items():
-      config[name] = value
-    train.train_and_evaluate(config, sys.argv[2])
-    """
-)
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
 
 
 @pytest.mark.skipif(jax.local_device_count() < 2, reason="needs 2 (simulated) devices")
@@ -425,50 +286,20 @@ def test_two_processes_match_one_process_with_two_devices(idx_dir, tmp_path, fin
   defaults = default.get_config()
   fields = {
     name: value
-    for name, value in _idx_config(idx_dir, update_every=2).items()
+    for name, value in helpers.idx_config(idx_dir, update_every=2).items()
     if value != defaults[name]
   }
-  port = _free_port()
-  env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": str(REPO_ROOT)}
-  workers = []
-  for process_id in range(2):
-    worker_fields = {
-      **fields,
-      "multihost": True,
-      "coordinator_address": f"localhost:{port}",
-      "num_processes": 2,
-      "process_id": process_id,
-    }
-    workers.append(
-      subprocess.Popen(
-        [sys.executable, "-c", _WORKER, json.dumps(worker_fields), str(tmp_path / "multi")],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-      )
-    )
-  outputs = []
-  for worker in workers:
-    try:
-      outputs.append(worker.communicate(timeout=120)[0])
-    except subprocess.TimeoutExpired:
-      for w in workers:
-        w.kill()
-      pytest.fail("the two processes did not finish in 120 s")
-  if any(w.returncode for w in workers) and any(
-    "collective" in out.lower() and "not implemented" in out.lower() for out in outputs
-  ):
-    pytest.skip("this JAX's CPU backend has no cross-process collectives")
-  assert [w.returncode for w in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+  helpers.run_two_processes(fields, tmp_path / "multi")
 
-  single, single_dir = finished_run(_idx_config(idx_dir, update_every=2, num_devices=2))
+  single, single_dir = finished_run(helpers.idx_config(idx_dir, update_every=2, num_devices=2))
   multi = report.read_summary(tmp_path / "multi")
   assert multi["process_count"] == 2 and multi["device_count"] == 2
   # Process 0 alone wrote the per-epoch lines.
   assert [line["epoch"] for line in report.read_metrics(tmp_path / "multi")] == [1]
-  state_multi, state_single = _final_state(tmp_path / "multi"), _final_state(single_dir)
+  state_multi, state_single = (
+    helpers.final_state(tmp_path / "multi"),
+    helpers.final_state(single_dir),
+  )
   chex.assert_trees_all_close(state_multi["params"], state_single["params"], atol=1e-6)
   chex.assert_trees_all_equal(state_multi["opt_state"]["masks"], state_single["opt_state"]["masks"])
   assert multi["test_error"] == pytest.approx(single["test_error"], abs=1e-6)
@@ -498,7 +329,7 @@ def test_colab_notebook_is_valid_and_runs_an_existing_config():
 
 
 def test_resuming_refuses_changed_fields_but_not_new_default_fields(tmp_path):
-  config = _idx_config(tmp_path)
+  config = helpers.idx_config(tmp_path)
   saved = config.to_dict()
   del saved["packed_masks"]  # a run folder written before the field existed
   (tmp_path / train.CONFIG_FILE).write_text(json.dumps(saved, default=str))

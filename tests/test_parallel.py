@@ -1,18 +1,11 @@
-# ruff: noqa: F811  (the fixtures imported from tests/test_experiments.py)
 """The experiment loop under ``parallel="jit"`` (a device mesh, optionally FSDP) and with
 the NNX models (``model_api="nnx"``), against the pmap loop.
 
 Tiny runs (LeNet-300-100, 16 steps of synthetic IDX data) on the two simulated CPU
-devices of tests/conftest.py; the idx data, configs and compilation cache come from
-tests/test_experiments.py.
+devices of tests/conftest.py; the idx data and configs come from tests/helpers.py.
 """
 
 from __future__ import annotations
-
-import json
-import os
-import subprocess
-import sys
 
 import chex
 import jax
@@ -21,16 +14,7 @@ import pytest
 
 from experiments import report, train
 from experiments.configs import default
-from tests.test_experiments import (  # noqa: F401  (fixtures)
-  REPO_ROOT,
-  _assert_exact_final_sparsity,
-  _final_state,
-  _free_port,
-  _idx_config,
-  finished_run,
-  idx_dir,
-  persistent_compilation_cache,
-)
+from tests import helpers
 
 needs_two_devices = pytest.mark.skipif(
   jax.local_device_count() < 2, reason="needs 2 (simulated) devices"
@@ -39,11 +23,11 @@ STEPS_PER_EPOCH = 256 // 16
 
 
 def _config(idx_dir, **overrides):
-  return _idx_config(idx_dir, update_every=2, **overrides)
+  return helpers.idx_config(idx_dir, update_every=2, **overrides)
 
 
 def _masks(workdir):
-  return _final_state(workdir)["opt_state"]["masks"]
+  return helpers.final_state(workdir)["opt_state"]["masks"]
 
 
 @pytest.mark.parametrize("devices", [1, 2])
@@ -53,13 +37,13 @@ def test_jit_run_matches_pmap_and_resumes_bitwise(idx_dir, tmp_path, finished_ru
   overrides = dict(num_devices=devices)
   jit_summary, jit_dir = finished_run(_config(idx_dir, parallel="jit", **overrides))
   assert jit_summary["device_count"] == devices
-  _assert_exact_final_sparsity(jit_summary, jit_dir, 0.9)
+  helpers.assert_exact_final_sparsity(jit_summary, jit_dir, 0.9)
   if devices == 2:  # compared with pmap on 2 devices only (one compile less)
     pmap_summary, pmap_dir = finished_run(_config(idx_dir, **overrides))
     # Same masks for the same seed; the params agree to rounding (another reduction order).
     chex.assert_trees_all_equal(_masks(pmap_dir), _masks(jit_dir))
     chex.assert_trees_all_close(
-      _final_state(pmap_dir)["params"], _final_state(jit_dir)["params"], atol=1e-5
+      helpers.final_state(pmap_dir)["params"], helpers.final_state(jit_dir)["params"], atol=1e-5
     )
     assert jit_summary["sparsity"] == pmap_summary["sparsity"]
     assert jit_summary["test_error"] == pytest.approx(pmap_summary["test_error"], abs=0.02)
@@ -79,7 +63,7 @@ def test_jit_run_matches_pmap_and_resumes_bitwise(idx_dir, tmp_path, finished_ru
   assert first == {"stopped": True, "last_epoch": 0}
   assert train.restore_checkpoint(resumed_dir)["step"] == 6
   resumed = train.train_and_evaluate(_config(idx_dir, parallel="jit", **overrides), resumed_dir)
-  chex.assert_trees_all_equal(_final_state(jit_dir), _final_state(resumed_dir))
+  chex.assert_trees_all_equal(helpers.final_state(jit_dir), helpers.final_state(resumed_dir))
   assert resumed["test_error"] == jit_summary["test_error"]
 
   def without_times(lines):
@@ -107,9 +91,11 @@ def test_fsdp_shards_the_state_and_matches_data_parallel(idx_dir, tmp_path, fini
   summary = train.train_and_evaluate(config, tmp_path / "fsdp")
   chex.assert_trees_all_equal(_masks(pmap_dir), _masks(tmp_path / "fsdp"))
   chex.assert_trees_all_close(
-    _final_state(pmap_dir)["params"], _final_state(tmp_path / "fsdp")["params"], atol=1e-5
+    helpers.final_state(pmap_dir)["params"],
+    helpers.final_state(tmp_path / "fsdp")["params"],
+    atol=1e-5,
   )
-  _assert_exact_final_sparsity(summary, tmp_path / "fsdp", 0.9)
+  helpers.assert_exact_final_sparsity(summary, tmp_path / "fsdp", 0.9)
 
   # The placement shards every kernel and its mask over "fsdp" (largest divisible axis).
   data = train.load_data(config)
@@ -126,6 +112,25 @@ def test_fsdp_shards_the_state_and_matches_data_parallel(idx_dir, tmp_path, fini
   assert mask.sharding.spec == kernel.sharding.spec
   chex.assert_trees_all_equal(placement.get_state(on_mesh), jax.tree.map(np.asarray, state))
 
+  # The run's checkpoint restores straight onto the mesh, each leaf in its sharding,
+  # with the values of a restore onto the host; put_state copies them on the devices.
+  def target(state):
+    partial = np.zeros(len(train.PARTIAL_FIELDS), np.float64)
+    step = np.array(0, np.int64)
+    return {"state": state, "step": step, "epoch": step, "partial": partial}
+
+  host = jax.tree.map(np.asarray, state)
+  restored = train.restore_checkpoint(tmp_path / "fsdp", target(placement.restore_target(host)))
+  restored = restored["state"]
+  for leaf, sharding in zip(jax.tree.leaves(restored), jax.tree.leaves(placement.state_sharding)):
+    assert isinstance(leaf, jax.Array) and leaf.sharding == sharding
+  assert restored.params["dense1"]["kernel"].sharding.spec == kernel.sharding.spec
+  placed = placement.put_state(restored)
+  for copy, leaf in zip(jax.tree.leaves(placed), jax.tree.leaves(restored)):
+    assert copy is not leaf and copy.sharding == leaf.sharding
+  on_host = train.restore_checkpoint(tmp_path / "fsdp", target(host))["state"]
+  chex.assert_trees_all_equal(placement.get_state(restored), on_host)
+
 
 def test_fsdp_spec_picks_the_largest_divisible_axis():
   P = jax.sharding.PartitionSpec
@@ -139,8 +144,8 @@ def test_fsdp_spec_picks_the_largest_divisible_axis():
 def test_nnx_lenet300_trains_to_the_exact_sparsity(idx_dir, tmp_path):
   config = _config(idx_dir, model_api="nnx", parallel="jit")
   summary = train.train_and_evaluate(config, tmp_path / "nnx")
-  _assert_exact_final_sparsity(summary, tmp_path / "nnx", 0.9)
-  state = _final_state(tmp_path / "nnx")
+  helpers.assert_exact_final_sparsity(summary, tmp_path / "nnx", 0.9)
+  state = helpers.final_state(tmp_path / "nnx")
   assert sorted(state["params"]) == ["dense1", "dense2", "dense3"]
   for param, mask in zip(
     jax.tree.leaves(state["params"]), jax.tree.leaves(state["opt_state"]["masks"])
@@ -176,19 +181,6 @@ def test_invalid_parallel_and_model_api_configs(overrides, message, tmp_path):
   assert not (tmp_path / "run").exists()
 
 
-_WORKER = """
-import sys, json
-import jax
-jax.config.update("jax_num_cpu_devices", 1)
-from experiments import train
-from experiments.configs import default
-config = default.get_config()
-for name, value in json.loads(sys.argv[1]).items():
-  config[name] = tuple(value) if isinstance(value, list) else value
-train.train_and_evaluate(config, sys.argv[2])
-"""
-
-
 @needs_two_devices
 def test_jit_over_two_processes_matches_one_process(idx_dir, tmp_path, finished_run):
   """2 processes x 1 CPU device on one mesh (jax.distributed), stopped mid-epoch and
@@ -196,65 +188,16 @@ def test_jit_over_two_processes_matches_one_process(idx_dir, tmp_path, finished_
   config = _config(idx_dir, parallel="jit")
   defaults = default.get_config()
   fields = {name: value for name, value in config.items() if value != defaults[name]}
-  env = {
-    **os.environ,
-    "XLA_FLAGS": "",
-    "PYTHONPATH": str(REPO_ROOT),
-    # The resuming pair compiles nothing the first pair compiled.
-    "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-  }
-
-  def run_workers(extra):
-    port = _free_port()
-    workers = [
-      subprocess.Popen(
-        [
-          sys.executable,
-          "-c",
-          _WORKER,
-          json.dumps(
-            {
-              **fields,
-              **extra,
-              "multihost": True,
-              "coordinator_address": f"localhost:{port}",
-              "num_processes": 2,
-              "process_id": process_id,
-            }
-          ),
-          str(tmp_path / "multi"),
-        ],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-      )
-      for process_id in range(2)
-    ]
-    outputs = []
-    for worker in workers:
-      try:
-        outputs.append(worker.communicate(timeout=120)[0])
-      except subprocess.TimeoutExpired:
-        for w in workers:
-          w.kill()
-        pytest.fail("the two processes did not finish in 120 s")
-    if any(w.returncode for w in workers) and any(
-      "collective" in out.lower() and "not implemented" in out.lower() for out in outputs
-    ):
-      pytest.skip("this JAX's CPU backend has no cross-process collectives")
-    assert [w.returncode for w in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-
-  run_workers({"stop_after_steps": 7, "checkpoint_every_steps": 3})
+  extra = {"stop_after_steps": 7, "checkpoint_every_steps": 3}
+  helpers.run_two_processes({**fields, **extra}, tmp_path / "multi")
   assert train.restore_checkpoint(tmp_path / "multi")["step"] == 6
-  run_workers({})
+  helpers.run_two_processes(fields, tmp_path / "multi")  # resumes
   single, single_dir = finished_run(_config(idx_dir, parallel="jit", num_devices=2))
   multi = report.read_summary(tmp_path / "multi")
   assert multi["process_count"] == 2 and multi["device_count"] == 2
   assert [start["step"] for start in multi["starts"]] == [0, 6]
-  state_multi, state_single = _final_state(tmp_path / "multi"), _final_state(single_dir)
+  state_multi = helpers.final_state(tmp_path / "multi")
+  state_single = helpers.final_state(single_dir)
   chex.assert_trees_all_close(state_multi["params"], state_single["params"], atol=1e-6)
   chex.assert_trees_all_equal(state_multi["opt_state"]["masks"], state_single["opt_state"]["masks"])
   assert multi["test_error"] == pytest.approx(single["test_error"], abs=1e-6)

@@ -9,46 +9,25 @@ and user errors on the command line. Every run is tiny: 256 synthetic examples,
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import chex
-import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 
 from experiments import data as data_lib
 from experiments import report, train
 from experiments.configs import default
+from tests import helpers
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 256 // 16
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-  path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
-
-
-@pytest.fixture(scope="module")
-def idx_dir(tmp_path_factory) -> Path:
-  folder = tmp_path_factory.mktemp("idx")
-  rng = np.random.default_rng(0)
-  for split, count in (("train", 256), ("test", 100)):
-    labels = rng.integers(0, 10, size=count)
-    images = rng.integers(0, 100, size=(count, 28, 28)) + 15 * labels[:, None, None]
-    images_name, labels_name = data_lib.IDX_FILENAMES[split]
-    _write_idx(folder / f"{images_name}.gz", images)
-    _write_idx(folder / f"{labels_name}.gz", labels)
-  return folder
 
 
 # Two epochs of 16 steps, pruning in both, a checkpoint every 5 steps as well.
@@ -77,28 +56,7 @@ def _config(idx_dir: Path, **overrides):
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-  """A persistent compilation cache shared by this module's runs and subprocesses
-  (the results are the same with or without it)."""
-  folder = tmp_path_factory.mktemp("jax-cache")
-  names = (
-    "jax_compilation_cache_dir",
-    "jax_persistent_cache_min_compile_time_secs",
-    "jax_persistent_cache_min_entry_size_bytes",
-  )
-  saved = {name: getattr(jax.config, name) for name in names}
-  jax_compilation_cache.reset_cache()
-  jax.config.update(names[0], str(folder))
-  jax.config.update(names[1], 0)
-  jax.config.update(names[2], 0)
-  yield folder
-  for name, value in saved.items():
-    jax.config.update(name, value)
-  jax_compilation_cache.reset_cache()
-
-
-@pytest.fixture(scope="module")
-def reference(idx_dir, cache_dir, tmp_path_factory):
+def reference(idx_dir, tmp_path_factory):
   """An uninterrupted run: ``(summary, workdir)``."""
   workdir = tmp_path_factory.mktemp("reference") / "run"
   return train.train_and_evaluate(_config(idx_dir), workdir), workdir
@@ -211,7 +169,7 @@ def test_fresh_moves_the_old_folder_aside(idx_dir, reference, tmp_path):
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(
-  idx_dir, cache_dir, tmp_path, monkeypatch
+  idx_dir, tmp_path, monkeypatch
 ):
   original = train.train_batches
 
@@ -272,7 +230,7 @@ def test_config_errors_name_the_value_before_anything_is_written(overrides, mess
 
 def _cli(commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
   """Runs ``experiments.main`` with each argument list, side by side."""
-  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+  env = helpers.subprocess_env()
   processes = [
     subprocess.Popen(
       [
@@ -375,20 +333,11 @@ _WORKER = textwrap.dedent(
 )
 
 
-def _run_worker(
-  fault: str, at: int, workdir: Path, idx_dir: Path, cache_dir: Path
-) -> subprocess.CompletedProcess:
+def _run_worker(fault: str, at: int, workdir: Path, idx_dir: Path) -> subprocess.CompletedProcess:
   args = ["--config", "experiments/configs/default.py", f"--workdir={workdir}"] + [
     f"--config.{name}={value}" for name, value in {**FIELDS, "idx_dir": idx_dir}.items()
   ]
-  env = {
-    **os.environ,
-    "PYTHONPATH": str(REPO_ROOT),
-    "XLA_FLAGS": "",
-    "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-  }
+  env = helpers.subprocess_env()
   return subprocess.run(
     [sys.executable, "-c", _WORKER, fault, str(at), *args],
     cwd=REPO_ROOT,
@@ -399,8 +348,8 @@ def _run_worker(
   )
 
 
-def test_cli_divergence_exits_1_with_one_line(idx_dir, reference, cache_dir, tmp_path):
-  result = _run_worker("nan", 21, tmp_path / "run", idx_dir, cache_dir)
+def test_cli_divergence_exits_1_with_one_line(idx_dir, reference, tmp_path):
+  result = _run_worker("nan", 21, tmp_path / "run", idx_dir)
   assert result.returncode == 1, result.stderr[-3000:]
   assert _error_line(result) == (
     "error: training diverged: the train loss is nan at step 21 (epoch 2); the last good "
@@ -409,7 +358,7 @@ def test_cli_divergence_exits_1_with_one_line(idx_dir, reference, cache_dir, tmp
   )
 
 
-def test_fault_injection_resume_is_bitwise(idx_dir, reference, cache_dir, tmp_path, caplog):
+def test_fault_injection_resume_is_bitwise(idx_dir, reference, tmp_path, caplog):
   """SIGKILL at random steps and inside a checkpoint write, SIGTERM, and a corrupted
   newest checkpoint: the run still ends bitwise identical to an uninterrupted one."""
   seed = int(os.environ.get("FAULT_SEED", "0"))
@@ -417,7 +366,7 @@ def test_fault_injection_resume_is_bitwise(idx_dir, reference, cache_dir, tmp_pa
   workdir = tmp_path / "run"
 
   def run(fault: str, at: int) -> subprocess.CompletedProcess:
-    return _run_worker(fault, at, workdir, idx_dir, cache_dir)
+    return _run_worker(fault, at, workdir, idx_dir)
 
   faults = [
     ("kill", int(rng.integers(3, 16))),  # epoch 1, maybe during an async save

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +11,7 @@ import pytest
 
 from experiments import data as data_lib
 from experiments import study as study_lib
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-  path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+from tests import helpers
 
 
 @pytest.fixture()
@@ -27,8 +21,8 @@ def idx_dir(tmp_path) -> Path:
     labels = rng.integers(0, 10, size=count)
     images = rng.integers(0, 255, size=(count, 28, 28))
     images_name, labels_name = data_lib.IDX_FILENAMES[split]
-    _write_idx(tmp_path / f"{images_name}.gz", images)
-    _write_idx(tmp_path / f"{labels_name}.gz", labels)
+    helpers.write_idx(tmp_path / f"{images_name}.gz", images)
+    helpers.write_idx(tmp_path / f"{labels_name}.gz", labels)
   return tmp_path
 
 

@@ -3,9 +3,7 @@ a pruned model learns learnable data, and drop_anneal="cosine" arrives as the co
 
 from __future__ import annotations
 
-import gzip
 import math
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +13,9 @@ import droppruning_jax as dp
 from experiments import data as data_lib
 from experiments import train
 from experiments.configs import default
+from tests import helpers
 
 NUM_CLASSES = 10
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-  path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +30,8 @@ def prototype_idx_dir(tmp_path_factory) -> Path:
     labels = rng.integers(0, NUM_CLASSES, size=count)
     images = rng.integers(0, 100, size=(count, 28, 28)) + prototypes[labels]
     images_name, labels_name = data_lib.IDX_FILENAMES[split]
-    _write_idx(folder / f"{images_name}.gz", images)
-    _write_idx(folder / f"{labels_name}.gz", labels)
+    helpers.write_idx(folder / f"{images_name}.gz", images)
+    helpers.write_idx(folder / f"{labels_name}.gz", labels)
   return folder
 
 
