@@ -60,7 +60,21 @@ from experiments import report
 
 PyTree = Any
 
-METHODS = ("dense", "drop", "gradual", "drop_away_only", "drop_back_only", "random", "han")
+METHODS = (
+  "dense",
+  "drop",
+  "gradual",
+  "drop_away_only",
+  "drop_back_only",
+  "random",
+  "han",
+  "rigl",
+  "set",
+)
+# Dynamic sparse training (droppruning_jax.dynamic_sparse): sparse from the first step,
+# the topology changes every update_every steps until prune_end_epoch.
+DYNAMIC_SPARSE_METHODS = ("rigl", "set")
+DROP_FRACTION_DECAYS = ("cosine", "constant")
 OPTIMIZERS = ("sgd", "adam")
 MODEL_APIS = ("linen", "nnx")
 PARALLEL_MODES = ("pmap", "jit")
@@ -344,6 +358,28 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"sparsity_distribution={config.sparsity_distribution!r} is not one of "
         f"{SPARSITY_DISTRIBUTIONS}."
       )
+  if config.method in DYNAMIC_SPARSE_METHODS:
+    if config.target_sparsity == 0:
+      fail(
+        f"target_sparsity={config.target_sparsity!r}: method={config.method!r} trains at a "
+        "fixed sparsity from the first step and needs one in (0, 1)."
+      )
+    if not is_number(config.drop_fraction) or not 0.0 < config.drop_fraction <= 1.0:
+      fail(f"drop_fraction={config.drop_fraction!r} is outside (0, 1].")
+    if config.drop_fraction_decay not in DROP_FRACTION_DECAYS:
+      fail(
+        f"drop_fraction_decay={config.drop_fraction_decay!r} is not one of {DROP_FRACTION_DECAYS}."
+      )
+    if config.sparsity_distribution == "global":
+      fail(
+        f"method={config.method!r} keeps a fixed target per layer: "
+        "sparsity_distribution='global' is not supported (use 'uniform' or 'erk')."
+      )
+    if config.prune_end_epoch <= 0:
+      fail(
+        f"prune_end_epoch={config.prune_end_epoch!r} must be > 0 for method="
+        f"{config.method!r} (the topology changes until then)."
+      )
   if config.method == "han":
     if not isinstance(config.han_cycles, int) or config.han_cycles < 1:
       fail(f"han_cycles={config.han_cycles!r} must be a positive integer.")
@@ -610,6 +646,11 @@ def pruning_step_set(config: ml_collections.ConfigDict, steps_per_epoch: int) ->
   begin, end = pruning_window(config, steps_per_epoch)
   if config.method == "han":
     return frozenset(han_pruning_steps(config, begin, end))
+  if config.method in DYNAMIC_SPARSE_METHODS:
+    # Their topology updates: the multiples of update_every strictly inside (0, end),
+    # end being their end_step (dp.rigl's schedule; count 0 is the random topology
+    # of init, not an update).
+    return frozenset(range(config.update_every, end, config.update_every))
   return frozenset(dp.pruning_steps(begin, end, config.update_every))
 
 
@@ -626,6 +667,19 @@ def make_optimizer(
   if config.method == "dense":
     return inner
   begin, end = pruning_window(config, steps_per_epoch)
+  if config.method in DYNAMIC_SPARSE_METHODS:
+    dynamic_sparse = dp.rigl if config.method == "rigl" else dp.set_pruning
+    return dynamic_sparse(
+      inner,
+      target_sparsity=config.target_sparsity,
+      end_step=end,
+      update_every=config.update_every,
+      drop_fraction=config.drop_fraction,
+      drop_fraction_decay=config.drop_fraction_decay,
+      sparsity_distribution=config.sparsity_distribution,
+      seed=config.seed,
+      packed_masks=config.packed_masks,
+    )
   if config.method == "han":
     if config.han_quality is not None:
       return dp.han_pruning(

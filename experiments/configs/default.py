@@ -65,13 +65,17 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- pruning ----------------------------------------------------------------
   # "dense", "drop" (Drop Pruning), "gradual" (Zhu & Gupta), "drop_away_only",
-  # "drop_back_only", "random" or "han" (Han et al. 2015 prune-retrain).
+  # "drop_back_only", "random", "han" (Han et al. 2015 prune-retrain), or the dynamic
+  # sparse training baselines "rigl" (Evci et al. 2020) and "set" (Mocanu et al. 2018),
+  # sparse from the first step at target_sparsity.
   config.method = "drop"
   config.target_sparsity = 0.95
   # The pruning window in epochs (fractions allowed); masks are frozen after it.
+  # rigl / set: the topology changes until prune_end_epoch (their end_step);
+  # prune_begin_epoch is not used (they are sparse from the first step).
   config.prune_begin_epoch = 1.0
   config.prune_end_epoch = 12.0
-  # Steps between pruning steps.
+  # Steps between pruning steps (rigl / set: between topology updates).
   config.update_every = 100
   config.drop_away_prob = 0.5
   config.drop_back_prob = 0.1
@@ -93,6 +97,13 @@ def get_config() -> ml_collections.ConfigDict:
   # every cycle prunes by magnitude towards target_sparsity in equal increments.
   config.han_cycles = 5
   config.han_quality = config_dict.placeholder(float)
+  # method="rigl" / "set": at each update every layer replaces the fraction d(t) of its
+  # active weights (lowest magnitude out; largest dense gradient in for rigl, random
+  # for set). d(t) = drop_fraction, in (0, 1], decayed by drop_fraction_decay: "cosine"
+  # (to 0 at prune_end_epoch) or "constant". sparsity_distribution must be "uniform" or
+  # "erk" (per-layer targets that stay fixed; "global" is refused).
+  config.drop_fraction = 0.3
+  config.drop_fraction_decay = "cosine"
 
   # ---- devices ---------------------------------------------------------------
   # How the step is spread over the devices: "pmap" (jax.pmap over the local
