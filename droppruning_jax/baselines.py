@@ -1,7 +1,9 @@
 """The baselines of the paper's comparisons, as special cases of :func:`drop_pruning`.
 
 All of them share the schedule, the masked update and the exact final step, so a
-comparison between them isolates the stochastic drop itself.
+comparison between them isolates the stochastic drop itself. They take the keyword
+arguments of :func:`drop_pruning`: e.g. ``importance="saliency"`` makes
+:func:`gradual_magnitude_pruning` gradual pruning by ``|w g|``.
 """
 
 from __future__ import annotations

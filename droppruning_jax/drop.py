@@ -47,6 +47,198 @@ class DropInfo(NamedTuple):
   shortfall: jax.Array
 
 
+# Order-preserving uint32 keys (selection.sortable_keys) of -inf and +inf: the bisection
+# of weighted_probabilities searches the float32 values between them.
+_KEY_NEG_INF = 0x007FFFFF
+_KEY_POS_INF = 0xFF800000
+# Bound of the energies of weighted_probabilities: infinite scores map here.
+_ENERGY_BOUND = 1e30
+# Block length of weighted_probabilities' flat layout (padding per group: < one block).
+_BLOCK = 256
+
+
+def _key_to_float(key: jax.Array) -> jax.Array:
+  """The inverse of :func:`droppruning_jax.selection.sortable_keys`."""
+  bits = jnp.where(key >> 31 == 1, key ^ jnp.uint32(0x80000000), ~key)
+  return jax.lax.bitcast_convert_type(bits, jnp.float32)
+
+
+def _sum(arrays, dtype=jnp.float32) -> jax.Array:
+  return functools.reduce(lambda a, b: a + b, [jnp.sum(a, dtype=dtype) for a in arrays])
+
+
+class _ArrayLayout:
+  """Groups kept as lists of arrays in their own shapes: nothing is reshaped or gathered.
+
+  For sharded leaves. Every reduction is one sum per array; on a CPU the compile time
+  of the bisection loop grew faster than the number of arrays (0.8 s for 2, 11.6 s for 8
+  on a busy 2-core machine), hence :class:`_BlockLayout` elsewhere.
+  """
+
+  def __init__(self, groups):
+    self.groups = groups
+
+  def pack(self, groups, fill):
+    del fill
+    return [list(group) for group in groups]
+
+  def unpack(self, field):
+    return field
+
+  def sum(self, field):
+    return jnp.stack([_sum(group) for group in field])
+
+  def min(self, field):
+    return jnp.stack(
+      [functools.reduce(jnp.minimum, [jnp.min(a) for a in group]) for group in field]
+    )
+
+  def spread(self, values):
+    """A per-group vector as a field: each array gets its group's scalar."""
+    return [[values[g]] * len(group) for g, group in enumerate(self.groups)]
+
+
+class _BlockLayout:
+  """Groups flattened into one ``(blocks, _BLOCK)`` array, each group padded to whole blocks.
+
+  Per-group reductions are one reduction over the blocks and a segment sum over their
+  ``n / _BLOCK`` partial results, so the compiled update has the same few kernels for
+  any number of leaves.
+  """
+
+  def __init__(self, groups):
+    self.groups = groups
+    self.sizes = [[a.size for a in group] for group in groups]
+    blocks = [-(-sum(sizes) // _BLOCK) for sizes in self.sizes]
+    self.block_group = jnp.asarray(np.repeat(np.arange(len(groups)), blocks), jnp.int32)
+
+  def pack(self, groups, fill):
+    pieces = []
+    for group, sizes in zip(groups, self.sizes):
+      pieces += [a.reshape(-1) for a in group]
+      pieces.append(jnp.full(-sum(sizes) % _BLOCK, fill, group[0].dtype))
+    return jnp.concatenate(pieces).reshape(-1, _BLOCK)
+
+  def unpack(self, field):
+    flat, out, offset = field.reshape(-1), [], 0
+    for group, sizes in zip(self.groups, self.sizes):
+      out.append([])
+      for a, size in zip(group, sizes):
+        out[-1].append(flat[offset : offset + size].reshape(a.shape))
+        offset += size
+      offset += -sum(sizes) % _BLOCK
+    return out
+
+  def sum(self, field):
+    return jax.ops.segment_sum(
+      jnp.sum(field.astype(jnp.float32), axis=1),
+      self.block_group,
+      len(self.groups),
+      indices_are_sorted=True,
+    )
+
+  def min(self, field):
+    return jax.ops.segment_min(
+      jnp.min(field, axis=1), self.block_group, len(self.groups), indices_are_sorted=True
+    )
+
+  def spread(self, values):
+    return values[self.block_group][:, None]
+
+
+def weighted_probabilities(
+  scores: Sequence[Sequence[jax.Array]],
+  candidates: Sequence[Sequence[jax.Array]],
+  totals,
+  temperature,
+  *,
+  layout: Optional[str] = None,
+) -> list[list[jax.Array]]:
+  """Per-weight probabilities ``min(1, lam exp(-z_i / T))`` that sum to a given total.
+
+  For each group (a list of arrays of any shapes, e.g. one leaf, or every leaf of a
+  global pool), over its candidates: ``z_i`` are the scores standardised over the
+  group's finite candidate scores (``(s_i - mean) / std``; a NaN score counts as
+  ``+inf``), so ``T`` is in units of their spread and adding a constant to every score
+  or scaling them changes nothing. ``lam`` makes ``sum_i p_i = total`` (``0 <= total <=``
+  the number of candidates). Low scores get high probabilities; ``T -> inf`` gives every
+  candidate ``total / count``, ``T -> 0`` probability 1 to the ``total`` lowest.
+
+  ``lam`` is exact, without a sort: with ``x_i = z_i / T`` and ``lam = exp(tau)``,
+  ``f(tau) = sum_i min(1, exp(tau - x_i))`` increases with ``tau``; a 32-step bisection
+  over the float32 values (their order-preserving uint32 keys, as in
+  :mod:`droppruning_jax.selection`) finds the smallest float32 ``tau_hi`` with ``f >=
+  total``. The capped set is then ``U = {x_i < tau_hi}`` (the real solution lies in
+  ``(previous float, tau_hi]``, and no ``x_i`` lies strictly inside), and the others get
+  ``(total - |U|) w_i / sum_j w_j`` with ``w_i = exp(min_j x_j - x_i)`` over them:
+  ``f(tau) = total`` solved in closed form, each ``<= 1``, without overflow. Non-candidates
+  get 0. One bisection loop serves every group.
+
+  Args:
+    scores: per group, float score arrays (low = more likely).
+    candidates: per group, bool arrays of the scores' shapes.
+    totals: per group, the wanted sum of the probabilities (may be traced).
+    temperature: ``T > 0``.
+    layout: ``"blocks"`` (flatten every group into one padded array: few kernels for
+      any number of arrays), ``"arrays"`` (keep the arrays' shapes and shardings), or
+      ``None``: ``"arrays"`` for sharded arrays, else ``"blocks"``. Same result.
+
+  Returns:
+    Per group, one float32 probability array per score array.
+  """
+  if layout is None:
+    sharded = selection.is_sharded(*[a for group in scores for a in group])
+    layout = "arrays" if sharded else "blocks"
+  plan_lib.checks.check_choice("layout", layout, ("blocks", "arrays"))
+  lay = (_ArrayLayout if layout == "arrays" else _BlockLayout)(scores)
+  t = jnp.asarray(temperature, jnp.float32)
+  totals = jnp.stack([jnp.asarray(total, jnp.float32) for total in totals])
+  tiny = jnp.finfo(jnp.float32).tiny
+  s = jax.tree.map(
+    lambda x: jnp.where(jnp.isnan(x), jnp.inf, x.astype(jnp.float32)), lay.pack(scores, 0.0)
+  )
+  c = lay.pack(candidates, False)
+  finite = jax.tree.map(lambda s, c: c & jnp.isfinite(s), s, c)
+  count = jnp.maximum(lay.sum(finite), 1.0)
+  mean = lay.spread(lay.sum(jax.tree.map(lambda s, f: jnp.where(f, s, 0.0), s, finite)) / count)
+  var = lay.sum(jax.tree.map(lambda s, f, m: jnp.where(f, (s - m) ** 2, 0.0), s, finite, mean))
+  scale = lay.spread(jnp.maximum(jnp.sqrt(var / count), tiny))  # equal scores: all alike
+  # Finite energies: ``tau - x`` is never NaN, even at tau = +-inf. An infinite score
+  # becomes +-_ENERGY_BOUND, far beyond any finite standardised score, so it keeps its
+  # rank and a probability of 0 or 1 unless the total needs it.
+  x = jax.tree.map(
+    lambda s, m, d: jnp.clip((s - m) / d / t, -_ENERGY_BOUND, _ENERGY_BOUND), s, mean, scale
+  )
+
+  def bisect(_, bounds):
+    low, high = bounds
+    mid = low + (high - low) // 2
+    tau = lay.spread(_key_to_float(mid))
+    # f(tau) = sum_i min(1, exp(tau - x_i)) over each group's candidates.
+    mass = lay.sum(
+      jax.tree.map(lambda x, c, u: jnp.where(c, jnp.exp(jnp.minimum(u - x, 0.0)), 0.0), x, c, tau)
+    )
+    enough = mass >= totals
+    return jnp.where(enough, low, mid + 1), jnp.where(enough, mid, high)
+
+  groups = len(scores)
+  start = (
+    jnp.full(groups, _KEY_NEG_INF, jnp.uint32),
+    jnp.full(groups, _KEY_POS_INF, jnp.uint32),
+  )
+  keys, _ = jax.lax.fori_loop(0, 32, bisect, start)
+  tau = lay.spread(_key_to_float(keys))
+  capped = jax.tree.map(lambda x, c, u: c & (x < u), x, c, tau)
+  rest = jax.tree.map(lambda c, u: c & ~u, c, capped)
+  lowest = lay.spread(lay.min(jax.tree.map(lambda x, r: jnp.where(r, x, jnp.inf), x, rest)))
+  weights = jax.tree.map(lambda x, r, m: jnp.where(r, jnp.exp(m - x), 0.0), x, rest, lowest)
+  share = jnp.maximum(totals - lay.sum(capped), 0.0) / jnp.maximum(lay.sum(weights), tiny)
+  probs = jax.tree.map(
+    lambda u, w, a: jnp.where(u, 1.0, jnp.minimum(1.0, a * w)), capped, weights, lay.spread(share)
+  )
+  return lay.unpack(probs)
+
+
 def drop_leaves(
   masks: Sequence[jax.Array],
   scores: Sequence[jax.Array],
@@ -57,6 +249,9 @@ def drop_leaves(
   drop_back_prob,
   drop_back_scale: str = "active",
   protected: Optional[Sequence[jax.Array]] = None,
+  drop_away: str = "uniform",
+  back_evidence: Optional[Sequence[jax.Array]] = None,
+  temperature=1.0,
 ) -> tuple[list, list[DropInfo]]:
   """One stochastic drop step on several independent masks, with one selection for all.
 
@@ -82,10 +277,20 @@ def drop_leaves(
       ``"pruned"``: it is the per-weight revival probability.
     protected: optional bool arrays, one per mask: entries that are never in the pool
       (the pool is clipped to the other active entries instead of ``|A| - 1``).
+    drop_away: ``"uniform"``: every pool member leaves with probability ``p``;
+      ``"importance"``: member ``i`` leaves with probability ``min(1, lam exp(-z_i /
+      T))``, ``z_i`` its score standardised over the pool, and ``sum_i = p c``: the same
+      expected removals as ``"uniform"`` (:func:`weighted_probabilities`).
+    back_evidence: optional float arrays, one per mask (e.g. ``|gradient|``): a pruned
+      weight returns with probability ``min(1, lam exp(z_i / T))``, ``z_i`` its evidence
+      standardised over the pruned weights, and ``sum_i = q |P|``: the same expected
+      revivals as the uniform drop back. ``None``: every pruned weight returns with ``q``.
+    temperature: ``T > 0`` of the weighted rules.
 
   Returns:
     ``(new_masks, infos)``, one of each per mask.
   """
+  plan_lib.checks.check_choice("drop_away", drop_away, plan_lib.DROP_AWAY_RULES)
   for mask, u in zip(masks, uniforms):
     if u.shape != mask.shape:
       raise ValueError(f"uniforms has shape {u.shape}, expected the mask's {mask.shape}.")
@@ -106,12 +311,30 @@ def drop_leaves(
     eligible.append(candidates)
     sizes.append((n, active, q, wanted, room, jnp.clip(wanted, 0, room).astype(jnp.int32)))
   pools = selection.lowest_scores_many(eligible, scores, [s[-1] for s in sizes], pruned_first=False)
+  # The probabilities of leaving (pool members) and of returning (pruned weights), where a
+  # weighted rule asks for them: one bisection loop for every mask and both drops.
+  away_probs = back_probs = None
+  groups, group_candidates, totals = [], [], []
+  if drop_away == "importance":
+    groups += [[score] for score in scores]
+    group_candidates += [[pool] for pool in pools]
+    totals += [p * size[-1] for size in sizes]
+  if back_evidence is not None:
+    groups += [[-e.astype(jnp.float32)] for e in back_evidence]
+    group_candidates += [[~mask] for mask in masks]
+    totals += [q * (n - active) for (n, active, q, *_) in sizes]
+  if groups:
+    probs = [g[0] for g in weighted_probabilities(groups, group_candidates, totals, temperature)]
+    if drop_away == "importance":
+      away_probs, probs = probs[: len(masks)], probs[len(masks) :]
+    if back_evidence is not None:
+      back_probs = probs
   new_masks, infos = [], []
-  for mask, u, pool, target, (n, active, q, wanted, room, c) in zip(
-    masks, uniforms, pools, step_sparsities, sizes
+  for i, (mask, u, pool, target, (n, active, q, wanted, room, c)) in enumerate(
+    zip(masks, uniforms, pools, step_sparsities, sizes)
   ):
-    after_away = mask & ~(pool & (u < p))
-    revived = ~mask & (u < q)
+    after_away = mask & ~(pool & (u < (p if away_probs is None else away_probs[i])))
+    revived = ~mask & (u < (q if back_probs is None else back_probs[i]))
     new_masks.append(after_away | revived)
     infos.append(
       DropInfo(
@@ -138,6 +361,9 @@ def drop_step(
   drop_away_prob,
   drop_back_prob,
   drop_back_scale: str = "active",
+  drop_away: str = "uniform",
+  back_evidence: Optional[jax.Array] = None,
+  temperature=1.0,
 ) -> tuple[jax.Array, DropInfo]:
   """One stochastic Drop Pruning step on one mask: drop away, then drop back.
 
@@ -152,6 +378,10 @@ def drop_step(
     drop_away_prob: ``p`` in ``(0, 1]``.
     drop_back_prob: drop-back rate; see ``drop_back_scale``.
     drop_back_scale: ``"active"`` or ``"pruned"``, as in :func:`drop_pruning`.
+    drop_away: ``"uniform"`` or ``"importance"`` (see :func:`drop_leaves`).
+    back_evidence: optional array of the mask's shape: drop back weighted by it
+      (e.g. ``|gradient|``; see :func:`drop_leaves`).
+    temperature: ``T > 0`` of the weighted rules.
 
   Returns:
     ``(new_mask, DropInfo)``.
@@ -165,16 +395,52 @@ def drop_step(
     drop_away_prob=drop_away_prob,
     drop_back_prob=drop_back_prob,
     drop_back_scale=drop_back_scale,
+    drop_away=drop_away,
+    back_evidence=None if back_evidence is None else [back_evidence],
+    temperature=temperature,
   )
   return new[0], infos[0]
 
 
-def _scores(plan: plan_lib.DropPlan, key, params) -> list[jax.Array]:
-  """Importance of every weight; non-finite weights score ``+inf`` (never pruned)."""
+def _leaf_scores(plan: plan_lib.DropPlan, param, key, grad) -> jax.Array:
+  """Importance of every weight of a leaf; non-finite weights score ``+inf`` (never pruned)."""
+  scores = importance_lib.compute(plan.importance, param, key, grad)
+  return jnp.where(jnp.isfinite(param), scores, jnp.inf)
+
+
+def _scores(plan: plan_lib.DropPlan, key, params, grads) -> list[jax.Array]:
   return [
-    jnp.where(jnp.isfinite(param), plan.importance(param, jax.random.fold_in(key, i)), jnp.inf)
-    for i, param in enumerate(params)
+    _leaf_scores(plan, param, jax.random.fold_in(key, i), grad)
+    for i, (param, grad) in enumerate(zip(params, grads))
   ]
+
+
+def _evidence(plan: plan_lib.DropPlan, grads) -> Optional[list[jax.Array]]:
+  """Drop-back evidence per leaf (``|g|``; a non-finite gradient is no evidence), or ``None``."""
+  if plan.drop_back != "gradient":
+    return None
+  return [jnp.where(jnp.isfinite(g), jnp.abs(g.astype(jnp.float32)), 0.0) for g in grads]
+
+
+def _global_evidence(plan: plan_lib.DropPlan, masks, grads) -> Optional[list[jax.Array]]:
+  """:func:`_evidence` divided per leaf by its mean over the leaf's pruned weights.
+
+  One global drop back compares gradients across layers, whose scales differ; as the
+  scores of the global pool are normalised per leaf, so is the evidence.
+  """
+  evidence = _evidence(plan, grads)
+  if evidence is None:
+    return None
+  out = []
+  for e, mask in zip(evidence, masks):
+    mean = jnp.sum(jnp.where(mask, 0.0, e)) / jnp.maximum(jnp.sum(~mask, dtype=jnp.int32), 1)
+    out.append(e / jnp.maximum(mean, jnp.finfo(jnp.float32).tiny))
+  return out
+
+
+def _weighting(plan: plan_lib.DropPlan, evidence) -> dict:
+  """The keyword arguments of :func:`drop_leaves` for the plan's drop rules."""
+  return dict(drop_away=plan.drop_away, back_evidence=evidence, temperature=plan.temperature)
 
 
 def uniform_slice(key: jax.Array, total: int, offset: int, like: jax.Array) -> jax.Array:
@@ -210,10 +476,9 @@ def per_leaf_update(
   plan: plan_lib.DropPlan, key, count, params, masks, paths, grads, *, final_step: bool
 ) -> skeleton.LeafUpdate:
   """Every prunable leaf drops on its own, towards its scaled share of the schedule."""
-  del grads  # importance from the weights only
   finals = plan.leaf_finals(paths, [m.shape for m in masks])
   score_key, drop_key = jax.random.split(key)
-  scores = _scores(plan, score_key, params)
+  scores = _scores(plan, score_key, params, grads)
   if final_step:
     return skeleton.LeafUpdate(
       selection.prune_exact_many(masks, scores, finals), jnp.zeros((), jnp.float32)
@@ -237,6 +502,7 @@ def per_leaf_update(
     drop_back_prob=q,
     drop_back_scale=plan.drop_back_scale,
     step_sparsities=[plan_lib.leaf_step_target(overall, f, plan.target_sparsity) for f in finals],
+    **_weighting(plan, _evidence(plan, grads)),
   )
   return skeleton.LeafUpdate(new, _max_shortfall(infos))
 
@@ -245,13 +511,13 @@ def global_update(
   plan: plan_lib.DropPlan, key, count, params, masks, paths, grads, *, final_step: bool
 ) -> skeleton.LeafUpdate:
   """One pool over all prunable weights, scores normalised per leaf."""
-  del paths, grads  # one pool: no per-leaf targets; importance from the weights only
+  del paths  # one pool: no per-leaf targets
   if selection.is_sharded(*params, *masks):
-    return _global_update_sharded(plan, key, count, params, masks, final_step=final_step)
+    return _global_update_sharded(plan, key, count, params, masks, grads, final_step=final_step)
   score_keys = jax.random.split(jax.random.fold_in(key, 0), len(params))
   flat_scores, flat_masks, tops = [], [], []
-  for param, mask, score_key in zip(params, masks, score_keys):
-    scores = jnp.where(jnp.isfinite(param), plan.importance(param, score_key), jnp.inf).reshape(-1)
+  for param, mask, score_key, grad in zip(params, masks, score_keys, grads):
+    scores = _leaf_scores(plan, param, score_key, grad).reshape(-1)
     flat_mask = mask.reshape(-1)
     # Normalise by the mean score of the leaf's active (finite) weights so that layers with
     # larger weights (e.g. small fan-in) do not win the pool; non-finite scores never count.
@@ -265,6 +531,9 @@ def global_update(
     flat_masks.append(flat_mask)
   all_scores, all_masks = jnp.concatenate(flat_scores), jnp.concatenate(flat_masks)
   protected = jnp.concatenate(tops)
+  evidence = _global_evidence(plan, masks, grads)
+  if evidence is not None:
+    evidence = [jnp.concatenate([e.reshape(-1) for e in evidence])]
   if final_step:
     wanted = selection.final_pruned_count(all_masks.size, plan.target_sparsity)
     count_kept = jnp.minimum(wanted, all_masks.size - jnp.sum(protected, dtype=jnp.int32))
@@ -283,6 +552,7 @@ def global_update(
       drop_back_prob=q,
       drop_back_scale=plan.drop_back_scale,
       protected=[protected],
+      **_weighting(plan, evidence),
     )
     new_all, shortfall = new[0], infos[0].shortfall
   pieces = jnp.split(new_all, np.cumsum([m.size for m in masks])[:-1])
@@ -290,19 +560,20 @@ def global_update(
 
 
 def _global_update_sharded(
-  plan: plan_lib.DropPlan, key, count, params, masks, *, final_step: bool
+  plan: plan_lib.DropPlan, key, count, params, masks, grads, *, final_step: bool
 ) -> skeleton.LeafUpdate:
   """:func:`global_update` on sharded leaves, in their shapes: nothing is concatenated.
 
   The same scores, protected weights, pool and draws as the flat pool; the pool is one
   selection group over all leaves (:func:`droppruning_jax.selection.select_lowest_groups`).
   The per-leaf mean that normalises the scores is a float sum whose order follows the
-  sharding, so it can differ from a single-device run in the last bit.
+  sharding, so it can differ from a single-device run in the last bit (so can the sums
+  of the weighted drop rules).
   """
   score_keys = jax.random.split(jax.random.fold_in(key, 0), len(params))
   all_scores, tops = [], []
-  for param, mask, score_key in zip(params, masks, score_keys):
-    scores = jnp.where(jnp.isfinite(param), plan.importance(param, score_key), jnp.inf)
+  for param, mask, score_key, grad in zip(params, masks, score_keys, grads):
+    scores = _leaf_scores(plan, param, score_key, grad)
     valid = mask & jnp.isfinite(scores)
     mean = jnp.sum(jnp.where(valid, scores, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
     scores = scores / jnp.maximum(mean, jnp.finfo(jnp.float32).tiny)
@@ -344,7 +615,26 @@ def _global_update_sharded(
   wanted = jnp.round(plan_lib.wanted_pool(total, (total - active) / total, target, p, q))
   c = jnp.clip(wanted, 0, room).astype(jnp.int32)
   pools = selection.lowest_scores_groups([candidates], [all_scores], [c], pruned_first=False)[0]
-  new = [(m & ~(pool & (u < p))) | (~m & (u < q)) for m, pool, u in zip(masks, pools, uniforms)]
+  # The weighted rules of drop_leaves, with every leaf in one group.
+  away_probs, back_probs = [p] * len(masks), [q] * len(masks)
+  evidence = _global_evidence(plan, masks, grads)
+  groups, group_candidates, totals = [], [], []
+  if plan.drop_away == "importance":
+    groups, group_candidates, totals = [all_scores], [pools], [p * c]
+  if evidence is not None:
+    groups.append([-e for e in evidence])
+    group_candidates.append([~m for m in masks])
+    totals.append(q * (total - active))
+  if groups:
+    probs = weighted_probabilities(groups, group_candidates, totals, plan.temperature)
+    if plan.drop_away == "importance":
+      away_probs = probs.pop(0)
+    if evidence is not None:
+      back_probs = probs.pop(0)
+  new = [
+    (m & ~(pool & (u < a))) | (~m & (u < b))
+    for m, pool, u, a, b in zip(masks, pools, uniforms, away_probs, back_probs)
+  ]
   shortfall = (p * jnp.maximum(wanted - room, 0) / total).astype(jnp.float32)
   return skeleton.LeafUpdate(new, shortfall)
 
@@ -362,6 +652,9 @@ def drop_pruning(
   initial_sparsity: float = 0.0,
   sparsity_schedule: Optional[schedules.Schedule] = None,
   drop_back_scale: str = "active",
+  drop_away: str = "uniform",
+  drop_back: str = "uniform",
+  temperature: Optional[float] = None,
   regrow_init: str = "zero",
   importance: Union[str, importance_lib.ImportanceFn] = "magnitude",
   prunable: Optional[masks_lib.PrunablePredicate] = None,
@@ -405,11 +698,25 @@ def drop_pruning(
       cubic schedule of Zhu & Gupta from ``initial_sparsity`` to ``target_sparsity``.
       Per-leaf targets are scaled by ``leaf_final / target_sparsity``.
     drop_back_scale: ``"active"`` or ``"pruned"``; see ``drop_back_prob``.
+    drop_away: which pool members leave. ``"uniform"``: each with probability ``p``.
+      ``"importance"``: member ``i`` with probability ``min(1, lam exp(-z_i /
+      temperature))``, ``z_i`` its importance standardised over the pool and ``lam``
+      such that ``p c`` leave in expectation, as with ``"uniform"``: less important
+      weights leave more often, the expected sparsity is unchanged.
+    drop_back: which pruned weights return. ``"uniform"``: each with the same
+      probability. ``"gradient"``: weight ``i`` with probability ``min(1, lam exp(z_i /
+      temperature))``, ``z_i`` its ``|gradient|`` (dense, this step's) standardised over
+      the pruned weights, with the expected number revived of ``"uniform"``.
+    temperature: ``T > 0`` of the weighted rules (default 1.0), in units of the
+      standard deviation of the scores: ``T -> inf`` gives the uniform rules, ``T -> 0``
+      drops the least important pool members (revives the largest gradients) first.
     regrow_init: value of a revived weight: ``"zero"`` or ``"restore"`` (the value it
       had when it was pruned; keeps a copy of the prunable params in the state). Its
       optimizer moments are reset to zero either way.
-    importance: ``"magnitude"`` (``|w|``), ``"random"``, or a callable ``(param, key)
-      -> scores`` (low = unimportant).
+    importance: ``"magnitude"`` (``|w|``), ``"random"``, ``"saliency"`` (``|w g|``
+      with ``g`` this step's dense gradient), or a callable ``(param, key) -> scores``
+      (low = unimportant); a callable with a ``grad`` parameter, ``(param, key, *,
+      grad) -> scores``, receives the gradient there.
     prunable: ``(path, leaf) -> bool`` choosing the pruned leaves; defaults to leaves
       with ``ndim >= 2``. Empty leaves are never pruned.
     sparsity_distribution: ``"uniform"``, ``"erk"``, ``"global"`` (one pool over all
@@ -445,6 +752,9 @@ def drop_pruning(
     regrow_init=regrow_init,
     importance=importance,
     sparsity_distribution=sparsity_distribution,
+    drop_away=drop_away,
+    drop_back=drop_back,
+    temperature=temperature,
   )
   return skeleton.pruning_transformation(
     inner, drop_policy(plan), name="drop_pruning", prunable=prunable, packed_masks=packed_masks

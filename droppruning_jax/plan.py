@@ -28,6 +28,10 @@ from droppruning_jax import importance as importance_lib
 
 DROP_BACK_SCALES = ("active", "pruned")
 REGROW_INITS = ("zero", "restore")
+# Which pool members drop away, and which pruned weights drop back: with equal
+# probability, or weighted by importance / by the gradient (see drop.weighted_probabilities).
+DROP_AWAY_RULES = ("uniform", "importance")
+DROP_BACK_RULES = ("uniform", "gradient")
 # A shortfall this small is rounding noise, not an unreachable schedule.
 _REACHABILITY_TOLERANCE = 1e-6
 
@@ -123,6 +127,9 @@ class DropPlan:
   importance: importance_lib.ImportanceFn
   distribution: distribution_lib.Distribution
   steps: np.ndarray = dataclasses.field(repr=False)
+  drop_away: str = "uniform"
+  drop_back: str = "uniform"
+  temperature: float = 1.0
 
   @classmethod
   def create(
@@ -141,6 +148,9 @@ class DropPlan:
     regrow_init,
     importance,
     sparsity_distribution,
+    drop_away="uniform",
+    drop_back="uniform",
+    temperature=None,
   ) -> DropPlan:
     """Validates every argument (see ``drop_pruning``) and checks reachability.
 
@@ -166,6 +176,7 @@ class DropPlan:
       )
     checks.check_choice("drop_back_scale", drop_back_scale, DROP_BACK_SCALES)
     checks.check_choice("regrow_init", regrow_init, REGROW_INITS)
+    temperature = check_drop_rules(drop_away, drop_back, temperature)
     distribution_lib.validate_distribution(sparsity_distribution, target_sparsity)
     steps = schedules.pruning_step_array(begin_step, end_step, update_every)
     _check_schedule("drop_away_prob", drop_away_prob, steps[:-1], low_open=True)
@@ -190,6 +201,9 @@ class DropPlan:
       importance=importance_lib.get_importance(importance),
       distribution=sparsity_distribution,
       steps=steps,
+      drop_away=drop_away,
+      drop_back=drop_back,
+      temperature=temperature,
     )
     plan.check_reachable(
       distribution_lib.static_targets(sparsity_distribution) or [plan.target_sparsity]
@@ -261,6 +275,32 @@ class DropPlan:
         i = int(short[0])
         point = {k: v[i] for k, v in path.items()}
         raise ValueError(_unreachable_message(self, leaf_final, {**point, "step": self.steps[i]}))
+
+
+def check_drop_rules(drop_away, drop_back, temperature) -> float:
+  """Validates the drop rules; returns the temperature (default 1.0).
+
+  The weighted rules change *which* weights drop, never how many in expectation (the
+  expected counts are those of the uniform rules, see ``drop.weighted_probabilities``),
+  so the reachability check of the uniform rules holds for them unchanged.
+  """
+  checks.check_choice("drop_away", drop_away, DROP_AWAY_RULES)
+  if drop_back == "stash":
+    raise ValueError(
+      "drop_back='stash' is not available: the mask update does not receive the stash "
+      f"(the values of pruned weights); use one of {DROP_BACK_RULES}."
+    )
+  checks.check_choice("drop_back", drop_back, DROP_BACK_RULES)
+  if temperature is None:
+    return 1.0
+  if drop_away == "uniform" and drop_back == "uniform":
+    raise ValueError(
+      f"temperature={temperature!r} has no effect with drop_away='uniform' and "
+      "drop_back='uniform'; it weights drop_away='importance' or drop_back='gradient'."
+    )
+  return checks.check_number(
+    "temperature", temperature, 0.0, float("inf"), low_open=True, high_open=True
+  )
 
 
 def _unreachable_message(plan: DropPlan, leaf_final: float, point: dict[str, Any]) -> str:

@@ -1,0 +1,464 @@
+"""Drop probabilities from importance (drop_away="importance", drop_back="gradient") and
+saliency importance (|w g|).
+
+The weighted rules keep the expected numbers of the uniform rules (p c removed, q |P|
+revived) and change which weights: the probabilities are checked against an independent
+float64 solution, the counts over many draws against bounds derived from the Bernoulli
+sums, and the transformation end to end (exact final sparsity, determinism, pmap).
+"""
+
+import functools
+
+import chex
+import flax.jax_utils
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import droppruning_jax as dp
+from droppruning_jax import drop, importance, plan
+from tests.helpers import make_step, random_grads
+
+N = 4000
+P_AWAY, Q_BACK, POOL = 0.5, 0.1, 1000
+DRAWS = 400
+
+
+def reference_probabilities(scores, candidates, total, temperature):
+  """``min(1, lam exp(-z / T))`` over the candidates, ``z`` standardised, summing to ``total``.
+
+  Float64 and a plain bisection on ``log lam``: a separate derivation of what
+  ``drop.weighted_probabilities`` computes with a bisection over float32 keys.
+  """
+  s = np.asarray(scores, np.float64)[candidates]
+  x = (s - s.mean()) / s.std() / temperature
+  low, high = x.min() - np.log(len(x)) - 1.0, x.max() + 1.0  # sums below 1 and = len(x)
+  for _ in range(200):
+    mid = (low + high) / 2
+    low, high = (mid, high) if np.exp(np.minimum(mid - x, 0.0)).sum() < total else (low, mid)
+  out = np.zeros(np.shape(candidates))
+  out[candidates] = np.exp(np.minimum(high - x, 0.0))
+  return out
+
+
+SIZE = 2000
+
+
+@jax.jit
+def _probs(scores, candidates, total, temperature):
+  """One group of SIZE entries (shorter cases are padded with non-candidates): one compile."""
+  return drop.weighted_probabilities([[scores]], [[candidates]], [total], temperature)[0][0]
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.5, 1.0, 4.0])
+def test_weighted_probabilities_equal_the_float64_solution(temperature):
+  rng = np.random.default_rng(0)
+  scores = rng.normal(size=SIZE).astype(np.float32)
+  candidates = rng.random(SIZE) < 0.4
+  total = 0.35 * candidates.sum()
+  got = np.asarray(_probs(scores, candidates, np.float32(total), np.float32(temperature)))
+  reference = reference_probabilities(scores, candidates, total, temperature)
+  np.testing.assert_allclose(got, reference, atol=2e-6)
+  assert np.all(got[~candidates] == 0.0) and np.all(got <= 1.0)
+  assert abs(got.sum() - total) <= 1e-5 * total
+  # Lower score, higher probability.
+  order = np.argsort(scores[candidates])
+  assert np.all(np.diff(got[candidates][order]) <= 1e-7)
+
+
+@pytest.mark.parametrize(
+  "scores,total,temperature,expected",
+  [
+    # Infinite scores (non-finite weights) leave only when the total needs them, then alike.
+    ([1.0, 2.0, np.inf, np.inf], 3.5, 1.0, [1, 1, 0.75, 0.75]),
+    ([np.nan, 0.0, 3.0], 2.0, 1e-3, [0, 1, 1]),
+    ([-np.inf, -np.inf, 3.0], 1.0, 1.0, [0.5, 0.5, 0]),
+    ([1.0, 2.0, 3.0], 0.0, 1.0, [0, 0, 0]),
+    ([1.0, 2.0, 3.0], 3.0, 1.0, [1, 1, 1]),  # p = 1: every candidate leaves
+    ([5.0, 5.0, 5.0, 5.0], 1.0, 1.0, [0.25] * 4),  # equal scores: uniform
+    ([], 0.0, 1.0, []),  # no candidates
+  ],
+)
+def test_weighted_probabilities_edge_cases(scores, total, temperature, expected):
+  values = np.zeros(SIZE, np.float32)
+  values[: len(scores)] = scores
+  candidates = np.arange(SIZE) < len(scores)
+  got = np.asarray(_probs(values, candidates, np.float32(total), np.float32(temperature)))
+  np.testing.assert_array_equal(got[: len(scores)], expected)
+  assert np.all(got[len(scores) :] == 0.0)
+
+
+def test_both_layouts_give_the_float64_solution_per_group():
+  # Several groups of several arrays solved together: each group as if alone, the flat
+  # layout (blocks) as the layout that keeps the arrays' shapes (sharded leaves).
+  rng = np.random.default_rng(3)
+  shapes = [[(7, 9), (300,)], [(5,)], [(2, 3, 4), (1,), (600,)]]
+  scores = [[jnp.asarray(rng.normal(size=s), jnp.float32) for s in g] for g in shapes]
+  candidates = [[jnp.asarray(rng.random(s) < 0.7) for s in g] for g in shapes]
+  totals = [0.4 * sum(int(c.sum()) for c in g) for g in candidates]
+
+  @jax.jit
+  def both(scores, candidates):
+    return [
+      drop.weighted_probabilities(scores, candidates, totals, 0.8, layout=layout)
+      for layout in ("blocks", "arrays")
+    ]
+
+  for result in both(scores, candidates):
+    for g in range(len(shapes)):
+      assert [a.shape for a in result[g]] == list(shapes[g])
+      got = np.concatenate([np.asarray(a).reshape(-1) for a in result[g]])
+      reference = reference_probabilities(
+        np.concatenate([np.asarray(a).reshape(-1) for a in scores[g]]),
+        np.concatenate([np.asarray(a).reshape(-1) for a in candidates[g]]),
+        totals[g],
+        0.8,
+      )
+      np.testing.assert_allclose(got, reference, atol=2e-6)
+
+
+def _setup():
+  """One mask of N weights, half pruned; scores and |gradients| without ties."""
+  rng = np.random.default_rng(1)
+  mask = np.ones(N, bool)
+  mask[rng.permutation(N)[: N // 2]] = False
+  scores = rng.random(N).astype(np.float32)
+  evidence = rng.exponential(size=N).astype(np.float32)
+  pool = np.zeros(N, bool)
+  pool[np.flatnonzero(mask)[np.argsort(scores[mask])[:POOL]]] = True
+  return mask, scores, evidence, pool
+
+
+# E[s_new] = s (1 - q) + p c / n with s = 1/2: this target makes the pool exactly POOL.
+TARGET = 0.5 * (1 - Q_BACK) + P_AWAY * POOL / N
+
+
+@jax.jit
+def _many_draws(mask, scores, evidence, temperature):
+  """DRAWS independent drop steps (vmap over keys): the new masks, (DRAWS, N)."""
+
+  def one(key):
+    new, _ = drop.drop_leaves(
+      [mask],
+      [scores],
+      [jax.random.uniform(key, (N,))],
+      step_sparsities=[TARGET],
+      drop_away_prob=P_AWAY,
+      drop_back_prob=Q_BACK,
+      drop_back_scale="pruned",
+      drop_away="importance",
+      back_evidence=[evidence],
+      temperature=temperature,
+    )
+    return new[0]
+
+  return jax.vmap(one)(jax.random.split(jax.random.PRNGKey(0), DRAWS))
+
+
+@pytest.fixture(scope="module")
+def draws():
+  mask, scores, evidence, pool = _setup()
+  run = {t: np.asarray(_many_draws(mask, scores, evidence, t)) for t in (1.0, 1e4, 1e-6)}
+  return mask, scores, evidence, pool, run
+
+
+def _quartile_check(counts_per_draw, probs, groups, sigmas=6.0):
+  """Mean counts per group over the draws against sum p_i, within ``sigmas`` sd of the mean.
+
+  The count of a group in one draw is a sum of independent Bernoullis: mean sum p_i,
+  variance sum p_i (1 - p_i); the mean over DRAWS draws has variance that / DRAWS.
+  """
+  for group in groups:
+    mean = probs[group].sum()
+    sd = np.sqrt((probs[group] * (1 - probs[group])).sum() / DRAWS)
+    observed = counts_per_draw[:, group].sum(axis=1).mean()
+    assert abs(observed - mean) <= sigmas * sd + 1e-9, (observed, mean, sd)
+
+
+def test_expected_counts_are_those_of_the_uniform_rules(draws):
+  mask, _, _, pool, run = draws
+  new = run[1.0]
+  removed = mask & ~new
+  revived = ~mask & new
+  assert not np.any(removed & ~pool)  # only pool members leave
+  # Per draw, the removals are a sum of Bernoullis with sum p_i = p c, so their variance is
+  # sum p_i (1 - p_i) <= p c (1 - p) (Cauchy-Schwarz: sum p_i^2 >= (p c)^2 / c); likewise
+  # the revivals, with q |P|.
+  away = removed.sum(axis=1)
+  assert abs(away.mean() - P_AWAY * POOL) <= 5 * np.sqrt(POOL * P_AWAY * (1 - P_AWAY) / DRAWS)
+  back = revived.sum(axis=1)
+  pruned = N // 2
+  assert abs(back.mean() - Q_BACK * pruned) <= 5 * np.sqrt(pruned * Q_BACK * (1 - Q_BACK) / DRAWS)
+  # And the expected sparsity after the step is the target, within the same bounds.
+  sd = np.sqrt((POOL * P_AWAY * (1 - P_AWAY) + pruned * Q_BACK * (1 - Q_BACK)) / DRAWS) / N
+  assert abs((1 - new.mean(axis=1)).mean() - TARGET) <= 5 * sd
+
+
+def _quartiles(values, members):
+  """Indices of ``members`` in four groups of rising ``values``."""
+  index = np.flatnonzero(members)
+  return np.array_split(index[np.argsort(values[index])], 4)
+
+
+def test_less_important_pool_members_leave_more_often(draws):
+  mask, scores, _, pool, run = draws
+  removed = (mask & ~run[1.0]).astype(np.float64)
+  probs = reference_probabilities(scores, pool, P_AWAY * POOL, 1.0)
+  groups = _quartiles(scores, pool)
+  _quartile_check(removed, probs, groups)
+  rates = [removed[:, g].mean() for g in groups]
+  assert rates[0] > 0.8 and rates[3] < 0.2, rates  # uniform: 0.5 each
+  assert all(a > b for a, b in zip(rates, rates[1:])), rates
+
+
+def test_large_gradients_come_back_more_often(draws):
+  mask, _, evidence, _, run = draws
+  revived = (~mask & run[1.0]).astype(np.float64)
+  probs = reference_probabilities(-evidence, ~mask, Q_BACK * (N // 2), 1.0)
+  groups = _quartiles(evidence, ~mask)
+  _quartile_check(revived, probs, groups)
+  rates = [revived[:, g].mean() for g in groups]
+  assert rates[3] > 2.5 * Q_BACK and rates[0] < Q_BACK / 2, rates  # uniform: q each
+  assert all(a < b for a, b in zip(rates, rates[1:])), rates
+
+
+def test_high_temperature_is_uniform_and_low_temperature_is_magnitude(draws):
+  mask, scores, evidence, pool, run = draws
+  # T -> inf: every pool member leaves with p, every pruned weight returns with q.
+  removed = (mask & ~run[1e4]).astype(np.float64)
+  revived = (~mask & run[1e4]).astype(np.float64)
+  _quartile_check(removed, np.where(pool, P_AWAY, 0.0), _quartiles(scores, pool))
+  _quartile_check(revived, np.where(~mask, Q_BACK, 0.0), _quartiles(evidence, ~mask))
+  # T -> 0: the p c = 500 least important pool members leave in every draw, and the
+  # q |P| = 200 pruned weights of largest gradient come back.
+  lowest = np.zeros(N, bool)
+  lowest[np.flatnonzero(pool)[np.argsort(scores[pool])[: int(P_AWAY * POOL)]]] = True
+  largest = np.zeros(N, bool)
+  largest[np.flatnonzero(~mask)[np.argsort(-evidence[~mask])[: int(Q_BACK * N // 2)]]] = True
+  expected = (mask & ~lowest) | largest
+  assert np.all(run[1e-6] == expected[None])
+
+
+def test_same_key_same_masks_with_and_without_jit(draws):
+  # One draw of _many_draws (jit, vmap) again without jit, through drop_step.
+  mask, scores, evidence, _, run = draws
+  key = jax.random.split(jax.random.PRNGKey(0), DRAWS)[5]
+  new, info = dp.drop_step(  # op by op
+    key,
+    jnp.asarray(mask),
+    jnp.asarray(scores),
+    step_sparsity=TARGET,
+    drop_away_prob=P_AWAY,
+    drop_back_prob=Q_BACK,
+    drop_back_scale="pruned",
+    drop_away="importance",
+    back_evidence=jnp.asarray(evidence),
+    temperature=1.0,
+  )
+  np.testing.assert_array_equal(np.asarray(new), run[1.0][5])
+  assert int(info.pool_size) == POOL
+  assert not np.array_equal(run[1.0][5], run[1.0][6])  # another key, another mask
+
+
+def test_saliency_scores_and_grad_callables():
+  rng = np.random.default_rng(5)
+  w = rng.normal(size=(6, 7)).astype(np.float32)
+  g = rng.normal(size=(6, 7)).astype(np.float32)
+  key = jax.random.PRNGKey(0)
+  got = importance.compute(
+    importance.get_importance("saliency"), jnp.asarray(w), key, jnp.asarray(g)
+  )
+  np.testing.assert_array_equal(np.asarray(got), np.abs(w * g))
+  g[0, 0] = np.nan  # a NaN gradient counts as most important, as a non-finite weight does
+  got = importance.saliency(jnp.asarray(w), key, grad=jnp.asarray(g))
+  assert float(got[0, 0]) == np.inf
+  # A user callable (param, key) keeps working; one with a grad parameter receives it.
+  assert not importance.uses_grad(lambda param, key: param)
+  assert importance.uses_grad(lambda param, key, grad: grad)
+  got = importance.compute(lambda param, key, *, grad: grad * 2, jnp.asarray(w), key, jnp.ones(1))
+  np.testing.assert_array_equal(np.asarray(got), [2.0])
+  with pytest.raises(ValueError, match="needs the gradient"):
+    importance.compute(importance.saliency, jnp.asarray(w), key)
+
+
+def test_saliency_prunes_the_lowest_w_times_g_not_the_lowest_w():
+  # A baseline with importance="saliency": the exact step at count 0 (end_step=0) prunes
+  # the 0.3 * 120 = 36 lowest |w g|; sgd(0) leaves w as it is.
+  rng = np.random.default_rng(6)
+  w = rng.normal(size=(12, 10)).astype(np.float32)
+  g = rng.normal(size=(12, 10)).astype(np.float32)
+  tx = dp.gradual_magnitude_pruning(
+    optax.sgd(0.0), target_sparsity=0.3, end_step=0, importance="saliency"
+  )
+  params = {"w": jnp.asarray(w)}
+  _, state = jax.jit(make_step(tx))(params, tx.init(params), {"w": jnp.asarray(g)})
+  mask = np.asarray(dp.get_masks(state)["w"])
+  lowest = {}
+  for name, score in (("saliency", np.abs(w * g)), ("magnitude", np.abs(w))):
+    lowest[name] = np.ones(w.size, bool)
+    lowest[name][np.argsort(score.reshape(-1), kind="stable")[:36]] = False
+    lowest[name] = lowest[name].reshape(w.shape)
+  np.testing.assert_array_equal(mask, lowest["saliency"])
+  assert (mask != lowest["magnitude"]).sum() > 10
+
+
+@pytest.mark.parametrize(
+  "kwargs,message",
+  [
+    (dict(drop_away="weighted"), "drop_away='weighted'"),
+    (dict(drop_back="importance"), "drop_back='importance'"),
+    (dict(drop_back="stash"), "drop_back='stash'"),
+    (dict(drop_away="importance", temperature=0.0), "temperature=0.0"),
+    (dict(drop_back="gradient", temperature=-1.0), "temperature=-1.0"),
+    (dict(drop_back="gradient", temperature=float("nan")), "temperature=nan"),
+    (dict(drop_away="importance", temperature="hot"), "temperature='hot'"),
+    (dict(temperature=2.0), "temperature=2.0 has no effect"),
+    (dict(importance="salience"), "importance='salience'"),
+  ],
+)
+def test_invalid_drop_rules_are_refused_at_construction(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.9, end_step=1000, update_every=50, **kwargs)
+
+
+def test_unreachable_schedules_are_refused_with_the_weighted_rules_as_without():
+  # The weighted rules change which weights drop, not how many: the same check applies.
+  common = dict(target_sparsity=0.8, begin_step=2, end_step=14, update_every=3)
+  for kwargs in (dict(), dict(drop_away="importance", drop_back="gradient")):
+    with pytest.raises(ValueError, match="cannot follow the sparsity schedule"):
+      dp.drop_pruning(optax.sgd(0.1), **common, **kwargs)
+
+
+# End to end: a small model, every new option at once; per leaf and one global pool.
+STEPS = 22
+WEIGHTED = dict(
+  target_sparsity=0.8,
+  begin_step=2,
+  end_step=20,
+  update_every=3,
+  seed=3,
+  drop_back_prob=0.1,
+  drop_away="importance",
+  drop_back="gradient",
+  temperature=0.5,
+  importance="saliency",
+)
+
+
+def _params():
+  k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+  return {
+    "a": {"kernel": jax.random.normal(k1, (30, 20)), "bias": jnp.zeros(20)},
+    "b": {"kernel": jax.random.normal(k2, (20, 5))},
+  }
+
+
+def _train(tx, step=None):
+  """Masks and statistics after every step, from host-made gradients."""
+  params = _params()
+  state = tx.init(params)
+  step = step or jax.jit(make_step(tx))
+  masks, stats = [], []
+  for t in range(STEPS):
+    params, state = step(params, state, random_grads(params, t))
+    masks.append(jax.tree.map(np.asarray, dp.get_masks(state)))
+    stats.append(dp.get_stats(state))
+  return masks, stats, step
+
+
+@pytest.fixture(scope="module")
+def per_leaf_run():
+  tx = dp.drop_pruning(optax.sgd(0.05, momentum=0.9), **WEIGHTED)
+  return (tx, *_train(tx))
+
+
+def test_per_leaf_final_sparsity_is_exact_and_the_run_repeats(per_leaf_run):
+  tx, masks, stats, step = per_leaf_run
+  final = masks[-1]
+  assert (~final["a"]["kernel"]).sum() == round(0.8 * 600)
+  assert (~final["b"]["kernel"]).sum() == round(0.8 * 100)
+  assert sum(int(s.dropped_back) for s in stats) > 0  # the gradient drop back revived some
+  assert max(float(s.shortfall) for s in stats) == 0.0
+  again, _, _ = _train(tx, step)  # same seed, same masks at every step
+  for a, b in zip(masks, again):
+    chex.assert_trees_all_equal(a, b)
+
+
+def test_global_final_sparsity_is_exact():
+  tx = dp.drop_pruning(optax.sgd(0.05, momentum=0.9), sparsity_distribution="global", **WEIGHTED)
+  masks, stats, _ = _train(tx)
+  final = masks[-1]
+  assert (~final["a"]["kernel"]).sum() + (~final["b"]["kernel"]).sum() == round(0.8 * 700)
+  assert final["a"]["kernel"].sum() >= 1 and final["b"]["kernel"].sum() >= 1
+  assert sum(int(s.dropped_back) for s in stats) > 0
+
+
+@pytest.mark.skipif(jax.local_device_count() < 2, reason="needs 2 (simulated) devices")
+def test_sharded_global_pool_equals_one_device():
+  # _global_update_sharded (leaves in their shapes, the "arrays" layout) against the flat
+  # pool, for one stochastic step with every new option.
+  from jax.sharding import AxisType, NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  global_plan = plan.DropPlan.create(
+    target_sparsity=0.8,
+    end_step=20,
+    drop_away_prob=0.5,
+    drop_back_prob=0.1,
+    begin_step=2,
+    update_every=3,
+    seed=0,
+    initial_sparsity=0.0,
+    sparsity_schedule=None,
+    drop_back_scale="active",
+    regrow_init="zero",
+    importance="saliency",
+    sparsity_distribution="global",
+    drop_away="importance",
+    drop_back="gradient",
+    temperature=0.5,
+  )
+  rng = np.random.default_rng(7)
+  shapes = [(64, 48), (48, 16)]
+  params = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes]
+  grads = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes]
+  masks = [jnp.asarray(rng.random(s) < 0.6) for s in shapes]
+
+  @jax.jit
+  def update(params, masks, grads):
+    key = jax.random.PRNGKey(3)
+    return drop.global_update(
+      global_plan, key, 8, params, masks, ["a", "b"], grads, final_step=False
+    )
+
+  reference = update(params, masks, grads)
+  mesh = jax.make_mesh((2,), ("data",), axis_types=(AxisType.Explicit,))
+  shard = lambda xs: [jax.device_put(x, NamedSharding(mesh, P("data"))) for x in xs]  # noqa: E731
+  with jax.set_mesh(mesh):
+    sharded = update(shard(params), shard(masks), shard(grads))
+  for new, old, ref in zip(sharded.masks, masks, reference.masks):
+    np.testing.assert_array_equal(np.asarray(new), np.asarray(ref))
+    assert 50 < (np.asarray(new) != np.asarray(old)).sum()  # the step changed the mask
+
+
+@pytest.mark.skipif(jax.local_device_count() < 2, reason="needs 2 (simulated) devices")
+def test_pmap_replicas_identical_and_equal_to_one_device(per_leaf_run):
+  tx, one_device, _, _ = per_leaf_run
+  devices = jax.local_devices()[:2]
+
+  @functools.partial(jax.pmap, axis_name="batch")
+  def pmap_step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  params = flax.jax_utils.replicate(_params(), devices)
+  state = flax.jax_utils.replicate(tx.init(_params()), devices)
+  for t in range(STEPS):
+    grads = flax.jax_utils.replicate(random_grads(_params(), t), devices)
+    params, state = pmap_step(params, state, grads)
+    jax.block_until_ready(params)  # simulated-CPU collectives stall when steps queue up
+    replicas = [jax.tree.map(lambda m, i=i: np.asarray(m[i]), state.masks) for i in range(2)]
+    chex.assert_trees_all_equal(replicas[0], replicas[1])
+    chex.assert_trees_all_equal(replicas[0], one_device[t])
