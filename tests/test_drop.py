@@ -162,9 +162,13 @@ def test_drop_step_records_shortfall_when_clip_binds():
   assert int(jnp.sum(new)) >= 1
 
 
+# One compiled step per size: the probabilities, target and draws are traced arguments.
+_drop_step_jit = jax.jit(dp.drop_step, static_argnames="drop_back_scale")
+
+
 @settings(deadline=None, max_examples=30)
 @given(
-  n=st.integers(min_value=1, max_value=300),
+  n=st.sampled_from([1, 2, 17, 300]),
   active_fraction=st.floats(min_value=0.0, max_value=1.0),
   target=st.floats(min_value=0.0, max_value=0.99),
   p=st.floats(min_value=0.01, max_value=1.0),
@@ -175,7 +179,7 @@ def test_drop_step_invariants(n, active_fraction, target, p, q, seed):
   rng = np.random.default_rng(seed)
   mask = jnp.asarray(rng.random(n) < active_fraction)
   scores = jnp.asarray(rng.random(n), jnp.float32)
-  new, info = dp.drop_step(
+  new, info = _drop_step_jit(
     jax.random.PRNGKey(seed),
     mask,
     scores,
@@ -213,22 +217,26 @@ class DropStepVariantsTest(chex.TestCase):
     self.assertFalse(bool(jnp.all(step(jax.random.PRNGKey(8)) == reference)))
 
 
-@settings(deadline=None, max_examples=10)  # each example compiles
-@given(
-  sizes=st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=5),
-  seed=st.integers(min_value=0, max_value=2**31 - 1),
+# Sizes from 1 up, one compiled selection for all of them; the counts are traced.
+_MANY_SIZES = (1, 2, 7, 64, 200)
+_lowest_many_jit = jax.jit(
+  lambda masks, scores, ks: selection.lowest_scores_many(
+    masks, scores, [ks[i] for i in range(len(masks))], pruned_first=False
+  )
 )
-def test_one_selection_loop_for_many_arrays_equals_numpy_lexsort(sizes, seed):
+
+
+@settings(deadline=None, max_examples=30)
+@given(seed=st.integers(min_value=0, max_value=2**31 - 1))
+def test_one_selection_loop_for_many_arrays_equals_numpy_lexsort(seed):
   # select_lowest_many gives each array its own exact threshold, as if selected
   # alone: the k lowest eligible scores, ties to the lowest index (np.lexsort order).
   rng = np.random.default_rng(seed)
-  masks = [rng.random(n) < rng.random() for n in sizes]
+  masks = [rng.random(n) < rng.random() for n in _MANY_SIZES]
   # Few distinct values, so that ties at the threshold happen.
-  scores = [rng.integers(0, 5, n).astype(np.float32) for n in sizes]
-  ks = [int(rng.integers(0, n + 2)) for n in sizes]
-  selected = selection.lowest_scores_many(
-    [jnp.asarray(m) for m in masks], [jnp.asarray(s) for s in scores], ks, pruned_first=False
-  )
+  scores = [rng.integers(0, 5, n).astype(np.float32) for n in _MANY_SIZES]
+  ks = [int(rng.integers(0, n + 2)) for n in _MANY_SIZES]
+  selected = _lowest_many_jit(masks, scores, jnp.asarray(ks, jnp.int32))
   for mask, score, k, sel in zip(masks, scores, ks, selected):
     order = np.lexsort((np.arange(mask.size), score, ~mask))
     expected = np.zeros(mask.size, bool)
