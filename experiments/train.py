@@ -53,8 +53,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import droppruning_jax as dp
+from droppruning_jax import importance as importance_lib
 from droppruning_jax import masks as masks_lib
 from droppruning_jax import models, skeleton
+from droppruning_jax import plan as plan_lib
 from experiments import data as data_lib
 from experiments import report
 
@@ -75,6 +77,13 @@ METHODS = (
 # the topology changes every update_every steps until prune_end_epoch.
 DYNAMIC_SPARSE_METHODS = ("rigl", "set")
 DROP_FRACTION_DECAYS = ("cosine", "constant")
+# config.importance: the library's names; the methods built on drop_pruning take it
+# ("random" is itself random importance).
+IMPORTANCES = tuple(importance_lib.IMPORTANCE_FUNCTIONS)
+IMPORTANCE_METHODS = ("drop", "gradual", "drop_away_only", "drop_back_only")
+# The weighted drop rules (config.drop_away / drop_back / temperature): method="drop".
+DROP_AWAY_RULES = plan_lib.DROP_AWAY_RULES
+DROP_BACK_RULES = plan_lib.DROP_BACK_RULES
 OPTIMIZERS = ("sgd", "adam")
 MODEL_APIS = ("linen", "nnx")
 PARALLEL_MODES = ("pmap", "jit")
@@ -358,6 +367,29 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"sparsity_distribution={config.sparsity_distribution!r} is not one of "
         f"{SPARSITY_DISTRIBUTIONS}."
       )
+    if config.importance not in IMPORTANCES:
+      fail(f"importance={config.importance!r} is not one of {IMPORTANCES}.")
+    if config.importance != "magnitude" and config.method not in IMPORTANCE_METHODS:
+      fail(
+        f"importance={config.importance!r} applies to the methods {IMPORTANCE_METHODS}, "
+        f"not method={config.method!r}."
+      )
+    if config.drop_away not in DROP_AWAY_RULES:
+      fail(f"drop_away={config.drop_away!r} is not one of {DROP_AWAY_RULES}.")
+    if config.drop_back not in DROP_BACK_RULES:
+      fail(f"drop_back={config.drop_back!r} is not one of {DROP_BACK_RULES}.")
+    weighted = config.drop_away != "uniform" or config.drop_back != "uniform"
+    if weighted and config.method != "drop":
+      name = "drop_away" if config.drop_away != "uniform" else "drop_back"
+      fail(f"{name}={config[name]!r} applies to method='drop', not method={config.method!r}.")
+    if config.temperature is not None:
+      if not is_number(config.temperature) or config.temperature <= 0:
+        fail(f"temperature={config.temperature!r} must be unset or a finite number > 0.")
+      if not weighted:
+        fail(
+          f"temperature={config.temperature!r} has no effect with drop_away='uniform' and "
+          "drop_back='uniform'; it weights drop_away='importance' or drop_back='gradient'."
+        )
   if config.method in DYNAMIC_SPARSE_METHODS:
     if config.target_sparsity == 0:
       fail(
@@ -716,6 +748,8 @@ def make_optimizer(
   if config.drop_anneal == "cosine":
     away = dp.cosine_anneal(away, 1.0, begin, end)
     back = dp.cosine_anneal(back, 0.0, begin, end)
+  if config.method in IMPORTANCE_METHODS:
+    common["importance"] = config.importance
   if config.method == "drop":
     return dp.drop_pruning(
       inner,
@@ -723,6 +757,9 @@ def make_optimizer(
       drop_back_prob=back,
       drop_back_scale=config.drop_back_scale,
       regrow_init=config.regrow_init,
+      drop_away=config.drop_away,
+      drop_back=config.drop_back,
+      temperature=config.temperature,
       **common,
     )
   if config.method == "gradual":

@@ -1,6 +1,8 @@
-"""The experiment runner's dynamic sparse methods (``method="rigl"`` / ``"set"``): tiny
-runs end at the exact per-layer target with a changed topology, the loop's set of mask
-steps is the library's, and bad values are refused before anything is written."""
+"""The experiment runner's newer methods: RigL and SET (``method="rigl"`` / ``"set"``)
+and the importance-weighted drop (``drop_away``, ``drop_back``, ``temperature``,
+``importance``). Tiny runs end at the exact per-layer target with a changed topology, the
+config reaches the library's arguments, the loop's set of mask steps is the library's,
+and bad values are refused before anything is written."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import math
 import jax.numpy as jnp
 import pytest
 
+import droppruning_jax as dp
 from droppruning_jax import dynamic_sparse
 from experiments import report, train
 from experiments.configs import default
@@ -59,6 +62,73 @@ def test_dynamic_sparse_run_is_exact_and_changes_its_topology(method, idx_dir, f
     assert away >= sum(ks) - len(ks) - mean_regrown - 6 * math.sqrt(mean_regrown)
 
 
+def test_importance_weighted_drop_run_is_exact(idx_dir, finished_run):
+  config = helpers.idx_config(
+    idx_dir,
+    method="drop",
+    target_sparsity=TARGET,
+    drop_away="importance",
+    drop_back="gradient",
+    temperature=0.5,
+    importance="saliency",
+  )
+  summary, workdir = finished_run(config)
+  helpers.assert_exact_final_sparsity(summary, workdir, TARGET)
+  (line,) = report.read_metrics(workdir)
+  # From all-active masks the pruned weights are those that left minus those that came
+  # back; q = 0.1 > 0 revives weights in expectation at every step but the last.
+  pruned = sum(round(math.prod(shape) * TARGET) for shape in LENET300_KERNELS)
+  assert line["dropped_back"] > 0
+  assert line["dropped_away"] - line["dropped_back"] == pruned
+
+
+@pytest.mark.parametrize(
+  "overrides,function,expected",
+  [
+    (
+      dict(method="drop", drop_away="importance", drop_back="gradient", temperature=2.0),
+      "drop_pruning",
+      dict(drop_away="importance", drop_back="gradient", temperature=2.0, importance="magnitude"),
+    ),
+    (
+      dict(method="drop"),
+      "drop_pruning",
+      dict(drop_away="uniform", drop_back="uniform", temperature=None, importance="magnitude"),
+    ),
+    (
+      dict(method="gradual", importance="saliency"),
+      "gradual_magnitude_pruning",
+      dict(importance="saliency"),
+    ),
+    (
+      dict(method="drop_away_only", importance="random"),
+      "drop_away_only",
+      dict(importance="random"),
+    ),
+    (
+      dict(method="rigl", drop_fraction=0.5, drop_fraction_decay="constant"),
+      "rigl",
+      dict(drop_fraction=0.5, drop_fraction_decay="constant", end_step=15, update_every=1),
+    ),
+    (
+      dict(method="set", sparsity_distribution="erk"),
+      "set_pruning",
+      dict(sparsity_distribution="erk"),
+    ),
+  ],
+)
+def test_config_fields_reach_the_library(overrides, function, expected, monkeypatch, tmp_path):
+  # The transformation's factory is replaced by a recorder: which arguments the runner
+  # passes, without building anything.
+  calls = []
+  monkeypatch.setattr(dp, function, lambda inner, **kwargs: calls.append(kwargs))
+  config = helpers.idx_config(tmp_path, **overrides)
+  train.validate_config(config)
+  train.make_optimizer(config, 16, params=None)
+  (kwargs,) = calls
+  assert {name: kwargs[name] for name in expected} == expected
+
+
 @pytest.mark.parametrize("every,end_epoch", [(1, 1.0), (3, 1.0), (4, 0.5), (5, 1.0)])
 def test_pruning_step_set_is_the_topology_update_schedule(idx_dir, every, end_epoch):
   # The loop compiles the mask update into exactly these steps: every step where the
@@ -90,6 +160,15 @@ def test_pruning_step_set_is_the_topology_update_schedule(idx_dir, every, end_ep
     (dict(method="set", target_sparsity=0.0), "target_sparsity=0.0"),
     (dict(method="rigl", prune_begin_epoch=0.0, prune_end_epoch=0.0), "prune_end_epoch=0.0"),
     (dict(method="RigL"), "method='RigL'"),
+    (dict(importance="snip"), "importance='snip'"),
+    (dict(method="rigl", importance="saliency"), "importance='saliency' applies to"),
+    (dict(method="random", drop_back="gradient"), "drop_back='gradient' applies to"),
+    (dict(method="gradual", drop_away="importance"), "drop_away='importance' applies to"),
+    (dict(drop_away="weighted"), "drop_away='weighted'"),
+    (dict(drop_back="stash"), "drop_back='stash'"),
+    (dict(drop_away="importance", temperature=0.0), "temperature=0.0"),
+    (dict(drop_back="gradient", temperature=float("nan")), "temperature=nan"),
+    (dict(temperature=2.0), "temperature=2.0 has no effect"),
   ],
 )
 def test_bad_values_are_refused_before_anything_is_written(overrides, message, tmp_path):

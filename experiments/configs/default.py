@@ -87,6 +87,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.drop_back_scale = "active"
   # "zero" or "restore": the value a revived weight starts from.
   config.regrow_init = "zero"
+  # method="drop": which pool members drop away, "uniform" (each with p) or "importance"
+  # (the less important more often: min(1, lam exp(-z / temperature)), z the importance
+  # standardised over the pool, lam keeping p c expected removals), and which pruned
+  # weights drop back, "uniform" or "gradient" (larger dense |gradient| more often, the
+  # same expected count). See docs/algorithm.md, "Drop probabilities from importance".
+  config.drop_away = "uniform"
+  config.drop_back = "uniform"
+  # T > 0 of those weighted rules (-> inf: uniform; -> 0: strictly by score); unset = the
+  # library's 1.0. Only with drop_away="importance" or drop_back="gradient".
+  config.temperature = config_dict.placeholder(float)
+  # What ranks the weights for the pool and the exact last step of "drop", "gradual",
+  # "drop_away_only" and "drop_back_only": "magnitude" (|w|), "random" or "saliency"
+  # (|w g|, g the step's dense gradient).
+  config.importance = "magnitude"
   # "uniform", "global" or "erk".
   config.sparsity_distribution = "uniform"
   # Keep the masks in the optimizer state as bits (1/8 of the bytes; identical

@@ -1,4 +1,5 @@
-"""LeNet-300-100 on Fashion-MNIST: gradual and Drop Pruning against RigL and SET.
+"""LeNet-300-100 on Fashion-MNIST: gradual and Drop Pruning (uniform and importance-weighted
+drops) against RigL and SET.
 
 Every method gets the same training budget, the shared LeNet protocol
 (``FASHION_MNIST_PROTOCOL``): 20 epochs of SGD, masks changing every 100 steps until
@@ -21,13 +22,17 @@ Cells:
   the study report's reference.
 * ``drop_cosine``: the recommended cosine-annealed drop of docs/results.md (p 0.25 -> 1,
   q 0.2 -> 0), global.
+* ``drop_weighted``: the same annealed p and q with importance-weighted drops
+  (``drop_away="importance"``: less important pool members leave more often;
+  ``drop_back="gradient"``: pruned weights of larger dense gradient return more often;
+  temperature 1, magnitude importance), global.
 * ``rigl``, ``set``: drop fraction 0.3, cosine-decayed to 0 at epoch 14, per layer.
 * ``gradual_uniform``: gradual with per-layer targets.
 
 Expected cost (not timed for this grid): the LeNet-300-100 runs of the same protocol took
-about 25-30 s each on the 2-core CPU of docs/results.md (``lenet300_fmnist``: 75 runs in
-36.9 min; ``lenet300_fmnist_annealed``: 12 in 4.8 min), so this grid's 30 runs take
-about 15 min there; RigL and SET add two O(n) selections per update to 54 of the 7,800
+about 25-30 s each on the CPU of docs/results.md (``lenet300_fmnist``: 75 runs in
+36.9 min; ``lenet300_fmnist_annealed``: 12 in 4.8 min), so this grid's 36 runs take
+about 15-18 min there; RigL and SET add two O(n) selections per update to 54 of the 7,800
 steps.
 """
 
@@ -35,12 +40,17 @@ from experiments.studies import FASHION_MNIST_PROTOCOL
 
 TARGETS = (0.98, 0.99)
 ANNEALED_DROP = {"drop_away_prob": 0.25, "drop_back_prob": 0.2, "drop_anneal": "cosine"}
+WEIGHTED_DROP = {"drop_away": "importance", "drop_back": "gradient"}
 
 
 def get_study() -> dict:
   series = [
     ("gradual", {"method": "gradual", "sparsity_distribution": "global"}),
     ("drop_cosine", {"method": "drop", "sparsity_distribution": "global", **ANNEALED_DROP}),
+    (
+      "drop_weighted",
+      {"method": "drop", "sparsity_distribution": "global", **ANNEALED_DROP, **WEIGHTED_DROP},
+    ),
     ("rigl", {"method": "rigl", "sparsity_distribution": "uniform"}),
     ("set", {"method": "set", "sparsity_distribution": "uniform"}),
     ("gradual_uniform", {"method": "gradual", "sparsity_distribution": "uniform"}),
