@@ -8,28 +8,20 @@ hand-written summaries whose validation and test errors disagree.
 
 from __future__ import annotations
 
-import gzip
 import json
-import struct
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 
 from experiments import data as data_lib
 from experiments import report, results_tables, train
 from experiments import study as study_lib
 from experiments.configs import default
+from tests import helpers
 
 NUM_TRAIN, NUM_TEST, HELD_OUT = 96, 32, 32
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-  path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +35,8 @@ def idx_dir(tmp_path_factory) -> Path:
     images = rng.integers(0, 100, size=(count, 28, 28)) + 15 * labels[:, None, None]
     images[:, 0, 0] = np.arange(count)
     images_name, labels_name = data_lib.IDX_FILENAMES[split]
-    _write_idx(folder / f"{images_name}.gz", images)
-    _write_idx(folder / f"{labels_name}.gz", labels)
+    helpers.write_idx(folder / f"{images_name}.gz", images)
+    helpers.write_idx(folder / f"{labels_name}.gz", labels)
   return folder
 
 
@@ -66,25 +58,6 @@ def _config(idx_dir: Path | None, **overrides):
   for name, value in {**fields, **overrides}.items():
     config[name] = value
   return config
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """A persistent compilation cache: the runs here share their shapes (batches of 16,
-  the same model), so only the first compiles. Results are the same without it."""
-  fields = {
-    "jax_compilation_cache_dir": str(tmp_path_factory.mktemp("jax-cache")),
-    "jax_persistent_cache_min_compile_time_secs": 0,
-    "jax_persistent_cache_min_entry_size_bytes": 0,
-  }
-  saved = {name: getattr(jax.config, name) for name in fields}
-  jax_compilation_cache.reset_cache()  # JAX decides once per process whether to cache
-  for name, value in fields.items():
-    jax.config.update(name, value)
-  yield
-  for name, value in saved.items():
-    jax.config.update(name, value)
-  jax_compilation_cache.reset_cache()
 
 
 def _indices(images: np.ndarray) -> list[int]:
