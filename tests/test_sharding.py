@@ -212,8 +212,10 @@ def _worker() -> dict:
       )
 
   # Compiled update of FSDP-sharded kernels: no all-gather.
+  # (Auto axes without set_mesh take the single-device path: docs/scale.md, measured by
+  # benchmarks/sharding_hlo.py.)
   hlo_cases = [("explicit", "uniform", False), ("explicit", "global", True)]
-  hlo_cases += [("auto", "uniform", False), ("auto", "global", True)]
+  hlo_cases += [("auto", "global", True)]
   for axes, distribution, set_mesh in hlo_cases:
     mesh = meshes[axes]
     tx = _tx(distribution, True)
@@ -289,10 +291,8 @@ def test_issue_snippet_runs_and_matches_single_device(report):
 
 
 def test_compiled_sharded_update_has_no_all_gather(report):
-  assert len(report["hlo"]) == 4
+  assert len(report["hlo"]) == 3
   for case in report["hlo"]:
-    if case["case"] == "uniform auto set_mesh=False":
-      continue  # not visible at trace time: the single-device path (docs/scale.md)
     assert case["all_gather"] == 0, case
     assert case["all_reduce"] > 0, case  # the bisection counts really are sharded
 
