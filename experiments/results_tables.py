@@ -54,6 +54,12 @@ LABELS = {
   "han": "han (5 cycles)",
   "random": "random",
   "drop_cosine": "drop, cosine-annealed (p 0.25→1, q 0.2→0)",
+  "drop_weighted": "drop, cosine-annealed, importance-weighted (away: importance, back: gradient)",
+  "gradual_uniform": "gradual, per-layer targets",
+  "rigl": "RigL, per-layer targets (uniform)",
+  "rigl_erk": "RigL, per-layer targets (ERK)",
+  "set": "SET, per-layer targets (uniform)",
+  "set_erk": "SET, per-layer targets (ERK)",
 }
 REFERENCE = "gradual"
 TOLERANCE_POINTS = 0.5

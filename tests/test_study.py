@@ -308,3 +308,19 @@ def test_results_tests_marker_gives_exact_permutation_p_values(tmp_path):
   )
   with pytest.raises(ValueError, match="STUDY:SERIES:FIRST"):
     results_tables.fill("<!-- tests:seeds:drop_cosine -->\n<!-- /table -->\n", tmp_path)
+
+
+def test_the_lenet300_recipe_is_the_study_cell_it_was_chosen_from():
+  """configs/lenet300.py ships the study cell chosen on validation (docs/results.md): the
+  same config but the dataset, so the Fashion-MNIST numbers quoted for it are its own."""
+  from experiments.configs import lenet300
+
+  study = study_lib.load_module("experiments/studies/lenet300_fmnist_methods.py").get_study()
+  cell = next(c for c in study_lib.study_cells(study) if c["run"] == "drop_weighted_t0.99_seed0")
+  chosen = study_lib.make_config(study, cell, None).to_dict()
+  recipe = lenet300.get_config().to_dict()
+  assert set(chosen) == set(recipe)
+  assert {k: (chosen[k], recipe[k]) for k in chosen if chosen[k] != recipe[k]} == {
+    "dataset": ("fashion_mnist", "mnist"),
+    "progress": (False, True),
+  }

@@ -10,7 +10,7 @@ from experiments.studies import ALL_METHODS, FASHION_MNIST_PROTOCOL
 def get_study() -> dict:
   return {
     "name": "lenet300_fmnist",
-    "config": "experiments/configs/lenet300.py",
+    "config": "experiments/configs/lenet300_base.py",
     "overrides": FASHION_MNIST_PROTOCOL,
     "methods": ALL_METHODS,
     "targets": [0.9, 0.95, 0.98, 0.99],

@@ -13,7 +13,7 @@ from experiments.studies import FASHION_MNIST_PROTOCOL
 def get_study() -> dict:
   return {
     "name": "lenet300_fmnist_99_seeds",
-    "config": "experiments/configs/lenet300.py",
+    "config": "experiments/configs/lenet300_base.py",
     "overrides": FASHION_MNIST_PROTOCOL,
     "cells": [
       {"name": "gradual_t0.99", "method": "gradual", "target_sparsity": 0.99},

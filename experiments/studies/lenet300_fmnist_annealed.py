@@ -32,7 +32,7 @@ def get_study() -> dict:
   ]
   return {
     "name": "lenet300_fmnist_annealed",
-    "config": "experiments/configs/lenet300.py",
+    "config": "experiments/configs/lenet300_base.py",
     "overrides": FASHION_MNIST_PROTOCOL,
     "cells": cells,
     "seeds": [0, 1, 2],

@@ -10,7 +10,7 @@ from experiments.studies import FASHION_MNIST_PROTOCOL
 def get_study() -> dict:
   return {
     "name": "lenet300_fmnist_global",
-    "config": "experiments/configs/lenet300.py",
+    "config": "experiments/configs/lenet300_base.py",
     "overrides": {**FASHION_MNIST_PROTOCOL, "sparsity_distribution": "global"},
     "methods": ["gradual", "drop"],
     "targets": [0.95, 0.98, 0.99],

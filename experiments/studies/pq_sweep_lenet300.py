@@ -36,7 +36,7 @@ def get_study() -> dict:
   ]
   return {
     "name": "pq_sweep_lenet300",
-    "config": "experiments/configs/lenet300.py",
+    "config": "experiments/configs/lenet300_base.py",
     "overrides": FASHION_MNIST_PROTOCOL,
     "cells": cells,
     "seeds": [0, 1],
