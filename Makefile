@@ -18,8 +18,13 @@ install: $(STAMP)
 
 LINTED := droppruning_jax experiments benchmarks tests
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), one test file per process at a
+# time, so that each file's shared fixtures are built once; `make test TEST_WORKERS=auto`
+# uses every core.
+TEST_WORKERS ?= 2
+
 test: install lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile tests
 
 # One style (pyproject.toml [tool.ruff]); `make format` applies it.
 lint: install

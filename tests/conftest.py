@@ -6,7 +6,9 @@
   tests, runs or processes build alike (the experiment runs with the same shapes, a
   resumed run, the second process of a pair) compile once. Results are the same with
   or without it; a cache folder named in the environment is kept.
-* The fixtures shared by the experiment runner's test modules.
+* The fixtures shared by the experiment runner's test modules (with pytest-xdist, as
+  ``make test`` runs the suite, each worker process builds its own; the compilation cache
+  is set up once, by the first process, and inherited by the workers).
 """
 
 import atexit

@@ -29,7 +29,7 @@ def idx_dir(tmp_path) -> Path:
 def _study():
   return {
     "name": "tiny",
-    "config": "experiments/configs/lenet300.py",
+    "config": "experiments/configs/lenet300_base.py",
     "overrides": {
       "dataset": "mnist",
       "num_epochs": 1,

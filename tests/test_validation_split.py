@@ -233,7 +233,7 @@ GRID = {
 def _study():
   return {
     "name": "fake",
-    "config": "experiments/configs/lenet300.py",
+    "config": "experiments/configs/lenet300_base.py",
     "methods": ["dense", "gradual", "drop"],
     "targets": [0.9, 0.95],
     "seeds": [0],
