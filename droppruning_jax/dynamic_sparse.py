@@ -22,7 +22,6 @@ update, zero restart and moment reset of regrown weights are the shared skeleton
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Optional
 
@@ -30,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from droppruning_jax import checks, selection, skeleton
+from droppruning_jax import checks, schedules, selection, skeleton
 from droppruning_jax import distribution as distribution_lib
 from droppruning_jax import masks as masks_lib
 from droppruning_jax import plan as plan_lib
@@ -92,11 +91,11 @@ def random_regrowth(key, params, grads) -> list[jax.Array]:
 
 
 def drop_fraction_at(count, drop_fraction: float, end_step: int, decay: str) -> jax.Array:
-  """``d(t)``: ``drop_fraction`` (``"constant"``) or ``drop_fraction (1 + cos(pi t / end)) / 2``."""
+  """``d(t)``: ``drop_fraction`` (``"constant"``) or ``drop_fraction (1 + cos(pi t / end)) / 2``
+  (the library's cosine anneal from ``drop_fraction`` at 0 to 0 at ``end_step``)."""
   if decay == "constant":
     return jnp.asarray(drop_fraction, jnp.float32)
-  t = jnp.asarray(count, jnp.float32)
-  return jnp.float32(drop_fraction) * (1.0 + jnp.cos(jnp.float32(math.pi) * t / end_step)) / 2.0
+  return jnp.asarray(schedules.cosine_anneal(drop_fraction, 0.0, 0, end_step)(count), jnp.float32)
 
 
 def random_topology(
