@@ -66,10 +66,9 @@ def _indices(images: np.ndarray) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def finished(idx_dir, tmp_path_factory):
+def finished(idx_dir, finished_run):
   """One finished 1-epoch run with a 32-image validation split: ``(summary, workdir)``."""
-  workdir = tmp_path_factory.mktemp("run") / "run"
-  return train.train_and_evaluate(_config(idx_dir), workdir), workdir
+  return finished_run(_config(idx_dir))
 
 
 # --- the split ----------------------------------------------------------------------
