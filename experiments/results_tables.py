@@ -10,6 +10,9 @@ between markers and is rebuilt from ``docs/studies/<study>.json`` (written by
   <!-- tests:STUDY:SERIES:FIRST -->         SERIES against gradual, seed by seed: exact
                                             permutation tests on all seeds and on the seeds
                                             after the first FIRST (a replication)
+  <!-- plot:NET=STUDY+STUDY -->             error against compression on Fashion-MNIST
+                                            (docs/studies/error_vs_compression_NET.png)
+                                            beside the published MNIST points, quoted
   ...
   <!-- /table -->
 
@@ -35,6 +38,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -62,16 +66,35 @@ LABELS = {
   "set_erk": "SET, per-layer targets (ERK)",
 }
 REFERENCE = "gradual"
+# Published results on MNIST (test error %, compression = all / nonzero parameters), quoted
+# from the papers: Han et al. 2015 ("Learning both Weights and Connections"), DNS (Guo et
+# al. 2016, "Dynamic Network Surgery") and SparseVD (Molchanov et al. 2017, "Variational
+# Dropout Sparsifies Deep Neural Networks"). Another dataset than our studies': shown in a
+# panel and table of their own, as a reference, never compared with our numbers.
+PUBLISHED_MNIST = {
+  "LeNet-300-100": (
+    ("dense (Han et al. 2015)", 1.0, 1.64),
+    ("Han et al. 2015", 12.0, 1.59),
+    ("DNS (Guo et al. 2016)", 56.0, 1.99),
+    ("SparseVD (Molchanov et al. 2017)", 68.0, 1.92),
+  ),
+  "LeNet-5": (
+    ("dense (Han et al. 2015)", 1.0, 0.80),
+    ("Han et al. 2015", 12.0, 0.77),
+    ("DNS (Guo et al. 2016)", 108.0, 0.91),
+    ("SparseVD (Molchanov et al. 2017)", 280.0, 0.75),
+  ),
+}
 TOLERANCE_POINTS = 0.5
 VALIDATION, TEST = study_lib.VALIDATION, study_lib.TEST
 
 # A block: an opening marker on its own line, anything that is not another opening
 # marker, and the closing marker on its own line.
-OPENER = re.compile(r"^<!--\s*(table|diffs|within|tests):\s*(.*?)\s*-->[ \t]*$", re.MULTILINE)
+OPENER = re.compile(r"^<!--\s*(table|diffs|within|tests|plot):\s*(.*?)\s*-->[ \t]*$", re.MULTILINE)
 CLOSER = re.compile(r"^<!--\s*/table\s*-->[ \t]*$", re.MULTILINE)
 BLOCK = re.compile(
-  r"^<!--\s*(table|diffs|within|tests):\s*(.*?)\s*-->[ \t]*\n"
-  r"(?:(?!<!--\s*(?:table|diffs|within|tests):).)*?"
+  r"^<!--\s*(table|diffs|within|tests|plot):\s*(.*?)\s*-->[ \t]*\n"
+  r"(?:(?!<!--\s*(?:table|diffs|within|tests|plot):).)*?"
   r"^<!--\s*/table\s*-->[ \t]*$",
   re.DOTALL | re.MULTILINE,
 )
@@ -302,8 +325,77 @@ def tests_table(studies_dir: Path, spec: str) -> list[str]:
   return lines
 
 
-def fill(text: str, studies_dir: Path) -> str:
-  """``text`` with every marked block rebuilt from the JSON reports."""
+def plot_name(network: str) -> str:
+  """The file of a network's error-vs-compression figure (in the studies folder)."""
+  return "error_vs_compression_" + re.sub(r"[^a-z0-9]+", "-", network.lower()).strip("-") + ".png"
+
+
+def plot_block(studies_dir: Path, spec: str, results_dir: Path, write: bool) -> list[str]:
+  """``NET=STUDY+STUDY`` (one network): the figure's link and the published MNIST table.
+
+  The figure has the studies' error panels (validation and test, see
+  ``study.error_panels``) and a third panel with the published MNIST points; it is written
+  to ``studies_dir`` only when ``write`` (``--check`` compares text, not pixels).
+  """
+  networks = _networks(spec)
+  if len(networks) != 1:
+    raise ValueError(f"plot marker {spec!r} must name one network: 'NETWORK=study+study'.")
+  ((network, names),) = networks
+  if network not in PUBLISHED_MNIST:
+    raise ValueError(
+      f"plot marker {spec!r}: no published MNIST points for {network!r}; "
+      f"known: {sorted(PUBLISHED_MNIST)}."
+    )
+  rows = load_rows(studies_dir, names)
+  path = studies_dir / plot_name(network)
+  if write:
+    _draw_with_published(rows, network, path)
+  link = Path(os.path.relpath(path, results_dir)).as_posix()
+  lines = [
+    f"![{network}: Fashion-MNIST error against compression, published MNIST points beside]({link})",
+    "",
+    f"| {network}, published on MNIST (quoted; another dataset, not comparable) "
+    "| compression | test error % |",
+    "|---|---|---|",
+  ]
+  lines += [f"| {who} | {x:g}x | {err:.2f} |" for who, x, err in PUBLISHED_MNIST[network]]
+  return lines
+
+
+def _draw_with_published(rows: list[dict[str, Any]], network: str, path: Path) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  panels = study_lib.error_panels(rows)
+  if panels[0][0] == VALIDATION:
+    rows = [r for r in rows if study_lib.has_validation(r)]
+  fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5.6 * (len(panels) + 1), 4.4))
+  for ax, (split, label) in zip(axes, panels):
+    study_lib.draw_error_panel(ax, rows, split, label, f"{network}, Fashion-MNIST")
+  ax = axes[-1]
+  for who, x, err in PUBLISHED_MNIST[network]:
+    ax.plot([x], [err], "s" if x == 1.0 else "D", label=f"{who}: {err:.2f} % at {x:g}x")
+  ax.set_xscale("log")
+  ax.set_xlabel("compression (all params / nonzero params)")
+  ax.set_ylabel("test error (%), as published", fontsize=8)
+  ax.set_title(f"{network}, MNIST, published (quoted): not comparable", fontsize=9)
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def fill(
+  text: str, studies_dir: Path, results_dir: Path | None = None, write_plots: bool = False
+) -> str:
+  """``text`` with every marked block rebuilt from the JSON reports; figures are drawn
+  into ``studies_dir`` when ``write_plots`` (links are relative to ``results_dir``, by
+  default the studies folder's parent)."""
+  results_dir = studies_dir.parent if results_dir is None else results_dir
 
   def rebuild(match: re.Match) -> str:
     kind, spec = match.group(1), match.group(2).strip()
@@ -313,6 +405,8 @@ def fill(text: str, studies_dir: Path) -> str:
       body = diffs_table(studies_dir, spec)
     elif kind == "tests":
       body = tests_table(studies_dir, spec)
+    elif kind == "plot":
+      body = plot_block(studies_dir, spec, results_dir, write_plots)
     else:
       body = within_lines(studies_dir, spec)
     return f"<!-- {kind}:{spec} -->\n" + "\n".join(body) + "\n<!-- /table -->"
@@ -340,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   path = Path(args.results)
   text = path.read_text()
-  new = fill(text, Path(args.studies))
+  new = fill(text, Path(args.studies), path.parent, write_plots=not args.check)
   if args.check:
     if new != text:
       print(f"{path} is out of date: run python -m experiments.results_tables")

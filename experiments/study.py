@@ -321,6 +321,34 @@ def _series(row: dict[str, Any]) -> str:
   return row.get("series", row["method"])
 
 
+def error_panels(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+  """The (split, axis label) panels of an error-vs-compression plot: validation then
+  test for rows with a validation split, else test alone, titled as having none."""
+  if selection_split(rows) == VALIDATION:
+    return [
+      (VALIDATION, "validation error (%), held-out training images: choose on this"),
+      (TEST, "test error (%): reported, not chosen on"),
+    ]
+  return [(TEST, "test error (%), no validation split")]
+
+
+def draw_error_panel(ax, rows: list[dict[str, Any]], split: str, label: str, title: str) -> None:
+  """One panel: ``split`` error (mean ± std over seeds) against compression per series."""
+  for series in dict.fromkeys(_series(r) for r in rows):
+    points = sorted(
+      (r["compression"], *split_stats(r, split)) for r in rows if _series(r) == series
+    )
+    xs, ys, es = zip(*points)
+    style = "s" if series == "dense" else "o-"
+    ax.errorbar(xs, ys, yerr=es, fmt=style, capsize=3, label=series)
+  ax.set_xscale("log")
+  ax.set_xlabel("compression (all params / nonzero params)")
+  ax.set_ylabel(label, fontsize=8)
+  ax.set_title(f"{title}: {_SPLIT_WORDS[split]}")
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=8)
+
+
 def plot_error_vs_compression(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
   """Error against compression per series: a validation panel and a test panel for
   rows with a validation split (rows without are left out), else one test panel
@@ -330,30 +358,12 @@ def plot_error_vs_compression(rows: list[dict[str, Any]], path: Path, title: str
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  split = selection_split(rows)
-  if split == VALIDATION:
+  panels = error_panels(rows)
+  if panels[0][0] == VALIDATION:
     rows = [r for r in rows if has_validation(r)]
-    panels = [
-      (VALIDATION, "validation error (%), held-out training images: choose on this"),
-      (TEST, "test error (%): reported, not chosen on"),
-    ]
-  else:
-    panels = [(TEST, "test error (%), no validation split")]
   fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.2), squeeze=False)
   for ax, (panel_split, label) in zip(axes[0], panels):
-    for series in dict.fromkeys(_series(r) for r in rows):
-      points = sorted(
-        (r["compression"], *split_stats(r, panel_split)) for r in rows if _series(r) == series
-      )
-      xs, ys, es = zip(*points)
-      style = "s" if series == "dense" else "o-"
-      ax.errorbar(xs, ys, yerr=es, fmt=style, capsize=3, label=series)
-    ax.set_xscale("log")
-    ax.set_xlabel("compression (all params / nonzero params)")
-    ax.set_ylabel(label, fontsize=8)
-    ax.set_title(f"{title}: {_SPLIT_WORDS[panel_split]}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    draw_error_panel(ax, rows, panel_split, label, title)
   fig.tight_layout()
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=120)

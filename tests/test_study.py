@@ -324,3 +324,33 @@ def test_the_lenet300_recipe_is_the_study_cell_it_was_chosen_from():
     "dataset": ("fashion_mnist", "mnist"),
     "progress": (False, True),
   }
+
+
+def test_results_plot_marker_draws_the_studies_beside_the_published_points(tmp_path):
+  from experiments import results_tables
+
+  rows = [
+    _row("gradual", 0.9, [10.5, 10.7, 10.9], 9.9),
+    _row("gradual", 0.99, [12.0, 12.2, 12.4], 88.0),
+  ]
+  (tmp_path / "studies").mkdir()
+  (tmp_path / "studies" / "grid.json").write_text(json.dumps(rows))
+  marker = "<!-- plot:LeNet-5=grid -->\nold\n<!-- /table -->\n"
+  checked = results_tables.fill(marker, tmp_path / "studies")
+  figure = tmp_path / "studies" / "error_vs_compression_lenet-5.png"
+  assert not figure.exists()  # --check compares text and draws nothing
+  drawn = results_tables.fill(marker, tmp_path / "studies", tmp_path, write_plots=True)
+  assert drawn == checked and figure.read_bytes().startswith(b"\x89PNG")
+  assert "](studies/error_vs_compression_lenet-5.png)" in drawn
+  # Every published point is in the table, labelled as quoted and not comparable.
+  assert "published on MNIST (quoted; another dataset, not comparable)" in drawn
+  for who, x, err in results_tables.PUBLISHED_MNIST["LeNet-5"]:
+    assert f"| {who} | {x:g}x | {err:.2f} |" in drawn
+  assert "| DNS (Guo et al. 2016) | 108x | 0.91 |" in drawn
+  assert "old" not in drawn
+  with pytest.raises(ValueError, match="no published MNIST points for 'VGG'"):
+    results_tables.fill("<!-- plot:VGG=grid -->\n<!-- /table -->\n", tmp_path / "studies")
+  with pytest.raises(ValueError, match="must name one network"):
+    results_tables.fill(
+      "<!-- plot:LeNet-5=grid;LeNet-300-100=grid -->\n<!-- /table -->\n", tmp_path / "studies"
+    )
