@@ -281,10 +281,11 @@ def drop_leaves(
       ``"importance"``: member ``i`` leaves with probability ``min(1, lam exp(-z_i /
       T))``, ``z_i`` its score standardised over the pool, and ``sum_i = p c``: the same
       expected removals as ``"uniform"`` (:func:`weighted_probabilities`).
-    back_evidence: optional float arrays, one per mask (e.g. ``|gradient|``): a pruned
-      weight returns with probability ``min(1, lam exp(z_i / T))``, ``z_i`` its evidence
-      standardised over the pruned weights, and ``sum_i = q |P|``: the same expected
-      revivals as the uniform drop back. ``None``: every pruned weight returns with ``q``.
+    back_evidence: optional float arrays, one per mask (e.g. ``|gradient|`` or the
+      stashed magnitude): a pruned weight returns with probability ``min(1, lam exp(z_i /
+      T))``, ``z_i`` its evidence standardised over the pruned weights, and ``sum_i = q
+      |P|``: the same expected revivals as the uniform drop back. ``None``: every pruned
+      weight returns with ``q``.
     temperature: ``T > 0`` of the weighted rules.
 
   Returns:
@@ -415,20 +416,27 @@ def _scores(plan: plan_lib.DropPlan, key, params, grads) -> list[jax.Array]:
   ]
 
 
-def _evidence(plan: plan_lib.DropPlan, grads) -> Optional[list[jax.Array]]:
-  """Drop-back evidence per leaf (``|g|``; a non-finite gradient is no evidence), or ``None``."""
-  if plan.drop_back != "gradient":
+def _evidence(plan: plan_lib.DropPlan, grads, stash) -> Optional[list[jax.Array]]:
+  """Drop-back evidence per leaf, or ``None`` for the uniform drop back.
+
+  ``drop_back="gradient"``: ``|g|``, this step's dense gradient; ``"stash"``: ``|stash|``,
+  the magnitude a weight had when it was last pruned (``0`` for one that never had a
+  value when pruned: it has the least evidence). A non-finite value is no evidence (``0``).
+  """
+  if plan.drop_back == "uniform":
     return None
-  return [jnp.where(jnp.isfinite(g), jnp.abs(g.astype(jnp.float32)), 0.0) for g in grads]
+  values = grads if plan.drop_back == "gradient" else stash
+  return [jnp.where(jnp.isfinite(v), jnp.abs(v.astype(jnp.float32)), 0.0) for v in values]
 
 
-def _global_evidence(plan: plan_lib.DropPlan, masks, grads) -> Optional[list[jax.Array]]:
+def _global_evidence(plan: plan_lib.DropPlan, masks, grads, stash) -> Optional[list[jax.Array]]:
   """:func:`_evidence` divided per leaf by its mean over the leaf's pruned weights.
 
-  One global drop back compares gradients across layers, whose scales differ; as the
-  scores of the global pool are normalised per leaf, so is the evidence.
+  One global drop back compares gradients (or stashed magnitudes) across layers, whose
+  scales differ; as the scores of the global pool are normalised per leaf, so is the
+  evidence.
   """
-  evidence = _evidence(plan, grads)
+  evidence = _evidence(plan, grads, stash)
   if evidence is None:
     return None
   out = []
@@ -473,7 +481,7 @@ def _max_shortfall(infos) -> jax.Array:
 
 
 def per_leaf_update(
-  plan: plan_lib.DropPlan, key, count, params, masks, paths, grads, *, final_step: bool
+  plan: plan_lib.DropPlan, key, count, params, masks, paths, grads, stash, *, final_step: bool
 ) -> skeleton.LeafUpdate:
   """Every prunable leaf drops on its own, towards its scaled share of the schedule."""
   finals = plan.leaf_finals(paths, [m.shape for m in masks])
@@ -502,18 +510,20 @@ def per_leaf_update(
     drop_back_prob=q,
     drop_back_scale=plan.drop_back_scale,
     step_sparsities=[plan_lib.leaf_step_target(overall, f, plan.target_sparsity) for f in finals],
-    **_weighting(plan, _evidence(plan, grads)),
+    **_weighting(plan, _evidence(plan, grads, stash)),
   )
   return skeleton.LeafUpdate(new, _max_shortfall(infos))
 
 
 def global_update(
-  plan: plan_lib.DropPlan, key, count, params, masks, paths, grads, *, final_step: bool
+  plan: plan_lib.DropPlan, key, count, params, masks, paths, grads, stash, *, final_step: bool
 ) -> skeleton.LeafUpdate:
   """One pool over all prunable weights, scores normalised per leaf."""
   del paths  # one pool: no per-leaf targets
   if selection.is_sharded(*params, *masks):
-    return _global_update_sharded(plan, key, count, params, masks, grads, final_step=final_step)
+    return _global_update_sharded(
+      plan, key, count, params, masks, grads, stash, final_step=final_step
+    )
   score_keys = jax.random.split(jax.random.fold_in(key, 0), len(params))
   flat_scores, flat_masks, tops = [], [], []
   for param, mask, score_key, grad in zip(params, masks, score_keys, grads):
@@ -531,7 +541,7 @@ def global_update(
     flat_masks.append(flat_mask)
   all_scores, all_masks = jnp.concatenate(flat_scores), jnp.concatenate(flat_masks)
   protected = jnp.concatenate(tops)
-  evidence = _global_evidence(plan, masks, grads)
+  evidence = _global_evidence(plan, masks, grads, stash)
   if evidence is not None:
     evidence = [jnp.concatenate([e.reshape(-1) for e in evidence])]
   if final_step:
@@ -560,7 +570,7 @@ def global_update(
 
 
 def _global_update_sharded(
-  plan: plan_lib.DropPlan, key, count, params, masks, grads, *, final_step: bool
+  plan: plan_lib.DropPlan, key, count, params, masks, grads, stash, *, final_step: bool
 ) -> skeleton.LeafUpdate:
   """:func:`global_update` on sharded leaves, in their shapes: nothing is concatenated.
 
@@ -617,7 +627,7 @@ def _global_update_sharded(
   pools = selection.lowest_scores_groups([candidates], [all_scores], [c], pruned_first=False)[0]
   # The weighted rules of drop_leaves, with every leaf in one group.
   away_probs, back_probs = [p] * len(masks), [q] * len(masks)
-  evidence = _global_evidence(plan, masks, grads)
+  evidence = _global_evidence(plan, masks, grads, stash)
   groups, group_candidates, totals = [], [], []
   if plan.drop_away == "importance":
     groups, group_candidates, totals = [all_scores], [pools], [p * c]
@@ -707,12 +717,17 @@ def drop_pruning(
       probability. ``"gradient"``: weight ``i`` with probability ``min(1, lam exp(z_i /
       temperature))``, ``z_i`` its ``|gradient|`` (dense, this step's) standardised over
       the pruned weights, with the expected number revived of ``"uniform"``.
+      ``"stash"``: the same with ``z_i`` from the magnitude the weight had when it was
+      last pruned (keeps the stash in the state, as ``regrow_init="restore"`` does; a
+      weight never pruned by a mask update has ``0``, the least evidence).
     temperature: ``T > 0`` of the weighted rules (default 1.0), in units of the
       standard deviation of the scores: ``T -> inf`` gives the uniform rules, ``T -> 0``
-      drops the least important pool members (revives the largest gradients) first.
+      drops the least important pool members (revives the largest evidence) first.
     regrow_init: value of a revived weight: ``"zero"`` or ``"restore"`` (the value it
-      had when it was pruned; keeps a copy of the prunable params in the state). Its
-      optimizer moments are reset to zero either way.
+      had when it was pruned; keeps a copy of the prunable params in the state, the
+      stash). Its optimizer moments are reset to zero either way. With
+      ``drop_back="stash"`` and ``"zero"`` the stash is kept but revived weights restart
+      at 0.
     importance: ``"magnitude"`` (``|w|``), ``"random"``, ``"saliency"`` (``|w g|``
       with ``g`` this step's dense gradient), or a callable ``(param, key) -> scores``
       (low = unimportant); a callable with a ``grad`` parameter, ``(param, key, *,
@@ -776,5 +791,8 @@ def drop_policy(plan: plan_lib.DropPlan) -> skeleton.MaskPolicy:
       functools.partial(update, plan, final_step=True),
     ],
     check_leaves=plan.check_leaves,
-    keep_stash=plan.regrow_init == "restore",
+    # The stash is the evidence of drop_back="stash"; revived weights restart from it
+    # only with regrow_init="restore" (else at 0, as without a stash).
+    keep_stash=plan.regrow_init == "restore" or plan.drop_back == "stash",
+    regrow_from_stash=plan.regrow_init == "restore",
   )

@@ -198,7 +198,8 @@ def dynamic_sparse_policy(
   def check_leaves(paths, shapes):
     plan_lib.warn_rounding(paths, shapes, finals(paths, shapes))  # mappings raise here
 
-  def topology_update(key, count, params, masks, paths, grads):
+  def topology_update(key, count, params, masks, paths, grads, stash):
+    del stash  # None: the policy keeps no stash
     fraction = drop_fraction_at(count, drop_fraction, end_step, drop_fraction_decay)
     new = drop_and_regrow(masks, magnitude_keys(params), regrowth(key, params, grads), fraction)
     return skeleton.LeafUpdate(new, jnp.zeros((), jnp.float32))

@@ -157,16 +157,16 @@ def han_pruning(
       "quality", quality, 0.0, float("inf"), low_open=True, high_open=True
     )
 
-    def update(key, count, params, masks, paths, grads):
-      del key, count, paths, grads
+    def update(key, count, params, masks, paths, grads, stash):
+      del key, count, paths, grads, stash
       return skeleton.LeafUpdate(quality_masks(quality, params, masks), jnp.zeros((), jnp.float32))
 
     check_leaves = None
   else:
     rates = _check_layer_rates(layer_rates)
 
-    def update(key, count, params, masks, paths, grads):
-      del key, grads
+    def update(key, count, params, masks, paths, grads, stash):
+      del key, grads, stash
       cycle = jnp.argmax(count == step_array)
       leaf_rates = list(masks_lib.resolve_targets(paths, rates).values())
       return skeleton.LeafUpdate(

@@ -29,9 +29,10 @@ from droppruning_jax import importance as importance_lib
 DROP_BACK_SCALES = ("active", "pruned")
 REGROW_INITS = ("zero", "restore")
 # Which pool members drop away, and which pruned weights drop back: with equal
-# probability, or weighted by importance / by the gradient (see drop.weighted_probabilities).
+# probability, or weighted by importance / by the gradient or the magnitude a weight had
+# when it was pruned (see drop.weighted_probabilities).
 DROP_AWAY_RULES = ("uniform", "importance")
-DROP_BACK_RULES = ("uniform", "gradient")
+DROP_BACK_RULES = ("uniform", "gradient", "stash")
 # A shortfall this small is rounding noise, not an unreachable schedule.
 _REACHABILITY_TOLERANCE = 1e-6
 
@@ -285,18 +286,14 @@ def check_drop_rules(drop_away, drop_back, temperature) -> float:
   so the reachability check of the uniform rules holds for them unchanged.
   """
   checks.check_choice("drop_away", drop_away, DROP_AWAY_RULES)
-  if drop_back == "stash":
-    raise ValueError(
-      "drop_back='stash' is not available: the mask update does not receive the stash "
-      f"(the values of pruned weights); use one of {DROP_BACK_RULES}."
-    )
   checks.check_choice("drop_back", drop_back, DROP_BACK_RULES)
   if temperature is None:
     return 1.0
   if drop_away == "uniform" and drop_back == "uniform":
     raise ValueError(
       f"temperature={temperature!r} has no effect with drop_away='uniform' and "
-      "drop_back='uniform'; it weights drop_away='importance' or drop_back='gradient'."
+      "drop_back='uniform'; it weights drop_away='importance' or drop_back='gradient' "
+      "or 'stash'."
     )
   return checks.check_number(
     "temperature", temperature, 0.0, float("inf"), low_open=True, high_open=True

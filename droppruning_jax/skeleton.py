@@ -46,8 +46,10 @@ class PruningState(NamedTuple):
       ``packed_masks=True`` its prunable leaves are :class:`droppruning_jax.PackedMask`
       (read it with :func:`droppruning_jax.get_masks`, which unpacks).
     inner_state: state of the wrapped transformation.
-    stash: only with ``regrow_init="restore"``: for each prunable leaf, the value
-      every weight had when it was last pruned; ``None`` otherwise.
+    stash: only for a policy that keeps one (``drop_pruning`` with
+      ``regrow_init="restore"`` or ``drop_back="stash"``): for each prunable leaf, the
+      value every weight had when it was last pruned (``0`` for a weight never pruned by
+      a mask update); ``None`` otherwise.
     stats: :class:`droppruning_jax.PruningStats` of the most recent mask update.
   """
 
@@ -71,12 +73,13 @@ class LeafUpdate(NamedTuple):
   shortfall: jax.Array
 
 
-# (key, count, params, masks, paths, grads) -> LeafUpdate, with params, masks and grads
-# the flat lists of prunable leaves (params after this step's inner update, before
+# (key, count, params, masks, paths, grads, stash) -> LeafUpdate, with params, masks and
+# grads the flat lists of prunable leaves (params after this step's inner update, before
 # masking; grads the dense gradients of this step, before masking, so that a pruned
-# weight's gradient is there for gradient-based regrowth) and paths their static
-# "a/b/kernel" names.
-MaskUpdateFn = Callable[[jax.Array, jax.Array, list, list, list, list], LeafUpdate]
+# weight's gradient is there for gradient-based regrowth), paths their static
+# "a/b/kernel" names, and stash the flat list of stashed leaves before this update (the
+# value of every weight when it was last pruned), or None when the policy keeps no stash.
+MaskUpdateFn = Callable[[jax.Array, jax.Array, list, list, list, list, Optional[list]], LeafUpdate]
 
 
 class MaskPolicy(NamedTuple):
@@ -89,8 +92,10 @@ class MaskPolicy(NamedTuple):
     updates: the mask updates, each a pure :data:`MaskUpdateFn`.
     check_leaves: called at ``init`` with the prunable leaves' paths and shapes;
       raises ``ValueError`` (or warns) for settings that need the shapes.
-    keep_stash: keep, for every prunable weight, its value when it was last pruned;
-      revived weights restart from it instead of ``0``.
+    keep_stash: keep, for every prunable weight, its value when it was last pruned (the
+      state's ``stash``); the updates receive it.
+    regrow_from_stash: revived weights restart from their stashed value instead of ``0``
+      (needs ``keep_stash``).
   """
 
   seed: int
@@ -98,6 +103,7 @@ class MaskPolicy(NamedTuple):
   updates: Sequence[MaskUpdateFn]
   check_leaves: Optional[Callable[[list[str], list[tuple[int, ...]]], None]] = None
   keep_stash: bool = False
+  regrow_from_stash: bool = False
 
 
 def prunable_leaves(tree: PyTree, masks: PyTree) -> tuple[list[int], list]:
@@ -131,14 +137,14 @@ def _update_masks(
   index, params = prunable_leaves(candidate, masks)
   _, old = prunable_leaves(masks, masks)
   _, leaf_grads = prunable_leaves(grads, masks)
+  stashed = None if stash is None else prunable_leaves(stash, masks)[1]
   key = jax.random.fold_in(jax.random.PRNGKey(policy.seed), count)
   if index:
-    new, shortfall = fn(key, count, params, old, prunable_paths(masks), leaf_grads)
+    new, shortfall = fn(key, count, params, old, prunable_paths(masks), leaf_grads, stashed)
   else:
     new, shortfall = [], jnp.zeros((), jnp.float32)
   new_masks = replace_leaves(masks, index, new)
   if stash is not None:  # remember the value of every weight pruned now
-    _, stashed = prunable_leaves(stash, masks)
     kept = [jnp.where(o & ~n, c, s) for s, c, n, o in zip(stashed, params, new, old)]
     stash = replace_leaves(stash, index, kept)
   zero = jnp.zeros((), jnp.int32)
@@ -204,6 +210,8 @@ def pruning_transformation(
     and counts it in ``stats.skipped_updates``.
   """
   checks.check_bool("packed_masks", packed_masks)
+  if policy.regrow_from_stash and not policy.keep_stash:
+    raise ValueError(f"{name}: regrow_from_stash needs keep_stash (there is nothing to restore).")
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params: PyTree) -> PruningState:
@@ -267,7 +275,8 @@ def pruning_transformation(
       )
       inner_state = _reset_moments(inner, inner_state, new_masks, masks)
       stored_masks = masks_lib.pack_masks(new_masks) if packed_masks else new_masks
-    new_updates = masks_lib.masked_updates(inner_updates, params, new_masks, masks, stash)
+    regrow = stash if policy.regrow_from_stash else None  # else revived weights restart at 0
+    new_updates = masks_lib.masked_updates(inner_updates, params, new_masks, masks, regrow)
     new_state = PruningState(
       count=optax.safe_int32_increment(state.count),
       masks=stored_masks,

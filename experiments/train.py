@@ -388,7 +388,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       if not weighted:
         fail(
           f"temperature={config.temperature!r} has no effect with drop_away='uniform' and "
-          "drop_back='uniform'; it weights drop_away='importance' or drop_back='gradient'."
+          "drop_back='uniform'; it weights drop_away='importance' or drop_back='gradient' "
+          "or 'stash'."
         )
   if config.method in DYNAMIC_SPARSE_METHODS:
     if config.target_sparsity == 0:

@@ -1,5 +1,5 @@
-"""Drop probabilities from importance (drop_away="importance", drop_back="gradient") and
-saliency importance (|w g|).
+"""Drop probabilities from importance (drop_away="importance", drop_back="gradient" or
+"stash") and saliency importance (|w g|).
 
 The weighted rules keep the expected numbers of the uniform rules (p c removed, q |P|
 revived) and change which weights: the probabilities are checked against an independent
@@ -18,7 +18,7 @@ import optax
 import pytest
 
 import droppruning_jax as dp
-from droppruning_jax import drop, importance, plan
+from droppruning_jax import drop, importance, plan, skeleton
 from tests.helpers import make_step, random_grads
 
 N = 4000
@@ -309,7 +309,7 @@ def test_saliency_prunes_the_lowest_w_times_g_not_the_lowest_w():
   [
     (dict(drop_away="weighted"), "drop_away='weighted'"),
     (dict(drop_back="importance"), "drop_back='importance'"),
-    (dict(drop_back="stash"), "drop_back='stash'"),
+    (dict(drop_back="magnitude"), "drop_back='magnitude'"),
     (dict(drop_away="importance", temperature=0.0), "temperature=0.0"),
     (dict(drop_back="gradient", temperature=-1.0), "temperature=-1.0"),
     (dict(drop_back="gradient", temperature=float("nan")), "temperature=nan"),
@@ -326,7 +326,11 @@ def test_invalid_drop_rules_are_refused_at_construction(kwargs, message):
 def test_unreachable_schedules_are_refused_with_the_weighted_rules_as_without():
   # The weighted rules change which weights drop, not how many: the same check applies.
   common = dict(target_sparsity=0.8, begin_step=2, end_step=14, update_every=3)
-  for kwargs in (dict(), dict(drop_away="importance", drop_back="gradient")):
+  for kwargs in (
+    dict(),
+    dict(drop_away="importance", drop_back="gradient"),
+    dict(drop_back="stash"),
+  ):
     with pytest.raises(ValueError, match="cannot follow the sparsity schedule"):
       dp.drop_pruning(optax.sgd(0.1), **common, **kwargs)
 
@@ -396,7 +400,8 @@ def test_global_final_sparsity_is_exact():
 
 
 @pytest.mark.skipif(jax.local_device_count() < 2, reason="needs 2 (simulated) devices")
-def test_sharded_global_pool_equals_one_device():
+@pytest.mark.parametrize("drop_back", ["gradient", "stash"])
+def test_sharded_global_pool_equals_one_device(drop_back):
   # _global_update_sharded (leaves in their shapes, the "arrays" layout) against the flat
   # pool, for one stochastic step with every new option.
   from jax.sharding import AxisType, NamedSharding
@@ -417,7 +422,7 @@ def test_sharded_global_pool_equals_one_device():
     importance="saliency",
     sparsity_distribution="global",
     drop_away="importance",
-    drop_back="gradient",
+    drop_back=drop_back,
     temperature=0.5,
   )
   rng = np.random.default_rng(7)
@@ -425,19 +430,24 @@ def test_sharded_global_pool_equals_one_device():
   params = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes]
   grads = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes]
   masks = [jnp.asarray(rng.random(s) < 0.6) for s in shapes]
+  # The skeleton passes no stash unless the policy keeps one.
+  stash = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes]
+  stash = stash if drop_back == "stash" else None
 
   @jax.jit
-  def update(params, masks, grads):
+  def update(params, masks, grads, stash):
     key = jax.random.PRNGKey(3)
     return drop.global_update(
-      global_plan, key, 8, params, masks, ["a", "b"], grads, final_step=False
+      global_plan, key, 8, params, masks, ["a", "b"], grads, stash, final_step=False
     )
 
-  reference = update(params, masks, grads)
+  reference = update(params, masks, grads, stash)
   mesh = jax.make_mesh((2,), ("data",), axis_types=(AxisType.Explicit,))
   shard = lambda xs: [jax.device_put(x, NamedSharding(mesh, P("data"))) for x in xs]  # noqa: E731
   with jax.set_mesh(mesh):
-    sharded = update(shard(params), shard(masks), shard(grads))
+    sharded = update(
+      shard(params), shard(masks), shard(grads), None if stash is None else shard(stash)
+    )
   for new, old, ref in zip(sharded.masks, masks, reference.masks):
     np.testing.assert_array_equal(np.asarray(new), np.asarray(ref))
     assert 50 < (np.asarray(new) != np.asarray(old)).sum()  # the step changed the mask
@@ -462,3 +472,193 @@ def test_pmap_replicas_identical_and_equal_to_one_device(per_leaf_run):
     replicas = [jax.tree.map(lambda m, i=i: np.asarray(m[i]), state.masks) for i in range(2)]
     chex.assert_trees_all_equal(replicas[0], replicas[1])
     chex.assert_trees_all_equal(replicas[0], one_device[t])
+
+
+# drop_back="stash": a pruned weight's evidence is the magnitude it had when it was last
+# pruned (the stash the skeleton keeps), with the expected count of the uniform rule.
+def _stash_plan(distribution="uniform", temperature=1.0, regrow_init="zero"):
+  return plan.DropPlan.create(
+    target_sparsity=0.8,
+    end_step=20,
+    drop_away_prob=P_AWAY,
+    drop_back_prob=Q_BACK,
+    begin_step=2,
+    update_every=3,
+    seed=0,
+    initial_sparsity=0.0,
+    sparsity_schedule=None,
+    drop_back_scale="active",
+    regrow_init=regrow_init,
+    importance="magnitude",
+    sparsity_distribution=distribution,
+    drop_back="stash",
+    temperature=temperature,
+  )
+
+
+def _stash_leaves(rng, shapes, scales):
+  """Masks about half pruned and stashes of different scales per leaf, with gradients that
+  rank the pruned weights the other way round (a rule that read them would fail)."""
+  masks = [rng.random(s) < 0.5 for s in shapes]
+  stash = [(rng.normal(size=s) * c).astype(np.float32) for s, c in zip(shapes, scales)]
+  grads = [(1.0 / (np.abs(x) + 0.01)).astype(np.float32) for x in stash]
+  return masks, stash, grads
+
+
+def _finite_magnitude(x):
+  x = np.asarray(x, np.float64)
+  return np.where(np.isfinite(x), np.abs(x), 0.0)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_stash_evidence_probabilities_equal_the_float64_solution(temperature):
+  rng = np.random.default_rng(11)
+  shapes = [(40, 30), (500,)]
+  masks, stash, grads = _stash_leaves(rng, shapes, (1.0, 10.0))
+  # Non-finite stashed values are no evidence; 0 is what a weight pruned before any mask
+  # update has: both count as 0, the least evidence.
+  masks[0][0, :5] = False
+  stash[0][0, :5] = [np.nan, np.inf, -np.inf, 0.0, 0.0]
+  pruned = [~m for m in masks]
+  totals = [Q_BACK * p.sum() for p in pruned]
+  as_jnp = lambda xs: [jnp.asarray(x) for x in xs]  # noqa: E731
+
+  # Per leaf: |stash| standardised over the leaf's pruned weights.
+  evidence = drop._evidence(_stash_plan(), as_jnp(grads), as_jnp(stash))
+  got = drop.weighted_probabilities(
+    [[-e] for e in evidence], [[jnp.asarray(p)] for p in pruned], totals, temperature
+  )
+  for g, (x, p, total) in enumerate(zip(stash, pruned, totals)):
+    reference = reference_probabilities(-_finite_magnitude(x), p, total, temperature)
+    np.testing.assert_allclose(np.asarray(got[g][0]), reference, atol=2e-6)
+  # The five entries of no evidence share the leaf's lowest probability.
+  first = np.asarray(got[0][0])
+  assert np.all(first[0, :5] == first[pruned[0]].min())
+
+  # One global pool: |stash| divided per leaf by its mean over the leaf's pruned weights
+  # (the leaves' scales differ tenfold), then standardised over all pruned weights.
+  global_plan = _stash_plan("global", temperature)
+  evidence = drop._global_evidence(global_plan, as_jnp(masks), as_jnp(grads), as_jnp(stash))
+  (got,) = drop.weighted_probabilities(
+    [[-e for e in evidence]], [[jnp.asarray(p) for p in pruned]], [sum(totals)], temperature
+  )
+  normalised = [
+    _finite_magnitude(x) / _finite_magnitude(x)[p].mean() for x, p in zip(stash, pruned)
+  ]
+  reference = reference_probabilities(
+    -np.concatenate([e.reshape(-1) for e in normalised]),
+    np.concatenate([p.reshape(-1) for p in pruned]),
+    sum(totals),
+    temperature,
+  )
+  got = np.concatenate([np.asarray(a).reshape(-1) for a in got])
+  np.testing.assert_allclose(got, reference, atol=2e-6)
+
+
+STASH_COUNT = 8  # a stochastic pruning step of _stash_plan (begin 2, every 3)
+
+
+def test_larger_stashed_magnitudes_come_back_more_often():
+  # The mask update itself (per_leaf_update) over DRAWS keys; the pruned weights' stashes
+  # include 200 zeros (pruned before any update), and the active weights carry large old
+  # stashes (revived earlier) that must not count.
+  rng = np.random.default_rng(12)
+  (mask,), (stash,), (grads,) = _stash_leaves(rng, [(N,)], (1.0,))
+  stash[np.flatnonzero(~mask)[:200]] = 0.0
+  stash[mask] = 100.0
+  params = np.where(mask, rng.normal(size=N), 0.0).astype(np.float32)
+  stash_plan = _stash_plan()
+
+  @jax.jit
+  def many(params, mask, grads, stash):
+    def one(key):
+      return drop.per_leaf_update(
+        stash_plan, key, STASH_COUNT, [params], [mask], ["w"], [grads], [stash], final_step=False
+      ).masks[0]
+
+    return jax.vmap(one)(jax.random.split(jax.random.PRNGKey(1), DRAWS))
+
+  new = np.asarray(many(params, mask, grads, stash))
+  revived = (~mask & new).astype(np.float64)
+  # q_eff = q |A| / |P| (drop_back_scale="active") = q at half sparsity.
+  q_eff = Q_BACK * mask.sum() / (~mask).sum()
+  probs = reference_probabilities(-np.abs(stash), ~mask, q_eff * (~mask).sum(), 1.0)
+  groups = _quartiles(np.abs(stash), ~mask)
+  zeros = np.flatnonzero(~mask)[:200]
+  _quartile_check(revived, probs, groups + [zeros])
+  rates = [revived[:, g].mean() for g in groups]
+  assert all(a < b for a, b in zip(rates, rates[1:])), rates  # uniform: q_eff each
+  assert rates[3] > 2 * q_eff and rates[0] < q_eff / 2, rates
+  assert revived[:, zeros].mean() <= rates[0]
+  # The expected count is the uniform rule's.
+  pruned = (~mask).sum()
+  sd = np.sqrt(pruned * q_eff * (1 - q_eff) / DRAWS)
+  assert abs(revived.sum(axis=1).mean() - q_eff * pruned) <= 5 * sd
+
+
+STASH_DROP = dict(WEIGHTED, drop_back="stash")
+
+
+@pytest.mark.parametrize("regrow_init", ["zero", "restore"])
+def test_stash_drop_back_keeps_the_stash_and_regrows_by_regrow_init(regrow_init):
+  # With regrow_init="zero" the stash is kept (it is the evidence) but revived weights
+  # restart at 0; with "restore" at their stashed value. Plain sgd, so that this step's
+  # value of a weight pruned now is known here.
+  lr = 0.05
+  tx = dp.drop_pruning(optax.sgd(lr), **{**STASH_DROP, "regrow_init": regrow_init})
+  params = _params()
+  state = tx.init(params)
+  assert state.stash is not None
+  assert state.stash["a"]["kernel"].shape == (30, 20)
+  without = dp.drop_pruning(optax.sgd(lr), **WEIGHTED).init(params)
+  assert without.stash is None  # drop_back="gradient", regrow_init="zero": no stash
+  step = jax.jit(make_step(tx))
+  revived_count = restored_nonzero = 0
+  for t in range(STEPS):
+    grads = random_grads(params, t)
+    new_params, new_state = step(params, state, grads)
+    old_masks, new_masks = dp.get_masks(state), dp.get_masks(new_state)
+    for name in ("a", "b"):
+      old, new = np.asarray(old_masks[name]["kernel"]), np.asarray(new_masks[name]["kernel"])
+      old_stash = np.asarray(state.stash[name]["kernel"])
+      new_stash = np.asarray(new_state.stash[name]["kernel"])
+      w = np.asarray(new_params[name]["kernel"])
+      revived, pruned_now = new & ~old, old & ~new
+      expected = old_stash[revived] if regrow_init == "restore" else 0.0
+      np.testing.assert_array_equal(w[revived], expected)
+      revived_count += revived.sum()
+      restored_nonzero += (old_stash[revived] != 0).sum()
+      # The stash takes the value of every weight pruned now (its value after this sgd
+      # step) and keeps every other entry.
+      g = np.asarray(grads[name]["kernel"])
+      value = np.asarray(params[name]["kernel"]) + g * np.float32(-lr)
+      np.testing.assert_allclose(new_stash[pruned_now], value[pruned_now], rtol=1e-6)
+      np.testing.assert_array_equal(new_stash[~pruned_now], old_stash[~pruned_now])
+    params, state = new_params, new_state
+  assert revived_count > 0 and restored_nonzero > 0  # both cases are exercised
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "global"])
+def test_stash_drop_back_final_sparsity_is_exact_and_jit_equals_no_jit(distribution):
+  tx = dp.drop_pruning(
+    optax.sgd(0.05, momentum=0.9), sparsity_distribution=distribution, **STASH_DROP
+  )
+  masks, stats, _ = _train(tx)
+  final = masks[-1]
+  pruned = [(~final[name]["kernel"]).sum() for name in ("a", "b")]
+  if distribution == "global":
+    assert sum(pruned) == round(0.8 * 700)
+  else:
+    assert pruned == [round(0.8 * 600), round(0.8 * 100)]
+  assert sum(int(s.dropped_back) for s in stats) > 0
+  no_jit, _, _ = _train(tx, make_step(tx))
+  for a, b in zip(masks, no_jit):
+    chex.assert_trees_all_equal(a, b)
+
+
+def test_regrow_from_stash_needs_a_stash():
+  policy = skeleton.MaskPolicy(
+    seed=0, branch_index=lambda count: 0, updates=[], regrow_from_stash=True
+  )
+  with pytest.raises(ValueError, match="regrow_from_stash needs keep_stash"):
+    skeleton.pruning_transformation(optax.sgd(0.1), policy, name="test")

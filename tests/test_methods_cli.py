@@ -62,13 +62,14 @@ def test_dynamic_sparse_run_is_exact_and_changes_its_topology(method, idx_dir, f
     assert away >= sum(ks) - len(ks) - mean_regrown - 6 * math.sqrt(mean_regrown)
 
 
-def test_importance_weighted_drop_run_is_exact(idx_dir, finished_run):
+@pytest.mark.parametrize("drop_back", ["gradient", "stash"])
+def test_importance_weighted_drop_run_is_exact(idx_dir, finished_run, drop_back):
   config = helpers.idx_config(
     idx_dir,
     method="drop",
     target_sparsity=TARGET,
     drop_away="importance",
-    drop_back="gradient",
+    drop_back=drop_back,
     temperature=0.5,
     importance="saliency",
   )
@@ -94,6 +95,11 @@ def test_importance_weighted_drop_run_is_exact(idx_dir, finished_run):
       dict(method="drop"),
       "drop_pruning",
       dict(drop_away="uniform", drop_back="uniform", temperature=None, importance="magnitude"),
+    ),
+    (
+      dict(method="drop", drop_back="stash", regrow_init="restore"),
+      "drop_pruning",
+      dict(drop_back="stash", regrow_init="restore", temperature=None),
     ),
     (
       dict(method="gradual", importance="saliency"),
@@ -165,7 +171,8 @@ def test_pruning_step_set_is_the_topology_update_schedule(idx_dir, every, end_ep
     (dict(method="random", drop_back="gradient"), "drop_back='gradient' applies to"),
     (dict(method="gradual", drop_away="importance"), "drop_away='importance' applies to"),
     (dict(drop_away="weighted"), "drop_away='weighted'"),
-    (dict(drop_back="stash"), "drop_back='stash'"),
+    (dict(drop_back="magnitude"), "drop_back='magnitude'"),
+    (dict(method="gradual", drop_back="stash"), "drop_back='stash' applies to"),
     (dict(drop_away="importance", temperature=0.0), "temperature=0.0"),
     (dict(drop_back="gradient", temperature=float("nan")), "temperature=nan"),
     (dict(temperature=2.0), "temperature=2.0 has no effect"),

@@ -90,12 +90,14 @@ def get_config() -> ml_collections.ConfigDict:
   # method="drop": which pool members drop away, "uniform" (each with p) or "importance"
   # (the less important more often: min(1, lam exp(-z / temperature)), z the importance
   # standardised over the pool, lam keeping p c expected removals), and which pruned
-  # weights drop back, "uniform" or "gradient" (larger dense |gradient| more often, the
-  # same expected count). See docs/algorithm.md, "Drop probabilities from importance".
+  # weights drop back, "uniform", "gradient" (larger dense |gradient| more often, the
+  # same expected count) or "stash" (larger magnitude when last pruned more often; keeps
+  # the stash, revived weights still restart by regrow_init). See docs/algorithm.md,
+  # "Drop probabilities from importance".
   config.drop_away = "uniform"
   config.drop_back = "uniform"
   # T > 0 of those weighted rules (-> inf: uniform; -> 0: strictly by score); unset = the
-  # library's 1.0. Only with drop_away="importance" or drop_back="gradient".
+  # library's 1.0. Only with drop_away="importance" or drop_back="gradient" / "stash".
   config.temperature = config_dict.placeholder(float)
   # What ranks the weights for the pool and the exact last step of "drop", "gradual",
   # "drop_away_only" and "drop_back_only": "magnitude" (|w|), "random" or "saliency"
