@@ -11,6 +11,7 @@ import functools
 
 import chex
 import flax.jax_utils
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -662,3 +663,32 @@ def test_regrow_from_stash_needs_a_stash():
   )
   with pytest.raises(ValueError, match="regrow_from_stash needs keep_stash"):
     skeleton.pruning_transformation(optax.sgd(0.1), policy, name="test")
+
+
+@pytest.mark.parametrize("drop_back", ["gradient", "stash"])
+def test_resume_from_state_dict_mid_run_gives_the_uninterrupted_masks(drop_back):
+  # A restart rebuilds the transformation and restores its state (as orbax does, from
+  # numpy arrays): the weighted drops continue with the same keys, importance, gradients
+  # and stash, so the masks are those of the run that never stopped.
+  kwargs = {**WEIGHTED, "drop_back": drop_back, "sparsity_distribution": "global"}
+  tx = dp.drop_pruning(optax.sgd(0.05, momentum=0.9), **kwargs)
+  step = jax.jit(make_step(tx))
+  params, state = _params(), tx.init(_params())
+  history = [(params, state)]
+  for t in range(STEPS):
+    params, state = step(params, state, random_grads(params, t))
+    history.append((params, state))
+  resume_at = 9  # mid-schedule, after mask updates at counts 2, 5 and 8
+  saved = jax.tree.map(np.asarray, flax.serialization.to_state_dict(history[resume_at]))
+  restarted = dp.drop_pruning(optax.sgd(0.05, momentum=0.9), **kwargs)
+  template = (_params(), restarted.init(_params()))
+  params, state = flax.serialization.from_state_dict(template, saved)
+  assert int(state.count) == resume_at
+  assert int(dp.get_stats(history[-1][1]).total_dropped_back) > 0  # drop back ran
+  step = jax.jit(make_step(restarted))
+  for t in range(resume_at, STEPS):
+    params, state = step(params, state, random_grads(params, t))
+    chex.assert_trees_all_equal(dp.get_masks(state), dp.get_masks(history[t + 1][1]))
+  chex.assert_trees_all_equal(params, history[-1][0])
+  if drop_back == "stash":
+    chex.assert_trees_all_equal(state.stash, history[-1][1].stash)
