@@ -13,3 +13,37 @@ FASHION_MNIST_PROTOCOL = {
   "progress": False,
 }
 ALL_METHODS = ["dense", "han", "gradual", "random", "drop_away_only", "drop_back_only", "drop"]
+
+# The drops of the validation-protocol studies: p and q cosine-annealed from (0.25, 0.2) to
+# (1, 0) over the pruning window (chosen on test error by pq_sweep_lenet300, before the
+# validation split; lenet300_fmnist_weighted_sweep checks it on validation), and the
+# weighted rules.
+ANNEALED_DROP = {"drop_away_prob": 0.25, "drop_back_prob": 0.2, "drop_anneal": "cosine"}
+WEIGHTED_DROP = {"drop_away": "importance", "drop_back": "gradient"}
+# Every method compared under the validation protocol, by series name. Gradual and the
+# drops use one global pool; RigL and SET keep per-layer targets (uniform or ERK), and
+# gradual_uniform is gradual with the same uniform per-layer targets.
+METHOD_SERIES = {
+  "gradual": {"method": "gradual", "sparsity_distribution": "global"},
+  "drop_cosine": {"method": "drop", "sparsity_distribution": "global", **ANNEALED_DROP},
+  "drop_weighted": {
+    "method": "drop",
+    "sparsity_distribution": "global",
+    **ANNEALED_DROP,
+    **WEIGHTED_DROP,
+  },
+  "rigl": {"method": "rigl", "sparsity_distribution": "uniform"},
+  "set": {"method": "set", "sparsity_distribution": "uniform"},
+  "gradual_uniform": {"method": "gradual", "sparsity_distribution": "uniform"},
+  "rigl_erk": {"method": "rigl", "sparsity_distribution": "erk"},
+  "set_erk": {"method": "set", "sparsity_distribution": "erk"},
+}
+
+
+def method_cells(series: list[str], targets: tuple[float, ...]) -> list[dict]:
+  """Cells ``<series>_t<target>``, series by series, each at every target."""
+  return [
+    {"name": f"{name}_t{t:g}", "target_sparsity": t, **METHOD_SERIES[name]}
+    for name in series
+    for t in targets
+  ]

@@ -38,38 +38,28 @@ about 15-18 min there; RigL and SET add two O(n) selections per update to 54 of 
 steps.
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL
+from experiments.studies import FASHION_MNIST_PROTOCOL, method_cells
 
 TARGETS = (0.98, 0.99)
-ANNEALED_DROP = {"drop_away_prob": 0.25, "drop_back_prob": 0.2, "drop_anneal": "cosine"}
-WEIGHTED_DROP = {"drop_away": "importance", "drop_back": "gradient"}
+SERIES = [
+  "gradual",
+  "drop_cosine",
+  "drop_weighted",
+  "rigl",
+  "set",
+  "gradual_uniform",
+  # RigL's and SET's published setting: per-layer targets by ERK (small layers, such as
+  # the 100x10 output, are kept denser), the same overall sparsity.
+  "rigl_erk",
+  "set_erk",
+]
 
 
 def get_study() -> dict:
-  series = [
-    ("gradual", {"method": "gradual", "sparsity_distribution": "global"}),
-    ("drop_cosine", {"method": "drop", "sparsity_distribution": "global", **ANNEALED_DROP}),
-    (
-      "drop_weighted",
-      {"method": "drop", "sparsity_distribution": "global", **ANNEALED_DROP, **WEIGHTED_DROP},
-    ),
-    ("rigl", {"method": "rigl", "sparsity_distribution": "uniform"}),
-    ("set", {"method": "set", "sparsity_distribution": "uniform"}),
-    ("gradual_uniform", {"method": "gradual", "sparsity_distribution": "uniform"}),
-    # RigL's and SET's published setting: per-layer targets by ERK (small layers, such as
-    # the 100x10 output, are kept denser), the same overall sparsity.
-    ("rigl_erk", {"method": "rigl", "sparsity_distribution": "erk"}),
-    ("set_erk", {"method": "set", "sparsity_distribution": "erk"}),
-  ]
-  cells = [
-    {"name": f"{name}_t{t:g}", "target_sparsity": t, **fields}
-    for name, fields in series
-    for t in TARGETS
-  ]
   return {
     "name": "lenet300_fmnist_methods",
     "config": "experiments/configs/lenet300_base.py",
     "overrides": FASHION_MNIST_PROTOCOL,
-    "cells": cells,
+    "cells": method_cells(SERIES, TARGETS),
     "seeds": [0, 1, 2],
   }
