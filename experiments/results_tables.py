@@ -167,7 +167,9 @@ def method_table(rows: list[dict[str, Any]]) -> list[str]:
 
   first = "method: validation / test error %" if validated else "method"
   lines = [
-    f"| {first} | " + " | ".join(f"{t:.0%} ({compression(t):.1f}x)" for t in targets) + " |",
+    f"| {first} | "
+    + " | ".join(f"{study_lib.percent(t)} ({compression(t):.1f}x)" for t in targets)
+    + " |",
     "|---|" + "---|" * len(targets),
   ]
   for series in _ordered_series(rows):
@@ -205,7 +207,7 @@ def diffs_table(studies_dir: Path, spec: str) -> list[str]:
   split = splits.pop()
   first = "method (validation error)" if split == VALIDATION else "method"
   lines = [
-    f"| network | {first} | " + " | ".join(f"{t:.0%}" for t in targets) + " |",
+    f"| network | {first} | " + " | ".join(study_lib.percent(t) for t in targets) + " |",
     "|---|---|" + "---|" * len(targets),
   ]
   for network, rows in networks:
@@ -241,11 +243,12 @@ def within_lines(studies_dir: Path, spec: str) -> list[str]:
         chosen = "none"
       elif split == VALIDATION:
         chosen = (
-          f"{best['compression']:.1f}x ({best['target']:.0%}; validation "
+          f"{best['compression']:.1f}x ({study_lib.percent(best['target'])}; validation "
           f"{best['val_error_mean']:.2f} %, test {best['error_mean']:.2f} %)"
         )
       else:
-        chosen = f"{best['compression']:.1f}x ({best['target']:.0%}, {best['error_mean']:.2f} %)"
+        target = study_lib.percent(best["target"])
+        chosen = f"{best['compression']:.1f}x ({target}, {best['error_mean']:.2f} %)"
       parts.append(f"`{series}` {chosen}")
     if split == VALIDATION:
       reference = (
@@ -304,7 +307,7 @@ def tests_table(studies_dir: Path, spec: str) -> list[str]:
     a, b = by_key[(series, target)]["errors"], by_key[(REFERENCE, target)]["errors"]
     if len(a) != len(b) or not 0 < first < len(a):
       raise ValueError(
-        f"{study} at {target:.0%}: {len(a)} and {len(b)} runs cannot be paired "
+        f"{study} at {study_lib.percent(target)}: {len(a)} and {len(b)} runs cannot be paired "
         f"or split after the first {first}."
       )
     for label, lo in (
@@ -315,11 +318,11 @@ def tests_table(studies_dir: Path, spec: str) -> list[str]:
       diff = f"{np.mean(x) - np.mean(y):+.2f}"
       splits = math.comb(2 * len(x), len(x))
       lines.append(
-        f"| {target:.0%} | {label} | {diff} | unpaired: permutation of the means, "
+        f"| {study_lib.percent(target)} | {label} | {diff} | unpaired: permutation of the means, "
         f"all {splits:,} splits | {permutation_p(x, y):.3f} |"
       )
       lines.append(
-        f"| {target:.0%} | {label} | {diff} | paired by seed: sign flips, "
+        f"| {study_lib.percent(target)} | {label} | {diff} | paired by seed: sign flips, "
         f"all {2 ** len(x):,} patterns | {sign_flip_p(x, y):.3f} |"
       )
   return lines

@@ -207,6 +207,11 @@ def run_grid(
     jax.clear_caches()
 
 
+def percent(fraction: float) -> str:
+  """``0.99`` -> ``"99%"``, ``0.992`` -> ``"99.2%"``: as many digits as the target has."""
+  return f"{round(fraction * 100, 4):g}%"
+
+
 def series_name(cell_name: str) -> str:
   """``"drop_t0.98"`` -> ``"drop"``; names without a ``_t<target>`` suffix stay whole."""
   return re.sub(r"_t[0-9.]+$", "", cell_name)
@@ -473,7 +478,7 @@ def comparison_lines(
       f"{_SPLIT_WORDS[split].capitalize()} difference against `{reference}` at the same "
       "target (percentage points, negative = better; * = beyond 2 standard errors):",
       "",
-      "| method | " + " | ".join(f"{t:.0%}" for t in targets) + " |",
+      "| method | " + " | ".join(percent(t) for t in targets) + " |",
       "|---|" + "---|" * len(targets),
     ]
     for method in methods:
@@ -507,12 +512,12 @@ def comparison_lines(
         chosen = "none of the targets"
       elif split == VALIDATION:
         chosen = (
-          f"{best['compression']:.1f}x ({best['target']:.0%}; validation "
+          f"{best['compression']:.1f}x ({percent(best['target'])}; validation "
           f"{_percent_pair(best, VALIDATION)}; test {_percent_pair(best, TEST)})"
         )
       else:
         chosen = (
-          f"{best['compression']:.1f}x ({best['target']:.0%}, "
+          f"{best['compression']:.1f}x ({percent(best['target'])}, "
           f"{best['error_mean']:.2f} ± {best['error_std']:.2f} %)"
         )
       lines.append(f"- `{method}`: {chosen}")
@@ -576,7 +581,7 @@ def markdown_report(study: dict[str, Any], rows: list[dict[str, Any]], plot: Pat
   columns += ["test error % (mean ± std)", "compression", "sparsity", *layer_names]
   lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   for r in rows:
-    target = "—" if r["target"] is None else f"{r['target']:.0%}"
+    target = "—" if r["target"] is None else percent(r["target"])
     cells = [r["cell"], r["method"], target, str(r["seeds"])]
     if split == VALIDATION:
       cells.append(

@@ -12,7 +12,7 @@ from experiments.studies import ALL_METHODS, FASHION_MNIST_PROTOCOL
 def get_study() -> dict:
   return {
     "name": "lenet5_fmnist",
-    "config": "experiments/configs/lenet5.py",
+    "config": "experiments/configs/lenet5_base.py",
     "overrides": FASHION_MNIST_PROTOCOL,
     "methods": ALL_METHODS,
     "targets": [0.9, 0.95, 0.98, 0.99],

@@ -14,7 +14,7 @@ def get_study() -> dict:
   target = 0.99
   return {
     "name": "lenet5_fmnist_annealed",
-    "config": "experiments/configs/lenet5.py",
+    "config": "experiments/configs/lenet5_base.py",
     "overrides": FASHION_MNIST_PROTOCOL,
     "cells": [
       {"name": "gradual_t0.99", "method": "gradual", "target_sparsity": target},

@@ -1,0 +1,38 @@
+"""LeNet-5 on Fashion-MNIST at 99.2 % (107x compression): gradual, annealed and
+importance-weighted Drop Pruning and RigL, under the validation protocol.
+
+The question of ``lenet300_fmnist_methods`` on the second network, at a target that gives
+at least 100x compression: 431,080 parameters, 580 biases stay dense, 99.2 % of the 430,500
+kernel weights pruned leaves 4,024 nonzero parameters (107.1x). Same budget for every
+method, the shared LeNet protocol (``FASHION_MNIST_PROTOCOL``: 20 epochs, masks changing
+every 100 steps until epoch 14, frozen for the last 6), the last 10,000 training images held
+out as the validation split; cells are compared on validation error.
+
+Cells (one global pool for gradual and the drops, the best 99 % pool of
+``lenet5_fmnist_global``; ERK per-layer targets for RigL, its published setting and its
+better one in ``lenet300_fmnist_methods``):
+
+* ``gradual``: gradual magnitude pruning (Zhu & Gupta), the reference.
+* ``drop_cosine``: the cosine-annealed uniform drop (p 0.25 -> 1, q 0.2 -> 0).
+* ``drop_weighted``: the same annealed p and q with importance-weighted drops
+  (``drop_away="importance"``, ``drop_back="gradient"``, temperature 1).
+* ``rigl_erk``: RigL, drop fraction 0.3 cosine-decayed to 0 at epoch 14, ERK targets.
+
+Seeds 0, 1, 2. A LeNet-5 run of this protocol takes about 9 minutes on a 2-core CPU, so
+the grid (12 runs) is run in the order that answers the main question first:
+``--cells='gradual*,drop_weighted*,rigl_erk*,drop_cosine*'``.
+"""
+
+from experiments.studies import FASHION_MNIST_PROTOCOL, method_cells
+
+TARGET = 0.992
+
+
+def get_study() -> dict:
+  return {
+    "name": "lenet5_fmnist_methods",
+    "config": "experiments/configs/lenet5_base.py",
+    "overrides": FASHION_MNIST_PROTOCOL,
+    "cells": method_cells(["gradual", "drop_cosine", "drop_weighted", "rigl_erk"], (TARGET,)),
+    "seeds": [0, 1, 2],
+  }
