@@ -76,7 +76,7 @@ def _recomputed_test_error(config, state: dict) -> float:
 @pytest.mark.parametrize(
   "name, overrides",
   [
-    # The recipe's schedule (99 %, global pool, p from 0.25, q from 0.2) cannot be followed
+    # The recipe's schedule (99 %, global pool, p from 0.5, q from 0.4) cannot be followed
     # in 16 steps: 90 % per layer, p from 0.5, q from 0.05; its importance-weighted and
     # annealed drops are kept.
     (

@@ -311,7 +311,7 @@ def test_results_tests_marker_gives_exact_permutation_p_values(tmp_path):
 
 
 RECIPES = [
-  ("lenet300", "lenet300_fmnist_methods", "drop_weighted_t0.99"),
+  ("lenet300", "lenet300_fmnist_weighted_sweep", "weighted_p0.5_q0.4_T1"),
   ("lenet5", "lenet5_fmnist_methods", "gradual_t0.992"),
 ]
 
