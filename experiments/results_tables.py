@@ -377,6 +377,7 @@ def _draw_with_published(rows: list[dict[str, Any]], network: str, path: Path) -
   fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5.6 * (len(panels) + 1), 4.4))
   for ax, (split, label) in zip(axes, panels):
     study_lib.draw_error_panel(ax, rows, split, label, f"{network}, Fashion-MNIST")
+    _clip_outliers(ax, rows, split)
   ax = axes[-1]
   for who, x, err in PUBLISHED_MNIST[network]:
     ax.plot([x], [err], "s" if x == 1.0 else "D", label=f"{who}: {err:.2f} % at {x:g}x")
@@ -390,6 +391,27 @@ def _draw_with_published(rows: list[dict[str, Any]], network: str, path: Path) -
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def _clip_outliers(ax, rows: list[dict[str, Any]], split: str) -> None:
+  """Cuts the error axis at twice the median cell, so that a collapsed cell (tens of
+  points above the rest) does not flatten the differences that matter; the cells above
+  the cut are named in the panel with their errors (the tables have them all)."""
+  means = {
+    (r["series"], r["target"]): study_lib.split_stats(r, split)[0]
+    for r in rows
+    if r["target"] is not None
+  }
+  top = 2.0 * float(np.median(list(means.values())))
+  above = {key: value for key, value in means.items() if value > top}
+  if not above:
+    return
+  ax.set_ylim(top=top)
+  note = "off the chart: " + ", ".join(
+    f"{series} {study_lib.percent(target)} {value:.1f} %"
+    for (series, target), value in sorted(above.items())
+  )
+  ax.text(0.01, 0.99, note, transform=ax.transAxes, fontsize=7, va="top")
 
 
 def fill(

@@ -132,20 +132,26 @@ def final_state(workdir: Path) -> dict:
   return checkpoint["state"]
 
 
-def assert_exact_final_sparsity(summary: dict, workdir: Path, target: float) -> None:
-  """The last pruning step is exact: every prunable layer has round(n * target) pruned,
-  counted in the saved masks, and the summary reports those counts."""
+def assert_exact_final_sparsity(
+  summary: dict, workdir: Path, target: float, pooled: bool = False
+) -> None:
+  """The last pruning step is exact, counted in the saved masks, and the summary reports
+  those counts: every prunable layer has round(n * target) pruned, or with one global pool
+  (``pooled``) all of them together have round(total * target) pruned."""
+  import pytest  # only the tests need it
+
   masks = [
     np.asarray(m) for m in jax.tree.leaves(final_state(workdir)["opt_state"]["masks"]) if np.ndim(m)
   ]
-  wanted = [round(m.size * target) for m in masks]
-  assert [int(np.sum(~m)) for m in masks] == wanted
+  pruned = [int(np.sum(~m)) for m in masks]
   total = sum(m.size for m in masks)
-  import pytest  # only the tests need it
-
-  assert summary["sparsity"] == pytest.approx(sum(wanted) / total, rel=1e-12)
+  if pooled:
+    assert sum(pruned) == round(total * target)
+  else:
+    assert pruned == [round(m.size * target) for m in masks]
+  assert summary["sparsity"] == pytest.approx(sum(pruned) / total, rel=1e-12)
   assert sorted(summary["layer_sparsity"].values()) == pytest.approx(
-    sorted(k / m.size for k, m in zip(wanted, masks)), rel=1e-12
+    sorted(k / m.size for k, m in zip(pruned, masks)), rel=1e-12
   )
 
 

@@ -103,7 +103,9 @@ def test_config_smoke_run(name, overrides, tmp_path):
 
   assert SUMMARY_KEYS <= set(summary)
   assert summary == json.loads((workdir / "summary.json").read_text())
-  helpers.assert_exact_final_sparsity(summary, workdir, config.target_sparsity)
+  helpers.assert_exact_final_sparsity(
+    summary, workdir, config.target_sparsity, pooled=config.sparsity_distribution == "global"
+  )
   assert summary["compression"] == pytest.approx(
     summary["total_params"] / summary["nonzero_params"]
   )

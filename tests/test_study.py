@@ -366,3 +366,26 @@ def test_results_plot_marker_draws_the_studies_beside_the_published_points(tmp_p
     results_tables.fill(
       "<!-- plot:LeNet-5=grid;LeNet-300-100=grid -->\n<!-- /table -->\n", tmp_path / "studies"
     )
+
+
+def test_plot_cuts_the_error_axis_above_a_collapsed_cell_and_names_it():
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from experiments import results_tables
+
+  rows = [
+    _row("gradual", 0.9, [10.0, 10.2], 9.9),
+    _row("gradual", 0.99, [12.0, 12.2], 88.0),
+    _row("set", 0.9, [11.0, 11.2], 9.9),
+    _row("set", 0.99, [57.0, 58.0], 88.0),  # collapsed
+  ]
+  fig, ax = plt.subplots()
+  study_lib.draw_error_panel(ax, rows, study_lib.TEST, "test error", "Net")
+  results_tables._clip_outliers(ax, rows, study_lib.TEST)
+  # Median of the cell means 10.1, 11.1, 12.1, 57.5 is 11.6: the axis stops at 23.2.
+  assert ax.get_ylim()[1] == pytest.approx(23.2)
+  assert [t.get_text() for t in ax.texts] == ["off the chart: set 99% 57.5 %"]
+  plt.close(fig)
