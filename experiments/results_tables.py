@@ -90,11 +90,12 @@ VALIDATION, TEST = study_lib.VALIDATION, study_lib.TEST
 
 # A block: an opening marker on its own line, anything that is not another opening
 # marker, and the closing marker on its own line.
-OPENER = re.compile(r"^<!--\s*(table|diffs|within|tests|plot):\s*(.*?)\s*-->[ \t]*$", re.MULTILINE)
+KINDS = "table|diffs|within|tests|plot"  # the marker kinds, in the three patterns below
+OPENER = re.compile(rf"^<!--\s*({KINDS}):\s*(.*?)\s*-->[ \t]*$", re.MULTILINE)
 CLOSER = re.compile(r"^<!--\s*/table\s*-->[ \t]*$", re.MULTILINE)
 BLOCK = re.compile(
-  r"^<!--\s*(table|diffs|within|tests|plot):\s*(.*?)\s*-->[ \t]*\n"
-  r"(?:(?!<!--\s*(?:table|diffs|within|tests|plot):).)*?"
+  rf"^<!--\s*({KINDS}):\s*(.*?)\s*-->[ \t]*\n"
+  rf"(?:(?!<!--\s*(?:{KINDS}):).)*?"
   r"^<!--\s*/table\s*-->[ \t]*$",
   re.DOTALL | re.MULTILINE,
 )
@@ -371,9 +372,7 @@ def _draw_with_published(rows: list[dict[str, Any]], network: str, path: Path) -
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  panels = study_lib.error_panels(rows)
-  if panels[0][0] == VALIDATION:
-    rows = [r for r in rows if study_lib.has_validation(r)]
+  panels, rows = study_lib.error_panels(rows)
   fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5.6 * (len(panels) + 1), 4.4))
   for ax, (split, label) in zip(axes, panels):
     study_lib.draw_error_panel(ax, rows, split, label, f"{network}, Fashion-MNIST")

@@ -326,15 +326,17 @@ def _series(row: dict[str, Any]) -> str:
   return row.get("series", row["method"])
 
 
-def error_panels(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-  """The (split, axis label) panels of an error-vs-compression plot: validation then
-  test for rows with a validation split, else test alone, titled as having none."""
+def error_panels(rows: list[dict[str, Any]]) -> tuple[list[tuple[str, str]], list[dict]]:
+  """The (split, axis label) panels of an error-vs-compression plot and the rows to draw:
+  validation then test for rows with a validation split (rows without are left out), else
+  test alone, titled as having none."""
   if selection_split(rows) == VALIDATION:
-    return [
+    panels = [
       (VALIDATION, "validation error (%), held-out training images: choose on this"),
       (TEST, "test error (%): reported, not chosen on"),
     ]
-  return [(TEST, "test error (%), no validation split")]
+    return panels, [r for r in rows if has_validation(r)]
+  return [(TEST, "test error (%), no validation split")], rows
 
 
 def draw_error_panel(ax, rows: list[dict[str, Any]], split: str, label: str, title: str) -> None:
@@ -363,9 +365,7 @@ def plot_error_vs_compression(rows: list[dict[str, Any]], path: Path, title: str
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  panels = error_panels(rows)
-  if panels[0][0] == VALIDATION:
-    rows = [r for r in rows if has_validation(r)]
+  panels, rows = error_panels(rows)
   fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.2), squeeze=False)
   for ax, (panel_split, label) in zip(axes[0], panels):
     draw_error_panel(ax, rows, panel_split, label, title)
