@@ -59,6 +59,7 @@ LABELS = {
   "random": "random",
   "drop_cosine": "drop, cosine-annealed (p 0.25→1, q 0.2→0)",
   "drop_weighted": "drop, cosine-annealed, importance-weighted (away: importance, back: gradient)",
+  "drop_weighted_tuned": "the same, p 0.5→1 and q 0.4→0 (chosen on validation at 99 %)",
   "gradual_uniform": "gradual, per-layer targets",
   "rigl": "RigL, per-layer targets (uniform)",
   "rigl_erk": "RigL, per-layer targets (ERK)",

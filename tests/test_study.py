@@ -338,6 +338,23 @@ def test_each_recipe_is_the_study_cell_chosen_on_validation(config_name, study_n
   assert best["cell"] == cell_name and best["seeds"] >= 3
 
 
+def test_the_tuned_weighted_drop_is_the_recipe_cell_at_other_targets():
+  """``drop_weighted_tuned`` in the targets study is the weighted-sweep cell that
+  configs/lenet300.py ships, moved to another target and nothing else."""
+  sweep = study_lib.load_module("experiments/studies/lenet300_fmnist_weighted_sweep.py").get_study()
+  targets = study_lib.load_module("experiments/studies/lenet300_fmnist_targets.py").get_study()
+
+  def config(study, run):
+    cell = next(c for c in study_lib.study_cells(study) if c["run"] == run)
+    return study_lib.make_config(study, cell, None).to_dict()
+
+  chosen = config(sweep, "weighted_p0.5_q0.4_T1_seed0")
+  moved = config(targets, "drop_weighted_tuned_t0.995_seed0")
+  assert {k: (chosen[k], moved[k]) for k in chosen if chosen[k] != moved[k]} == {
+    "target_sparsity": (0.99, 0.995)
+  }
+
+
 def test_results_plot_marker_draws_the_studies_beside_the_published_points(tmp_path):
   from experiments import results_tables
 

@@ -20,6 +20,15 @@ ALL_METHODS = ["dense", "han", "gradual", "random", "drop_away_only", "drop_back
 # weighted rules.
 ANNEALED_DROP = {"drop_away_prob": 0.25, "drop_back_prob": 0.2, "drop_anneal": "cosine"}
 WEIGHTED_DROP = {"drop_away": "importance", "drop_back": "gradient"}
+# The weighted drop's settings chosen on validation by lenet300_fmnist_weighted_sweep
+# (p 0.5 -> 1, q 0.4 -> 0, temperature 1): what configs/lenet300.py ships.
+TUNED_WEIGHTED_DROP = {
+  "drop_away_prob": 0.5,
+  "drop_back_prob": 0.4,
+  "drop_anneal": "cosine",
+  "temperature": 1.0,
+  **WEIGHTED_DROP,
+}
 # Every method compared under the validation protocol, by series name. Gradual and the
 # drops use one global pool; RigL and SET keep per-layer targets (uniform or ERK), and
 # gradual_uniform is gradual with the same uniform per-layer targets.
@@ -31,6 +40,11 @@ METHOD_SERIES = {
     "sparsity_distribution": "global",
     **ANNEALED_DROP,
     **WEIGHTED_DROP,
+  },
+  "drop_weighted_tuned": {
+    "method": "drop",
+    "sparsity_distribution": "global",
+    **TUNED_WEIGHTED_DROP,
   },
   "rigl": {"method": "rigl", "sparsity_distribution": "uniform"},
   "set": {"method": "set", "sparsity_distribution": "uniform"},

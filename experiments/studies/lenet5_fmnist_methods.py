@@ -17,10 +17,11 @@ better one in ``lenet300_fmnist_methods``):
 * ``drop_weighted``: the same annealed p and q with importance-weighted drops
   (``drop_away="importance"``, ``drop_back="gradient"``, temperature 1).
 * ``rigl_erk``: RigL, drop fraction 0.3 cosine-decayed to 0 at epoch 14, ERK targets.
+* ``set_erk``: SET (random regrowth), the same drop fraction and ERK targets.
 
-Seeds 0, 1, 2. A LeNet-5 run of this protocol takes about 9 minutes on a 2-core CPU, so
-the grid (12 runs) is run in the order that answers the main question first:
-``--cells='gradual*,drop_weighted*,rigl_erk*,drop_cosine*'``.
+Seeds 0, 1, 2. A LeNet-5 run of this protocol takes 11-14 minutes on a 2-core CPU, so
+the grid (15 runs) is run in the order that answers the main question first:
+``--cells='gradual*,drop_weighted*,drop_cosine*,rigl_erk*,set_erk*'``.
 """
 
 from experiments.studies import FASHION_MNIST_PROTOCOL, method_cells
@@ -33,6 +34,8 @@ def get_study() -> dict:
     "name": "lenet5_fmnist_methods",
     "config": "experiments/configs/lenet5_base.py",
     "overrides": FASHION_MNIST_PROTOCOL,
-    "cells": method_cells(["gradual", "drop_cosine", "drop_weighted", "rigl_erk"], (TARGET,)),
+    "cells": method_cells(
+      ["gradual", "drop_cosine", "drop_weighted", "rigl_erk", "set_erk"], (TARGET,)
+    ),
     "seeds": [0, 1, 2],
   }
