@@ -318,9 +318,9 @@ RECIPES = [
 
 @pytest.mark.parametrize("config_name,study_name,cell_name", RECIPES, ids=[r[0] for r in RECIPES])
 def test_each_recipe_is_the_study_cell_chosen_on_validation(config_name, study_name, cell_name):
-  """configs/<net>.py ships the study cell with the lowest mean validation error at its
-  target in the committed report (docs/results.md): the same config but the dataset, so the
-  Fashion-MNIST numbers quoted for it are its own."""
+  """configs/<net>.py ships the study cell with the lowest mean validation error (3 seeds or
+  more) at its target in the committed report (docs/results.md): the same config but the
+  dataset, so the Fashion-MNIST numbers quoted for it are its own."""
   import importlib
 
   recipe = importlib.import_module(f"experiments.configs.{config_name}").get_config().to_dict()
@@ -333,9 +333,15 @@ def test_each_recipe_is_the_study_cell_chosen_on_validation(config_name, study_n
     "progress": (False, True),
   }
   rows = json.loads((helpers.REPO_ROOT / "docs" / "studies" / f"{study_name}.json").read_text())
-  at_target = [r for r in rows if r["target"] == recipe["target_sparsity"] and "rejected" not in r]
+  # Chosen among the cells run with every seed of the protocol: a cell with fewer seeds
+  # (a grid still running) is a lead, not a choice.
+  at_target = [
+    r
+    for r in rows
+    if r["target"] == recipe["target_sparsity"] and "rejected" not in r and r["seeds"] >= 3
+  ]
   best = min(at_target, key=lambda r: r["val_error_mean"])
-  assert best["cell"] == cell_name and best["seeds"] >= 3
+  assert best["cell"] == cell_name
 
 
 def test_the_tuned_weighted_drop_is_the_recipe_cell_at_other_targets():

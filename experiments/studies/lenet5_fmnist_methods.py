@@ -1,5 +1,5 @@
 """LeNet-5 on Fashion-MNIST at 99.2 % (107x compression): gradual, annealed and
-importance-weighted Drop Pruning and RigL, under the validation protocol.
+importance-weighted Drop Pruning, RigL and SET, under the validation protocol.
 
 The question of ``lenet300_fmnist_methods`` on the second network, at a target that gives
 at least 100x compression: 431,080 parameters, 580 biases stay dense, 99.2 % of the 430,500
@@ -18,10 +18,13 @@ better one in ``lenet300_fmnist_methods``):
   (``drop_away="importance"``, ``drop_back="gradient"``, temperature 1).
 * ``rigl_erk``: RigL, drop fraction 0.3 cosine-decayed to 0 at epoch 14, ERK targets.
 * ``set_erk``: SET (random regrowth), the same drop fraction and ERK targets.
+* ``drop_weighted_tuned``: the weighted drop with the settings chosen on LeNet-300-100
+  (``lenet300_fmnist_weighted_sweep``: p 0.5 -> 1, q 0.4 -> 0), the drop of
+  ``configs/lenet300.py``.
 
 Seeds 0, 1, 2. A LeNet-5 run of this protocol takes 11-14 minutes on a 2-core CPU, so
-the grid (15 runs) is run in the order that answers the main question first:
-``--cells='gradual*,drop_weighted*,drop_cosine*,rigl_erk*,set_erk*'``.
+the grid (18 runs) is run in the order that answers the main question first:
+``--cells='gradual*,drop_weighted_t0*,drop_cosine*,rigl_erk*,set_erk*,drop_weighted_tuned*'``.
 """
 
 from experiments.studies import FASHION_MNIST_PROTOCOL, method_cells
@@ -35,7 +38,8 @@ def get_study() -> dict:
     "config": "experiments/configs/lenet5_base.py",
     "overrides": FASHION_MNIST_PROTOCOL,
     "cells": method_cells(
-      ["gradual", "drop_cosine", "drop_weighted", "rigl_erk", "set_erk"], (TARGET,)
+      ["gradual", "drop_cosine", "drop_weighted", "rigl_erk", "set_erk", "drop_weighted_tuned"],
+      (TARGET,),
     ),
     "seeds": [0, 1, 2],
   }
