@@ -1,5 +1,7 @@
 """The optax wrapper: exact final sparsity, exact zeros, baselines, determinism, state."""
 
+import re
+
 import chex
 import flax.serialization
 import jax
@@ -338,6 +340,20 @@ def test_update_without_params_is_an_error():
   params = toy_params()
   with pytest.raises(ValueError, match="needs params"):
     tx.update(params, tx.init(params))
+
+
+@pytest.mark.parametrize(
+  "baseline,kwargs,named",
+  [
+    (dp.gradual_magnitude_pruning, {"drop_away_prob": 0.5}, "drop_away_prob=0.5"),
+    (dp.drop_away_only, {"drop_back_prob": 0.1}, "drop_back_prob=0.1"),
+    (dp.drop_back_only, {"drop_away_prob": 0.3}, "drop_away_prob=0.3"),
+    (dp.random_pruning, {"importance": "magnitude"}, "importance='magnitude'"),
+  ],
+)
+def test_a_baseline_refuses_the_arguments_it_fixes_by_name(baseline, kwargs, named):
+  with pytest.raises(ValueError, match=re.escape(f"got {named}")):
+    baseline(optax.sgd(0.1), target_sparsity=0.5, end_step=4, **kwargs)
 
 
 def test_update_with_mismatched_params_is_an_error():
