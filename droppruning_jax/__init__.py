@@ -41,7 +41,7 @@ from droppruning_jax.masks import (
 from droppruning_jax.plan import expected_trajectory
 from droppruning_jax.schedules import cosine_anneal, polynomial_sparsity, pruning_steps
 from droppruning_jax.selection import prune_exact
-from droppruning_jax.skeleton import PruningState, get_masks, get_stats
+from droppruning_jax.skeleton import PruningState, get_count, get_masks, get_stats
 from droppruning_jax.stats import PruningStats
 
 __version__ = "0.2.0"
@@ -64,6 +64,7 @@ __all__ = [
   "erk_sparsities",
   "expected_trajectory",
   "export_sparse",
+  "get_count",
   "get_masks",
   "get_stats",
   "gradual_magnitude_pruning",

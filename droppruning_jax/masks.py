@@ -23,7 +23,15 @@ PrunablePredicate = Callable[[str, Any], bool]
 
 
 def path_to_str(path: tuple[Any, ...]) -> str:
-  """Returns a readable ``"a/b/kernel"`` string for a ``jax.tree_util`` key path."""
+  """Returns a readable ``"a/b/kernel"`` string for a ``jax.tree_util`` key path.
+
+  A Flax NNX variable (an ``nnx.Param`` in an ``nnx.Optimizer``'s state) flattens to its
+  ``.value`` attribute; the path names the variable, ``"hidden/kernel"``, as ``nnx.state``
+  and the linen params do, so one name works in ``prunable``, per-layer targets and
+  :func:`layer_sparsity` whichever API built the tree.
+  """
+  if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+    path = path[:-1]
   parts = []
   for key in path:
     if isinstance(key, jax.tree_util.DictKey):

@@ -327,6 +327,16 @@ def get_masks(opt_state: optax.OptState) -> PyTree:
   return masks_lib.unpack_masks(_unwrap_variables(find_state(opt_state).masks))
 
 
+def get_count(opt_state: optax.OptState) -> int:
+  """The number of updates the optimizer state has taken, as a host ``int``.
+
+  The step to resume a loop at (``dp.jit_train_step``'s ``step``) after restoring a state;
+  reads one scalar from the device. Nested, replicated and ``nnx.Optimizer`` states work
+  as for :func:`get_masks`.
+  """
+  return int(np.asarray(_unwrap_variables(find_state(opt_state).count)))
+
+
 def get_stats(opt_state: optax.OptState) -> PruningStats:
   """The :class:`droppruning_jax.PruningStats` held in an optimizer state (also an
   ``nnx.Optimizer``'s, unwrapped)."""

@@ -102,6 +102,30 @@ def test_nnx_optimizer_prunes_to_the_exact_target_with_pruned_weights_zero(simpl
   assert int(optimizer.step[...]) == STEPS
 
 
+def test_layer_names_are_the_same_in_prunable_per_layer_targets_and_layer_sparsity():
+  """The names ``dp.layer_sparsity`` reports are the ones ``prunable`` and a per-layer
+  target map receive under ``nnx.Optimizer`` (no trailing ``/value`` of the variable)."""
+  seen = []
+
+  def prunable(path, leaf):
+    seen.append(path)
+    return path != "out/kernel" and leaf.ndim >= 2
+
+  tx = dp.drop_pruning(
+    optax.sgd(0.1),
+    target_sparsity=0.5,
+    end_step=0,
+    sparsity_distribution={"hidden/kernel": 0.5},
+    prunable=prunable,
+  )
+  model = MLP(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  assert sorted(seen) == ["hidden/bias", "hidden/kernel", "out/bias", "out/kernel"]
+  nnx.jit(train_step)(model, optimizer, *_batch(0))
+  assert dp.layer_sparsity(dp.get_masks(optimizer.opt_state)) == {"hidden/kernel": 0.5}
+  assert dp.get_count(optimizer.opt_state) == 1
+
+
 def test_skip_mask_update_reaches_the_transformation_through_optimizer_update():
   model = MLP(nnx.Rngs(0))
   optimizer = nnx.Optimizer(model, _tx(), wrt=nnx.Param)

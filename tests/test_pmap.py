@@ -73,4 +73,5 @@ def test_pmap_replicas_identical_and_equal_to_one_device(packed_masks):
     chex.assert_trees_all_close(jax.tree.map(lambda p: p[0], rep_params), one_params, atol=1e-5)
   # Past the exact step at end_step: round(0.8 n) per kernel, 410 of 512 and 102 of 128.
   assert dp.sparsity(dp.get_masks(rep_state)) == (410 + 102) / 640
+  assert dp.get_count(rep_state) == dp.get_count(one_state) == STEPS
   assert int(dp.get_stats(rep_state).total_dropped_back) > 0

@@ -264,6 +264,7 @@ def test_nested_in_chain_and_get_masks_finds_it():
   _, state, _ = _run(tx, 5)
   # The exact step at end_step: round(n / 2) of each layer, 300 + 108 + 50 of 916.
   assert dp.sparsity(dp.get_masks(state)) == 458 / 916
+  assert dp.get_count(state) == 5 and isinstance(dp.get_count(state), int)
   with pytest.raises(ValueError, match="exactly one"):
     dp.get_masks(optax.sgd(0.1).init(toy_params()))
 
