@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from droppruning_jax.skeleton import PruningState
+from droppruning_jax.skeleton import get_count
 
 
 def _check_step_type(step: Any) -> int:
@@ -70,15 +70,10 @@ def _accepts_skip_mask_update(fn: Callable) -> bool:
 
 def _state_count(args: Any) -> int | None:
   """The step count of the one :class:`PruningState` in ``args``, if there is exactly one."""
-  is_state = lambda x: isinstance(x, PruningState)  # noqa: E731
-  found = [leaf for leaf in jax.tree.leaves(args, is_leaf=is_state) if is_state(leaf)]
-  if len(found) != 1:
+  try:
+    return get_count(args)  # unwraps an nnx.Optimizer's count, reads replica 0 under pmap
+  except ValueError:
     return None
-  # The count may be wrapped (an nnx.Optimizer's OptArray) or replicated (pmap).
-  count = jax.tree.leaves(found[0].count)
-  if len(count) != 1:
-    return None
-  return int(np.asarray(count[0]).ravel()[0])
 
 
 class TrainStep:
