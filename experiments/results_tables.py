@@ -4,7 +4,7 @@
 between markers and is rebuilt from ``docs/studies/<study>.json`` (written by
 ``python -m experiments.study ... --report_only``)::
 
-  <!-- table:STUDY -->            method x target: test error mean ± std over seeds
+  <!-- table:STUDY+STUDY -->      method x target: error mean ± std over seeds
   <!-- diffs:NET=STUDY+STUDY;NET=STUDY -->   every method against gradual, per network
   <!-- within:NET=STUDY+STUDY;NET=STUDY -->  highest compression within 0.5 points of dense
   <!-- tests:STUDY:SERIES:FIRST -->         SERIES against gradual, seed by seed: exact
@@ -16,7 +16,7 @@ between markers and is rebuilt from ``docs/studies/<study>.json`` (written by
   ...
   <!-- /table -->
 
-Several studies after ``NET=`` are merged by series (the first study holding a series at
+Several studies joined by ``+`` (after ``table:`` or ``NET=``) are merged by series (the first study holding a series at
 a target wins), so that a follow-up study's new rows join its parent grid.
 
 Validation protocol: runs hold out the last ``validation_examples`` (10,000) images of
@@ -425,7 +425,7 @@ def fill(
   def rebuild(match: re.Match) -> str:
     kind, spec = match.group(1), match.group(2).strip()
     if kind == "table":
-      body = method_table(load_rows(studies_dir, [spec]))
+      body = method_table(load_rows(studies_dir, [s.strip() for s in spec.split("+")]))
     elif kind == "diffs":
       body = diffs_table(studies_dir, spec)
     elif kind == "tests":

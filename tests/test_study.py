@@ -260,6 +260,10 @@ def test_results_tables_are_rebuilt_from_the_study_json(tmp_path):
   assert "- Net (dense 10.20 ± 0.20 %): `gradual` 9.9x (90%, 10.70 %); `drop` 9.9x" in filled
   assert filled.endswith("<!-- /table -->\nend\n") and "old" not in filled
   assert results_tables.fill(filled, tmp_path) == filled  # idempotent
+  # A table merges several studies as diffs does: extra's drop_cosine joins the grid.
+  merged = results_tables.fill("<!-- table:grid+extra -->\n<!-- /table -->", tmp_path)
+  assert "| drop, cosine-annealed (p 0.25→1, q 0.2→0) | 10.50 ± 0.10 | — |" in merged
+  assert "| gradual (p = 1, q = 0) | 10.70 ± 0.20 | 12.20 ± 0.20 |" in merged
   with pytest.raises(ValueError, match="no report"):
     results_tables.fill("<!-- table:missing -->\n<!-- /table -->", tmp_path)
   # Markers with stray spaces are still found; a missing closer never eats the prose.
