@@ -20,10 +20,26 @@ STEPS = 26  # pruning steps 4, 8, ..., 24 (exact at 24), then frozen
 
 
 def _tx(distribution: str, packed: bool):
+  """Drop Pruning with ``distribution`` ("uniform", "global"), or by name: "weighted" (the
+  importance-weighted drops, per leaf), "rigl", "set"."""
   import optax
 
   import droppruning_jax as dp
 
+  if distribution in ("rigl", "set"):
+    method = dp.rigl if distribution == "rigl" else dp.set_pruning
+    return method(
+      optax.sgd(0.05, momentum=0.9),
+      target_sparsity=0.8,
+      update_every=4,
+      end_step=24,
+      packed_masks=packed,
+    )
+  if distribution == "weighted":
+    weighted = {"drop_away": "importance", "drop_back": "gradient", "temperature": 1.0}
+    distribution = "uniform"
+  else:
+    weighted = {}
   return dp.drop_pruning(
     optax.sgd(0.05, momentum=0.9),
     target_sparsity=0.8,
@@ -34,6 +50,7 @@ def _tx(distribution: str, packed: bool):
     sparsity_distribution=distribution,
     regrow_init="restore",
     packed_masks=packed,
+    **weighted,
   )
 
 
@@ -129,6 +146,11 @@ def _worker() -> dict:
   exact_cases = {  # (distribution, packed): [(axes, layout), ...]
     ("uniform", False): [("explicit", "fsdp"), ("explicit", "dp"), ("auto", "fsdp")],
     ("global", True): [("explicit", "fsdp")],
+    # The other policies on the same skeleton: weighted drops per leaf (each device draws
+    # its slice of the uniforms), RigL (gradient regrowth) and SET (random regrowth).
+    ("weighted", False): [("explicit", "fsdp")],
+    ("rigl", False): [("explicit", "fsdp")],
+    ("set", True): [("explicit", "fsdp")],
   }
   for (distribution, packed), layouts in exact_cases.items():
     tx = _tx(distribution, packed)
@@ -260,7 +282,7 @@ def report() -> dict:
 
 def test_sharded_masks_equal_single_device_masks(report):
   cases = report["exact"]
-  assert len(cases) == 4
+  assert len(cases) == 7
   for case in cases:
     assert case["equal"], case["case"]
     assert case["pruned"] > 0, case["case"]
