@@ -181,6 +181,13 @@ def dynamic_sparse_policy(
   checks.check_number("target_sparsity", target_sparsity, 0.0, 1.0, low_open=True, high_open=True)
   end_step = checks.check_int("end_step", end_step, 1, checks.MAX_STEP)
   update_every = checks.check_int("update_every", update_every, 1, checks.MAX_STEP)
+  if update_every >= end_step:
+    # The topology changes at the multiples of update_every below end_step: none here.
+    raise ValueError(
+      f"update_every={update_every} >= end_step={end_step}: the topology would never "
+      "change (updates happen at the multiples of update_every below end_step); use a "
+      "smaller update_every or a later end_step (both count optimizer updates)."
+    )
   drop_fraction = checks.check_number(
     "drop_fraction", drop_fraction, 0.0, 1.0, low_open=True, high_open=False
   )
@@ -252,7 +259,7 @@ _COMMON_DOC = """
       on (per leaf, exactly ``final_pruned_count(n, leaf target)``).
     end_step: the masks are frozen from this count on (``>= 1``).
     update_every: the topology is updated at the counts ``update_every, 2 update_every,
-      ...`` below ``end_step`` (``>= 1``).
+      ...`` below ``end_step`` (``>= 1`` and ``< end_step``).
     drop_fraction: ``alpha`` in ``(0, 1]``, the fraction of active weights replaced at
       count 0 of the decay.
     drop_fraction_decay: ``"cosine"``: ``d(t) = alpha (1 + cos(pi t / end_step)) / 2``;

@@ -256,9 +256,23 @@ def test_same_seed_same_masks_different_seed_different_masks():
     assert any(np.any(other[name] != mine[name]) for name in SHAPES)
 
 
-def test_jit_and_no_jit_give_identical_masks():
-  tx = _tx("set")  # a new instance of _history("set")'s configuration; one update, eagerly
-  history = _history("set")
+@pytest.mark.parametrize("seed", [0, 5])
+def test_init_topology_is_the_documented_draw_against_numpy(seed):
+  """docs/algorithm.md: leaf i (in prunable order) prunes the round(n s) weights of lowest
+  uint32 key ``bits(fold_in(fold_in(PRNGKey(seed), 0), i))``, ties by flat index."""
+  masks = _kernels(dp.get_masks(_tx("set", seed=seed).init(_params())))
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), 0)
+  for i, (name, shape) in enumerate(SHAPES.items()):
+    bits = np.asarray(jax.random.bits(jax.random.fold_in(key, i), shape, jnp.uint32)).ravel()
+    expected = np.ones(bits.size, bool)
+    expected[np.argsort(bits, kind="stable")[: round(bits.size * TARGET)]] = False
+    np.testing.assert_array_equal(masks[name].ravel(), expected, err_msg=name)
+
+
+@pytest.mark.parametrize("method", ["rigl", "set"])
+def test_jit_and_no_jit_give_identical_masks(method):
+  tx = _tx(method)  # a new instance of _history(method)'s configuration; one update, eagerly
+  history = _history(method)
   params, state = history[2]  # before the topology update at count 2
   params, state = make_step(tx)(params, state, random_grads(params, 2))
   jit_params, jit_state = history[3]
@@ -268,10 +282,9 @@ def test_jit_and_no_jit_give_identical_masks():
 
 
 @pytest.mark.skipif(jax.local_device_count() < 2, reason="needs 2 (simulated) devices")
-def test_pmap_replicas_identical_and_equal_to_one_device():
-  # SET: its regrowth draws from the update's key, the part that could differ between
-  # replicas; RigL's regrowth is a function of the (averaged) gradients.
-  method = "set"
+@pytest.mark.parametrize("method", ["rigl", "set"])
+def test_pmap_replicas_identical_and_equal_to_one_device(method):
+  # SET's regrowth draws from the update's key, RigL's follows the averaged gradients.
   tx = _tx(method)
 
   @functools.partial(jax.pmap, axis_name="batch")
@@ -329,12 +342,17 @@ def test_mapping_targets_and_init_errors():
     optax.sgd(0.1),
     target_sparsity=0.5,
     end_step=10,
+    update_every=5,
     sparsity_distribution={"w1/*": 0.5, "w2/kernel": 0.25},
   )
   masks = _kernels(dp.get_masks(tx.init(_params())))
   assert {name: int((~m).sum()) for name, m in masks.items()} == {"w1": 192, "w2": 16}
   tx = dp.set_pruning(
-    optax.sgd(0.1), target_sparsity=0.5, end_step=10, sparsity_distribution={"w1/*": 0.5}
+    optax.sgd(0.1),
+    target_sparsity=0.5,
+    end_step=10,
+    update_every=5,
+    sparsity_distribution={"w1/*": 0.5},
   )
   with pytest.raises(ValueError, match="w2/kernel"):
     tx.init(_params())
@@ -352,6 +370,7 @@ def test_mapping_targets_and_init_errors():
     ({"end_step": 2.5}, r"end_step=2\.5"),
     ({"update_every": 0}, r"update_every=0"),
     ({"update_every": 2**40}, r"update_every=1099511627776"),
+    ({"update_every": END}, rf"update_every={END} >= end_step={END}: the topology would never"),
     ({"drop_fraction": 0.0}, r"drop_fraction=0\.0"),
     ({"drop_fraction": 1.5}, r"drop_fraction=1\.5"),
     ({"drop_fraction_decay": "linear"}, r"drop_fraction_decay='linear'"),
