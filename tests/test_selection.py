@@ -5,6 +5,7 @@ index -- a NumPy stable sort's order."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -80,3 +81,40 @@ def test_prune_exact_equals_a_numpy_stable_sort(shape, active_fraction, target, 
   scores *= rng.choice(np.float32([1.0, 0.5, 1e-3]))
   new = _prune_exact_jit(jnp.asarray(mask), jnp.asarray(scores), target)
   np.testing.assert_array_equal(np.asarray(new), _reference(mask, scores, target))
+
+
+_COMMON = dict(target_sparsity=0.8, end_step=27, update_every=3)
+SORT_FREE_POLICIES = {
+  "drop": lambda inner: dp.drop_pruning(inner, **_COMMON),
+  "drop_global": lambda inner: dp.drop_pruning(inner, sparsity_distribution="global", **_COMMON),
+  "drop_weighted": lambda inner: dp.drop_pruning(
+    inner, drop_away="importance", drop_back="gradient", importance="saliency", **_COMMON
+  ),
+  "drop_stash_global": lambda inner: dp.drop_pruning(
+    inner, drop_back="stash", sparsity_distribution="global", **_COMMON
+  ),
+  "gradual": lambda inner: dp.gradual_magnitude_pruning(inner, **_COMMON),
+  "rigl": lambda inner: dp.rigl(inner, **_COMMON),
+  "set": lambda inner: dp.set_pruning(inner, **_COMMON),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SORT_FREE_POLICIES))
+def test_compiled_mask_update_has_no_sort(name):
+  """Every policy selects by the O(n) bisection: the lowered update (with the mask-update
+  branch) holds no sort and no top-k, which XLA would expand to an O(n log n) sort."""
+  import optax
+
+  from tests import helpers
+
+  tx = SORT_FREE_POLICIES[name](optax.sgd(0.1))
+  params = helpers.toy_params(0)
+  state = tx.init(params)
+  text = (
+    jax.jit(lambda g, s, p: tx.update(g, s, p))
+    .lower(helpers.random_grads(params, 0), state, params)
+    .as_text()
+  )
+  assert "while" in text  # the bisection loop is there: the check looks at the real update
+  for op in ("stablehlo.sort", "chlo.top_k", "mhlo.topk"):
+    assert op not in text, (name, op)
