@@ -19,6 +19,7 @@ from tests import helpers
 GOLDEN_PATH = pathlib.Path(__file__).parent / "data" / "golden_masks.npz"
 NUM_STEPS = 32
 COMMON = dict(target_sparsity=0.8, begin_step=2, end_step=27, update_every=3, seed=3)
+DYNAMIC = dict(target_sparsity=0.8, end_step=27, update_every=3, seed=3)  # no begin_step
 
 
 def _drop(**kwargs):
@@ -40,6 +41,11 @@ CASES = {
     drop_back_prob=dp.cosine_anneal(0.2, 0.0, 2, 27),
   ),
   "drop_initial": _drop(initial_sparsity=0.3, drop_away_prob=0.8, drop_back_prob=0.05),
+  "drop_weighted": _drop(drop_away="importance", drop_back="gradient", temperature=1.0),
+  "drop_stash": _drop(drop_away="importance", drop_back="stash", temperature=0.5),
+  "drop_saliency": _drop(importance="saliency"),
+  "rigl": lambda inner: dp.rigl(inner, **DYNAMIC),
+  "set": lambda inner: dp.set_pruning(inner, **DYNAMIC, sparsity_distribution="erk"),
   "gradual": lambda inner: dp.gradual_magnitude_pruning(inner, **COMMON),
   "random": lambda inner: dp.random_pruning(inner, **COMMON),
   "han_quality": lambda inner: dp.han_pruning(inner, pruning_steps=[3, 9, 20], quality=0.7),
