@@ -300,3 +300,66 @@ def test_select_at_threshold_with_ties_that_fit_and_ties_that_do_not(k):
   np.testing.assert_array_equal(
     selection.tie_prefix(at, room), jax.jit(selection.tie_prefix_unless_all_fit)(at, room)
   )
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["uniform", "weighted"])
+def test_the_update_at_step_t_is_drop_step_with_the_documented_key(weighted):
+  """docs/algorithm.md: the key of the pruning step at count t is ``fold_in(PRNGKey(seed),
+  t)``, split into a score key and a draw key; with one prunable leaf the update is
+  ``drop_step`` with the draw key, this step's schedule and the scores of the weights
+  this step produces (``w + u``, ``u`` the inner update of the masked gradients)."""
+  import optax
+
+  from tests.helpers import make_step, random_grads
+
+  def schedule(count):
+    # 0.625 * 128 weights is an integer: the leaf's own target is exactly the overall one.
+    return 0.625 * jnp.minimum(count, 8) / 8
+
+  rules = {"drop_away": "importance", "temperature": 1.0} if weighted else {}
+  kwargs = dict(target_sparsity=0.625, end_step=8, update_every=2, sparsity_schedule=schedule)
+
+  def run(seed):
+    tx = dp.drop_pruning(
+      optax.sgd(0.1),
+      **kwargs,
+      seed=seed,
+      **rules,
+      **({"drop_back": "gradient"} if weighted else {}),
+    )
+    params = {"w": {"kernel": jax.random.normal(jax.random.PRNGKey(1), (16, 8))}}
+    state = tx.init(params)
+    step = jax.jit(make_step(tx))
+    out = []
+    for t in range(7):  # pruning steps at counts 2, 4, 6 (8 is the exact one)
+      before, mask = params, dp.get_masks(state)["w"]["kernel"]
+      grads = random_grads(params, t)
+      params, state = step(params, state, grads)
+      out.append((before["w"]["kernel"], mask, grads["w"]["kernel"], state))
+    return out
+
+  seed = 7
+  history = run(seed)
+  for t in (2, 4, 6):
+    weights, mask, grads, state = history[t]
+    _, draw_key = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), t))
+    produced = weights + -0.1 * jnp.where(mask, grads, 0.0)  # optax.sgd(0.1)'s update
+    expected, _ = dp.drop_step(
+      draw_key,
+      mask,
+      jnp.abs(produced),
+      step_sparsity=schedule(t),
+      drop_away_prob=0.5,
+      drop_back_prob=0.1,
+      back_evidence=jnp.abs(grads) if weighted else None,
+      **rules,
+    )
+    got = dp.get_masks(state)["w"]["kernel"]
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=str(t))
+    assert int((~got).sum()) > 0
+  # The key matters: another seed draws other masks.
+  other = run(seed + 1)
+  assert any(
+    np.any(np.asarray(dp.get_masks(a[3])["w"]["kernel"] != dp.get_masks(b[3])["w"]["kernel"]))
+    for a, b in zip(history, other)
+  )
