@@ -16,8 +16,9 @@ between markers and is rebuilt from ``docs/studies/<study>.json`` (written by
   ...
   <!-- /table -->
 
-Several studies joined by ``+`` (after ``table:`` or ``NET=``) are merged by series (the first study holding a series at
-a target wins), so that a follow-up study's new rows join its parent grid.
+Several studies joined by ``+`` (after ``table:`` or ``NET=``) are merged by series (the
+first study holding a series at a target wins), so that a follow-up study's new rows join
+its parent grid.
 
 Validation protocol: runs hold out the last ``validation_examples`` (10,000) images of
 the training split as a validation split. For studies whose runs have it, ``table``

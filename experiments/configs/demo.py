@@ -11,7 +11,7 @@ from experiments.configs import default
 
 def get_config() -> ml_collections.ConfigDict:
   # Every field is set here (not taken from lenet300.py, whose recipe may change), so
-  # that the demo's result stays the one in the README.
+  # that the demo does not change when a recipe does.
   config = default.get_config()  # SGD momentum 0.9, lr 0.05 cosine, batch 128, drop
   config.dataset = "fashion_mnist"
   config.model = "lenet300"

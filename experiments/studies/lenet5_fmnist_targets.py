@@ -28,6 +28,8 @@ def get_study() -> dict:
     "name": "lenet5_fmnist_targets",
     "config": "experiments/configs/lenet5_base.py",
     "overrides": FASHION_MNIST_PROTOCOL,
-    "cells": method_cells(["gradual", "drop_cosine", "drop_weighted", "rigl_erk", "set_erk"], TARGETS),
+    "cells": method_cells(
+      ["gradual", "drop_cosine", "drop_weighted", "rigl_erk", "set_erk"], TARGETS
+    ),
     "seeds": [0, 1, 2],
   }
