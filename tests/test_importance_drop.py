@@ -455,8 +455,13 @@ def test_sharded_global_pool_equals_one_device(drop_back):
 
 
 @pytest.mark.skipif(jax.local_device_count() < 2, reason="needs 2 (simulated) devices")
-def test_pmap_replicas_identical_and_equal_to_one_device(per_leaf_run):
-  tx, one_device, _, _ = per_leaf_run
+@pytest.mark.parametrize("drop_back", ["gradient", "stash"])
+def test_pmap_replicas_identical_and_equal_to_one_device(per_leaf_run, drop_back):
+  if drop_back == "gradient":
+    tx, one_device, _, _ = per_leaf_run
+  else:  # the stash is state: replicated, it must stay identical on every replica
+    tx = dp.drop_pruning(optax.sgd(0.05, momentum=0.9), **dict(WEIGHTED, drop_back="stash"))
+    one_device, _, _ = _train(tx)
   devices = jax.local_devices()[:2]
 
   @functools.partial(jax.pmap, axis_name="batch")
