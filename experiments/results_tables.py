@@ -187,13 +187,18 @@ def method_table(rows: list[dict[str, Any]]) -> list[str]:
   return lines
 
 
+def _study_names(spec: str) -> list[str]:
+  """``STUDY+STUDY`` -> the study names, in order."""
+  return [s.strip() for s in spec.split("+")]
+
+
 def _networks(spec: str) -> list[tuple[str, list[str]]]:
   networks = []
   for part in spec.split(";"):
     network, _, studies = part.partition("=")
     if not studies:
       raise ValueError(f"marker part {part!r} must look like 'NETWORK=study+study'.")
-    networks.append((network.strip(), [s.strip() for s in studies.split("+")]))
+    networks.append((network.strip(), _study_names(studies)))
   return networks
 
 
@@ -426,7 +431,7 @@ def fill(
   def rebuild(match: re.Match) -> str:
     kind, spec = match.group(1), match.group(2).strip()
     if kind == "table":
-      body = method_table(load_rows(studies_dir, [s.strip() for s in spec.split("+")]))
+      body = method_table(load_rows(studies_dir, _study_names(spec)))
     elif kind == "diffs":
       body = diffs_table(studies_dir, spec)
     elif kind == "tests":
