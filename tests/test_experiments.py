@@ -25,6 +25,9 @@ from experiments.configs import default
 from tests import helpers
 from tests.helpers import REPO_ROOT
 
+# Trains real runs, shared through ``finished_run``: XLA's default passes (conftest.py).
+DEFAULT_COMPILER_PASSES = True
+
 METRICS_KEYS = {
   "epoch",
   "step",

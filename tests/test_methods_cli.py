@@ -17,6 +17,9 @@ from experiments import report, train
 from experiments.configs import default
 from tests import helpers
 
+# Trains real runs, shared through ``finished_run``: XLA's default passes (conftest.py).
+DEFAULT_COMPILER_PASSES = True
+
 TARGET = 0.9
 DROP_FRACTION = 0.3
 # LeNet-300-100's kernels on 28x28 images: 784-300-100-10.

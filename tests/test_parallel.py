@@ -16,6 +16,9 @@ from experiments import report, train
 from experiments.configs import default
 from tests import helpers
 
+# Trains real runs, shared through ``finished_run``: XLA's default passes (conftest.py).
+DEFAULT_COMPILER_PASSES = True
+
 needs_two_devices = pytest.mark.skipif(
   jax.local_device_count() < 2, reason="needs 2 (simulated) devices"
 )

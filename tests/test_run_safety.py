@@ -27,6 +27,10 @@ from experiments.configs import default
 from tests import helpers
 from tests.helpers import REPO_ROOT
 
+# Compares runs in subprocesses with runs in this process: XLA's default passes in both
+# (conftest.py).
+DEFAULT_COMPILER_PASSES = True
+
 STEPS_PER_EPOCH = 256 // 16
 
 

@@ -21,6 +21,9 @@ from experiments import study as study_lib
 from experiments.configs import default
 from tests import helpers
 
+# Trains real runs, shared through ``finished_run``: XLA's default passes (conftest.py).
+DEFAULT_COMPILER_PASSES = True
+
 NUM_TRAIN, NUM_TEST, HELD_OUT = 96, 32, 32
 
 
