@@ -15,6 +15,10 @@
   the two; the masks do not depend on them here (the golden masks, recorded with the
   default passes, are replayed without them bit for bit). Setting ``JAX_DISABLE_MOST_OPTIMIZATIONS``
   (0 or 1) in the environment applies that choice to the whole suite instead.
+* The longest modules first: ``make test`` hands whole modules to its worker processes in
+  collection order (``--dist loadfile --no-loadscope-reorder``; xdist's default order, most
+  tests first, put the 4-test sharding module with its two-minute subprocess last), so
+  that no long module keeps one worker busy at the end while the others idle.
 * The fixtures shared by the experiment runner's test modules (with pytest-xdist, as
   ``make test`` runs the suite, each worker process builds its own; the compilation cache
   is set up once, by the first process, and inherited by the workers).
@@ -40,6 +44,34 @@ import pytest  # noqa: E402
 from tests import helpers  # noqa: E402
 
 chex.set_n_cpu_devices(2)
+
+
+# The modules that take the longest (over a minute of a worker's time each, measured with
+# `pytest --junitxml`), longest first; the others follow in their usual order. Only the
+# order changes: a module missing here or renamed just runs later.
+LONGEST_MODULES = (
+  "test_experiments",
+  "test_importance_drop",
+  "test_sharding",
+  "test_parallel",
+  "test_wrapper",
+  "test_methods_cli",
+  "test_run_safety",
+  "test_golden_masks",
+  "test_benchmarks",
+  "test_packed_masks",
+  "test_edges",
+  "test_drop",
+  "test_dynamic_sparse",
+)
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    name = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+    return LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES)
+
+  items.sort(key=rank)  # stable: a module's tests keep their order
 
 
 @pytest.fixture(autouse=True, scope="module")
