@@ -21,11 +21,11 @@ LINTED := droppruning_jax experiments benchmarks tests
 # The suite runs on TEST_WORKERS processes (pytest-xdist), one test file per process at a
 # time, so that each file's shared fixtures are built once; `make test TEST_WORKERS=auto`
 # uses every core. Files are handed out in collection order, the longest first
-# (tests/conftest.py), not by xdist's default of the most tests first.
+# (tests/conftest.py and pyproject.toml's addopts).
 TEST_WORKERS ?= 2
 
 test: install lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile tests
 
 # One style (pyproject.toml [tool.ruff]); `make format` applies it.
 lint: install

@@ -16,9 +16,9 @@
   default passes, are replayed without them bit for bit). Setting ``JAX_DISABLE_MOST_OPTIMIZATIONS``
   (0 or 1) in the environment applies that choice to the whole suite instead.
 * The longest modules first: ``make test`` hands whole modules to its worker processes in
-  collection order (``--dist loadfile --no-loadscope-reorder``; xdist's default order, most
-  tests first, put the 4-test sharding module with its two-minute subprocess last), so
-  that no long module keeps one worker busy at the end while the others idle.
+  collection order (``--dist loadfile``, with ``--no-loadscope-reorder`` in pyproject.toml;
+  xdist's default, most tests first, put the 4-test sharding module with its two-minute
+  subprocess last), so that no long module keeps one worker busy at the end.
 * The fixtures shared by the experiment runner's test modules (with pytest-xdist, as
   ``make test`` runs the suite, each worker process builds its own; the compilation cache
   is set up once, by the first process, and inherited by the workers).
@@ -67,11 +67,9 @@ LONGEST_MODULES = (
 
 
 def pytest_collection_modifyitems(items):
-  def rank(item):
-    name = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-    return LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES)
-
-  items.sort(key=rank)  # stable: a module's tests keep their order
+  rank = {name: i for i, name in enumerate(LONGEST_MODULES)}
+  # A stable sort: a module's tests keep their order.
+  items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
 
 
 @pytest.fixture(autouse=True, scope="module")
