@@ -138,6 +138,12 @@ def _worker() -> dict:
   import droppruning_jax as dp
 
   assert jax.device_count() == 4
+  # The runs compare masks within this process: without XLA's expensive passes (as in the
+  # suite's small-program modules, tests/conftest.py) they compile in about half the time.
+  # The compiled HLO below is checked with the default passes, as users compile it.
+  passes_chosen = "JAX_DISABLE_MOST_OPTIMIZATIONS" in os.environ
+  if not passes_chosen:
+    jax.config.update("jax_disable_most_optimizations", True)
   report = {"exact": [], "snippet": [], "hlo": []}
   meshes = {
     axes: jax.make_mesh((4,), ("data",), axis_types=(kind,))
@@ -236,6 +242,8 @@ def _worker() -> dict:
   # Compiled update of FSDP-sharded kernels: no all-gather.
   # (Auto axes without set_mesh take the single-device path: docs/scale.md, measured by
   # benchmarks/sharding_hlo.py.)
+  if not passes_chosen:
+    jax.config.update("jax_disable_most_optimizations", False)
   hlo_cases = [("explicit", "uniform", False), ("explicit", "global", True)]
   hlo_cases += [("auto", "global", True)]
   for axes, distribution, set_mesh in hlo_cases:
