@@ -21,7 +21,7 @@ LINTED := droppruning_jax experiments benchmarks tests
 # The suite runs on TEST_WORKERS processes (pytest-xdist), one test file per process at a
 # time, so that each file's shared fixtures are built once; `make test TEST_WORKERS=auto`
 # uses every core. Files are handed out in collection order, the longest first
-# (tests/conftest.py and pyproject.toml's addopts).
+# (tests/conftest.py).
 TEST_WORKERS ?= 2
 
 test: install lint

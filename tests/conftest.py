@@ -16,9 +16,9 @@
   default passes, are replayed without them bit for bit). Setting ``JAX_DISABLE_MOST_OPTIMIZATIONS``
   (0 or 1) in the environment applies that choice to the whole suite instead.
 * The longest modules first: ``make test`` hands whole modules to its worker processes in
-  collection order (``--dist loadfile``, with ``--no-loadscope-reorder`` in pyproject.toml;
-  xdist's default, most tests first, put the 4-test sharding module with its two-minute
-  subprocess last), so that no long module keeps one worker busy at the end.
+  collection order (``--dist loadfile``; ``pytest_configure`` below turns off xdist's
+  default order, most tests first, which put the 4-test sharding module with its
+  two-minute subprocess last), so that no long module keeps one worker busy at the end.
 * The fixtures shared by the experiment runner's test modules (with pytest-xdist, as
   ``make test`` runs the suite, each worker process builds its own; the compilation cache
   is set up once, by the first process, and inherited by the workers).
@@ -64,6 +64,13 @@ LONGEST_MODULES = (
   "test_drop",
   "test_dynamic_sparse",
 )
+
+
+def pytest_configure(config):
+  # xdist's --no-loadscope-reorder, set here rather than in addopts so that the suite
+  # still runs without xdist (``pytest -p no:xdist``).
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(items):
