@@ -136,8 +136,8 @@ def _setup():
 TARGET = 0.5 * (1 - Q_BACK) + P_AWAY * POOL / N
 
 
-@jax.jit
-def _many_draws(mask, scores, evidence, temperature):
+@functools.partial(jax.jit, static_argnames=("drop_away", "weighted_back"))
+def _many_draws(mask, scores, evidence, temperature, drop_away="importance", weighted_back=True):
   """DRAWS independent drop steps (vmap over keys): the new masks, (DRAWS, N)."""
 
   def one(key):
@@ -149,8 +149,8 @@ def _many_draws(mask, scores, evidence, temperature):
       drop_away_prob=P_AWAY,
       drop_back_prob=Q_BACK,
       drop_back_scale="pruned",
-      drop_away="importance",
-      back_evidence=[evidence],
+      drop_away=drop_away,
+      back_evidence=[evidence] if weighted_back else None,
       temperature=temperature,
     )
     return new[0]
@@ -162,6 +162,9 @@ def _many_draws(mask, scores, evidence, temperature):
 def draws():
   mask, scores, evidence, pool = _setup()
   run = {t: np.asarray(_many_draws(mask, scores, evidence, t)) for t in (1.0, 1e4, 1e-6)}
+  # One weighted rule with the other uniform, both ways (at T = 1).
+  run["away_only"] = np.asarray(_many_draws(mask, scores, evidence, 1.0, weighted_back=False))
+  run["back_only"] = np.asarray(_many_draws(mask, scores, evidence, 1.0, drop_away="uniform"))
   return mask, scores, evidence, pool, run
 
 
@@ -240,6 +243,35 @@ def test_high_temperature_is_uniform_and_low_temperature_is_magnitude(draws):
   largest[np.flatnonzero(~mask)[np.argsort(-evidence[~mask])[: int(Q_BACK * N // 2)]]] = True
   expected = (mask & ~lowest) | largest
   assert np.all(run[1e-6] == expected[None])
+
+
+@pytest.mark.parametrize("weighted", ["away_only", "back_only"])
+def test_one_weighted_rule_with_the_other_uniform(draws, weighted):
+  # Each drop follows its own rule whatever the other is: the weighted one its float64
+  # probabilities, the uniform one p (pool members) or q (pruned weights) for every weight.
+  mask, scores, evidence, pool, run = draws
+  new = run[weighted]
+  removed = (mask & ~new).astype(np.float64)
+  revived = (~mask & new).astype(np.float64)
+  assert not np.any(removed[:, ~pool])  # only pool members leave
+  if weighted == "away_only":
+    away_probs = reference_probabilities(scores, pool, P_AWAY * POOL, 1.0)
+    back_probs = np.where(~mask, Q_BACK, 0.0)
+  else:
+    away_probs = np.where(pool, P_AWAY, 0.0)
+    back_probs = reference_probabilities(-evidence, ~mask, Q_BACK * (N // 2), 1.0)
+  _quartile_check(removed, away_probs, _quartiles(scores, pool))
+  _quartile_check(revived, back_probs, _quartiles(evidence, ~mask))
+  # The weighted rule is not the uniform one: its extreme quartiles differ from p or q.
+  if weighted == "away_only":
+    rates = [removed[:, g].mean() for g in _quartiles(scores, pool)]
+    assert rates[0] > 0.8 and rates[3] < 0.2, rates
+  else:
+    rates = [revived[:, g].mean() for g in _quartiles(evidence, ~mask)]
+    assert rates[3] > 2.5 * Q_BACK and rates[0] < Q_BACK / 2, rates
+  # Both keep the expected sparsity of the target.
+  sd = np.sqrt((POOL * P_AWAY * (1 - P_AWAY) + (N // 2) * Q_BACK * (1 - Q_BACK)) / DRAWS) / N
+  assert abs((1 - new.mean(axis=1)).mean() - TARGET) <= 5 * sd
 
 
 def test_same_key_same_masks_with_and_without_jit(draws):
@@ -387,6 +419,22 @@ def test_per_leaf_final_sparsity_is_exact_and_the_run_repeats(per_leaf_run):
   assert sum(int(s.dropped_back) for s in stats) > 0  # the gradient drop back revived some
   assert max(float(s.shortfall) for s in stats) == 0.0
   again, _, _ = _train(tx, step)  # same seed, same masks at every step
+  for a, b in zip(masks, again):
+    chex.assert_trees_all_equal(a, b)
+
+
+@pytest.mark.parametrize(
+  "rules", [dict(drop_back="uniform"), dict(drop_away="uniform")], ids=["away_only", "back_only"]
+)
+def test_one_weighted_rule_final_sparsity_is_exact_and_the_run_repeats(rules):
+  tx = dp.drop_pruning(optax.sgd(0.05, momentum=0.9), **{**WEIGHTED, **rules})
+  masks, stats, step = _train(tx)
+  final = masks[-1]
+  assert (~final["a"]["kernel"]).sum() == round(0.8 * 600)
+  assert (~final["b"]["kernel"]).sum() == round(0.8 * 100)
+  assert sum(int(s.dropped_back) for s in stats) > 0
+  assert max(float(s.shortfall) for s in stats) == 0.0
+  again, _, _ = _train(tx, step)
   for a, b in zip(masks, again):
     chex.assert_trees_all_equal(a, b)
 
