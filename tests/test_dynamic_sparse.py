@@ -1,6 +1,7 @@
 """RigL and SET (droppruning_jax.dynamic_sparse): exact sparsity from init on, the RigL
-update against a NumPy reference, SET's regrowth distribution, regrown weights and moments,
-seeds, jit, pmap, resume and packed masks."""
+and SET updates against a NumPy reference (SET's with the documented key of every step),
+SET's regrowth distribution, regrown weights and moments, seeds, jit, pmap, resume and
+packed masks."""
 
 import functools
 import math
@@ -131,11 +132,17 @@ def test_regrown_weights_start_at_zero_with_zero_adam_moments(method):
   assert regrown_seen > 0
 
 
-def _numpy_rigl(lr, alpha, steps):
+def _numpy_rigl(lr, alpha, steps, init_masks=None, set_seed=None):
   """RigL with plain SGD, in NumPy: masked gradient step, then drop by |w| and regrow by
-  the dense |g| at the update counts; argsort (stable: ties by flat index) for the choices."""
+  the dense |g| at the update counts; argsort (stable: ties by flat index) for the choices.
+
+  With ``set_seed``, SET instead: the inactive weights of lowest documented key regrow, the
+  key of prunable leaf ``i`` at count ``t`` being ``bits(fold_in(fold_in(PRNGKey(seed), t),
+  i))`` (uint32 of the leaf's shape)."""
   p = _kernels(_params())
-  m = {name: mask.copy() for name, mask in _kernels(dp.get_masks(_history("rigl")[0][1])).items()}
+  if init_masks is None:
+    init_masks = _kernels(dp.get_masks(_history("rigl")[0][1]))
+  m = {name: mask.copy() for name, mask in init_masks.items()}
   masks = []
   for t in range(steps):
     g = _kernels(random_grads(_params(), t))
@@ -152,7 +159,13 @@ def _numpy_rigl(lr, alpha, steps):
         drop = active[np.argsort(np.abs(candidate.reshape(-1)[active]), kind="stable")[:k]]
         flat[drop] = False
         inactive = np.flatnonzero(~flat)
-        grow_scores = -np.abs(g[name].reshape(-1)[inactive])
+        if set_seed is None:
+          grow_scores = -np.abs(g[name].reshape(-1)[inactive])
+        else:
+          step_key = jax.random.fold_in(jax.random.PRNGKey(set_seed), t)
+          leaf_key = jax.random.fold_in(step_key, list(SHAPES).index(name))
+          bits = np.asarray(jax.random.bits(leaf_key, SHAPES[name], jnp.uint32))
+          grow_scores = bits.reshape(-1)[inactive]
         flat[inactive[np.argsort(grow_scores, kind="stable")[:k]]] = True
       new[name] = flat.reshape(m[name].shape)
       p[name] = np.where(new[name] & m[name], candidate, np.float32(0))
@@ -169,6 +182,30 @@ def test_rigl_matches_numpy_reference():
   chex.assert_trees_all_equal(dp.get_masks(state), dp.get_masks(_history("rigl")[0][1]))
   step = jax.jit(make_step(tx))
   reference, ref_params = _numpy_rigl(lr, alpha, STEPS)
+  changed = 0
+  for t in range(STEPS):
+    old = _kernels(dp.get_masks(state))
+    params, state = step(params, state, random_grads(params, t))
+    ours = _kernels(dp.get_masks(state))
+    for name in SHAPES:
+      np.testing.assert_array_equal(ours[name], reference[t][name], err_msg=f"{name} count {t}")
+      changed += int((ours[name] != old[name]).sum())
+  assert changed > 0
+  for name, value in _kernels(params).items():
+    np.testing.assert_array_equal(value, ref_params[name])
+
+
+def test_set_matches_numpy_reference_with_the_documented_keys():
+  # The update at count t draws from fold_in(PRNGKey(seed), t), so a seed other than the
+  # default and the three updates of the run check the key at every step, not only at init.
+  lr, alpha, seed = 0.125, 0.5, 11
+  tx = _tx("set", optax.sgd(lr), drop_fraction=alpha, seed=seed)
+  params = _params()
+  state = tx.init(params)
+  step = jax.jit(make_step(tx))
+  reference, ref_params = _numpy_rigl(
+    lr, alpha, STEPS, init_masks=_kernels(dp.get_masks(state)), set_seed=seed
+  )
   changed = 0
   for t in range(STEPS):
     old = _kernels(dp.get_masks(state))
