@@ -448,15 +448,8 @@ def test_global_final_sparsity_is_exact():
   assert sum(int(s.dropped_back) for s in stats) > 0
 
 
-@pytest.mark.skipif(jax.local_device_count() < 2, reason="needs 2 (simulated) devices")
-@pytest.mark.parametrize("drop_back", ["gradient", "stash"])
-def test_sharded_global_pool_equals_one_device(drop_back):
-  # _global_update_sharded (leaves in their shapes, the "arrays" layout) against the flat
-  # pool, for one stochastic step with every new option.
-  from jax.sharding import AxisType, NamedSharding
-  from jax.sharding import PartitionSpec as P
-
-  global_plan = plan.DropPlan.create(
+def _global_weighted_plan(drop_back):
+  return plan.DropPlan.create(
     target_sparsity=0.8,
     end_step=20,
     drop_away_prob=0.5,
@@ -474,22 +467,98 @@ def test_sharded_global_pool_equals_one_device(drop_back):
     drop_back=drop_back,
     temperature=0.5,
   )
+
+
+GLOBAL_SHAPES = [(64, 48), (48, 16)]
+GLOBAL_KEY, GLOBAL_COUNT = jax.random.PRNGKey(3), 8
+
+
+def _global_leaves(drop_back):
+  """Two leaves of different scales, masks about 40 % pruned (params, masks, grads, stash)."""
   rng = np.random.default_rng(7)
-  shapes = [(64, 48), (48, 16)]
-  params = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes]
-  grads = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes]
-  masks = [jnp.asarray(rng.random(s) < 0.6) for s in shapes]
+  params = [jnp.asarray(rng.normal(size=s) * c, jnp.float32) for s, c in zip(GLOBAL_SHAPES, [1, 4])]
+  grads = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in GLOBAL_SHAPES]
+  masks = [jnp.asarray(rng.random(s) < 0.6) for s in GLOBAL_SHAPES]
   # The skeleton passes no stash unless the policy keeps one.
-  stash = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes]
-  stash = stash if drop_back == "stash" else None
+  stash = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in GLOBAL_SHAPES]
+  return params, masks, grads, stash if drop_back == "stash" else None
+
+
+def _global_step(drop_back):
+  global_plan = _global_weighted_plan(drop_back)
 
   @jax.jit
   def update(params, masks, grads, stash):
-    key = jax.random.PRNGKey(3)
     return drop.global_update(
-      global_plan, key, 8, params, masks, ["a", "b"], grads, stash, final_step=False
+      global_plan,
+      GLOBAL_KEY,
+      GLOBAL_COUNT,
+      params,
+      masks,
+      ["a", "b"],
+      grads,
+      stash,
+      final_step=False,
     )
 
+  return global_plan, update
+
+
+def test_global_weighted_step_equals_a_float64_reference():
+  # One stochastic step of the global pool with both weighted rules (saliency importance,
+  # gradient drop back), derived here in float64 from docs/algorithm.md: scores and
+  # evidence normalised by their leaf's mean (active weights / pruned weights), each
+  # leaf's top weight protected, the pool of c lowest scores, the probabilities of the
+  # float64 bisection, the draws of fold_in(key, 1) over the concatenated leaves.
+  global_plan, update = _global_step("gradient")
+  params, masks, grads, _ = _global_leaves("gradient")
+  new = np.concatenate(
+    [np.asarray(m).reshape(-1) for m in update(params, masks, grads, None).masks]
+  )
+  mask = np.concatenate([np.asarray(m).reshape(-1) for m in masks])
+  scores, evidence, protected = [], [], []
+  for w, g, m in zip(params, grads, masks):
+    w, g, m = (np.asarray(x, np.float64).reshape(-1) for x in (w, g, m))
+    m = m.astype(bool)
+    score = np.abs(w * g)
+    scores.append(score / score[m].mean())
+    evidence.append(np.abs(g) / np.abs(g)[~m].mean())
+    top = np.zeros(m.size, bool)
+    top[np.argmax(np.where(m, score, -np.inf))] = True
+    protected.append(top)
+  scores, evidence, protected = map(np.concatenate, (scores, evidence, protected))
+  n, active = mask.size, int(mask.sum())
+  p, q = 0.5, min(1.0, 0.1 * active / (n - active))  # drop_back_scale="active"
+  target = float(global_plan.overall_target(GLOBAL_COUNT))
+  candidates = np.flatnonzero(mask & ~protected)
+  c = int(np.clip(round(n * (target - (n - active) / n * (1 - q)) / p), 0, candidates.size))
+  order = candidates[np.argsort(scores[candidates])]
+  gap = scores[order[c]] - scores[order[c - 1]]
+  assert gap > 1e-5 * scores[order[c]]  # well above float32 rounding of the leaf means
+  pool = np.zeros(n, bool)
+  pool[order[:c]] = True
+  away = reference_probabilities(scores, pool, p * c, 0.5)
+  back = reference_probabilities(-evidence, ~mask, q * (n - active), 0.5)
+  u = np.asarray(jax.random.uniform(jax.random.fold_in(GLOBAL_KEY, 1), (n,)), np.float64)
+  expected = (mask & ~(pool & (u < away))) | (~mask & (u < back))
+  # A draw within rounding of its probability may fall either way; nothing else may differ.
+  borderline = np.abs(u - np.where(mask, away, back)) < 1e-5
+  assert borderline.sum() <= 2
+  np.testing.assert_array_equal(new[~borderline], expected[~borderline])
+  assert 100 < (new != mask).sum()  # the step changed the mask
+  assert (mask & ~new).sum() > 0 and (~mask & new).sum() > 0
+
+
+@pytest.mark.skipif(jax.local_device_count() < 2, reason="needs 2 (simulated) devices")
+@pytest.mark.parametrize("drop_back", ["gradient", "stash"])
+def test_sharded_global_pool_equals_one_device(drop_back):
+  # _global_update_sharded (leaves in their shapes, the "arrays" layout) against the flat
+  # pool, for one stochastic step with every new option.
+  from jax.sharding import AxisType, NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  _, update = _global_step(drop_back)
+  params, masks, grads, stash = _global_leaves(drop_back)
   reference = update(params, masks, grads, stash)
   mesh = jax.make_mesh((2,), ("data",), axis_types=(AxisType.Explicit,))
   shard = lambda xs: [jax.device_put(x, NamedSharding(mesh, P("data"))) for x in xs]  # noqa: E731
