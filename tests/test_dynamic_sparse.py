@@ -132,7 +132,7 @@ def test_regrown_weights_start_at_zero_with_zero_adam_moments(method):
   assert regrown_seen > 0
 
 
-def _numpy_rigl(lr, alpha, steps, init_masks=None, set_seed=None):
+def _numpy_dynamic_sparse(lr, alpha, steps, init_masks=None, set_seed=None):
   """RigL with plain SGD, in NumPy: masked gradient step, then drop by |w| and regrow by
   the dense |g| at the update counts; argsort (stable: ties by flat index) for the choices.
 
@@ -163,7 +163,8 @@ def _numpy_rigl(lr, alpha, steps, init_masks=None, set_seed=None):
           grow_scores = -np.abs(g[name].reshape(-1)[inactive])
         else:
           step_key = jax.random.fold_in(jax.random.PRNGKey(set_seed), t)
-          leaf_key = jax.random.fold_in(step_key, list(SHAPES).index(name))
+          # Leaf i of the prunable leaves in flatten order (sorted keys; biases skipped).
+          leaf_key = jax.random.fold_in(step_key, sorted(SHAPES).index(name))
           bits = np.asarray(jax.random.bits(leaf_key, SHAPES[name], jnp.uint32))
           grow_scores = bits.reshape(-1)[inactive]
         flat[inactive[np.argsort(grow_scores, kind="stable")[:k]]] = True
@@ -181,7 +182,7 @@ def test_rigl_matches_numpy_reference():
   state = tx.init(params)
   chex.assert_trees_all_equal(dp.get_masks(state), dp.get_masks(_history("rigl")[0][1]))
   step = jax.jit(make_step(tx))
-  reference, ref_params = _numpy_rigl(lr, alpha, STEPS)
+  reference, ref_params = _numpy_dynamic_sparse(lr, alpha, STEPS)
   changed = 0
   for t in range(STEPS):
     old = _kernels(dp.get_masks(state))
@@ -203,7 +204,7 @@ def test_set_matches_numpy_reference_with_the_documented_keys():
   params = _params()
   state = tx.init(params)
   step = jax.jit(make_step(tx))
-  reference, ref_params = _numpy_rigl(
+  reference, ref_params = _numpy_dynamic_sparse(
     lr, alpha, STEPS, init_masks=_kernels(dp.get_masks(state)), set_seed=seed
   )
   changed = 0
