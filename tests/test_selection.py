@@ -90,6 +90,9 @@ SORT_FREE_POLICIES = {
   "drop_weighted": lambda inner: dp.drop_pruning(
     inner, drop_away="importance", drop_back="gradient", importance="saliency", **_COMMON
   ),
+  "drop_weighted_global": lambda inner: dp.drop_pruning(
+    inner, drop_away="importance", drop_back="gradient", sparsity_distribution="global", **_COMMON
+  ),
   "drop_stash_global": lambda inner: dp.drop_pruning(
     inner, drop_back="stash", sparsity_distribution="global", **_COMMON
   ),
