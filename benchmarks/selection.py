@@ -3,7 +3,8 @@
 Compares the library's sort-free bisection (``droppruning_jax.selection.lowest_scores_many``) with a
 two-pass histogram radix select (exact, same result), a full
 sort (lexsort by (group, score)), ``lax.top_k`` and ``lax.approx_min_k`` (the last two
-need a static k, as at the exact final step), and times a whole ``dp.drop_step``.
+need a static k, as at the exact final step), and times a whole ``dp.drop_step`` with the
+uniform and with the importance-weighted drop rules.
 Fits the scaling exponent ``t ~ n^a`` by least squares in log-log space.
 
   python -m benchmarks.selection --sizes 1e4,1e5,1e6,3e6,1e7,3e7
@@ -69,6 +70,19 @@ def make_methods(k_static):
     "drop_step (whole)": jax.jit(
       lambda m, s, k: dp.drop_step(
         jax.random.PRNGKey(0), m, s, step_sparsity=0.6, drop_away_prob=0.5, drop_back_prob=0.1
+      )[0]
+    ),
+    # Both weighted rules: one more bisection (the probabilities of both drops) on top.
+    "drop_step (whole, weighted)": jax.jit(
+      lambda m, s, k: dp.drop_step(
+        jax.random.PRNGKey(0),
+        m,
+        s,
+        step_sparsity=0.6,
+        drop_away_prob=0.5,
+        drop_back_prob=0.1,
+        drop_away="importance",
+        back_evidence=1.0 - s,  # any evidence: the cost does not depend on its values
       )[0]
     ),
   }
