@@ -309,14 +309,18 @@ def test_init_topology_is_the_documented_draw_against_numpy(seed):
 
 @pytest.mark.parametrize("method", ["rigl", "set"])
 def test_jit_and_no_jit_give_identical_masks(method):
-  tx = _tx(method)  # a new instance of _history(method)'s configuration; one update, eagerly
+  # Every topology update of _history(method)'s jitted run, replayed eagerly (op by op) by a
+  # new instance of its configuration from the jitted state before it.
+  tx = _tx(method)
   history = _history(method)
-  params, state = history[2]  # before the topology update at count 2
-  params, state = make_step(tx)(params, state, random_grads(params, 2))
-  jit_params, jit_state = history[3]
-  assert int(dp.get_stats(state).dropped_away) > 0
-  chex.assert_trees_all_equal(dp.get_masks(state), dp.get_masks(jit_state))
-  chex.assert_trees_all_close(params, jit_params, atol=1e-6)
+  step = make_step(tx)
+  for count in UPDATES:
+    params, state = history[count]  # before the topology update at this count
+    params, state = step(params, state, random_grads(params, count))
+    jit_params, jit_state = history[count + 1]
+    assert int(dp.get_stats(state).dropped_away) > 0, count
+    chex.assert_trees_all_equal(dp.get_masks(state), dp.get_masks(jit_state))
+    chex.assert_trees_all_close(params, jit_params, atol=1e-6)
 
 
 @pytest.mark.skipif(jax.local_device_count() < 2, reason="needs 2 (simulated) devices")
