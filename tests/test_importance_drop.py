@@ -401,45 +401,48 @@ def per_leaf_run():
   return (tx, *_train(tx))
 
 
-def test_per_leaf_final_sparsity_is_exact_and_the_run_repeats(per_leaf_run):
-  tx, masks, stats, step = per_leaf_run
+def _assert_exact_and_repeats(tx, masks, stats, step):
+  """Per-leaf final sparsity exact, some weights revived, no shortfall, and the same seed
+  gives the same masks at every step."""
   final = masks[-1]
   assert (~final["a"]["kernel"]).sum() == round(0.8 * 600)
   assert (~final["b"]["kernel"]).sum() == round(0.8 * 100)
-  assert sum(int(s.dropped_back) for s in stats) > 0  # the gradient drop back revived some
+  assert sum(int(s.dropped_back) for s in stats) > 0  # the drop back revived some
   assert max(float(s.shortfall) for s in stats) == 0.0
-  again, _, _ = _train(tx, step)  # same seed, same masks at every step
+  again, _, _ = _train(tx, step)
   for a, b in zip(masks, again):
     chex.assert_trees_all_equal(a, b)
+
+
+def test_per_leaf_final_sparsity_is_exact_and_the_run_repeats(per_leaf_run):
+  _assert_exact_and_repeats(*per_leaf_run)
+
+
+@pytest.fixture(scope="module")
+def uniform_run_masks():
+  """The masks of WEIGHTED's run with both rules uniform (the same seed)."""
+  uniform = {**WEIGHTED, "drop_away": "uniform", "drop_back": "uniform"}
+  del uniform["temperature"]  # refused when no rule is weighted
+  return _train(dp.drop_pruning(optax.sgd(0.05, momentum=0.9), **uniform))[0]
 
 
 @pytest.mark.parametrize(
   "rules", [dict(drop_back="uniform"), dict(drop_away="uniform")], ids=["away_only", "back_only"]
 )
-def test_one_weighted_rule_final_sparsity_is_exact_and_the_run_repeats(per_leaf_run, rules):
+def test_one_weighted_rule_final_sparsity_is_exact_and_the_run_repeats(
+  per_leaf_run, uniform_run_masks, rules
+):
   tx = dp.drop_pruning(optax.sgd(0.05, momentum=0.9), **{**WEIGHTED, **rules})
   masks, stats, step = _train(tx)
   # The rules are used: the same seed gives other masks than both rules weighted and than
   # both uniform.
-  uniform = {**WEIGHTED, "drop_away": "uniform", "drop_back": "uniform"}
-  del uniform["temperature"]  # refused when no rule is weighted
-  for other in (
-    per_leaf_run[1],
-    _train(dp.drop_pruning(optax.sgd(0.05, momentum=0.9), **uniform))[0],
-  ):
+  for other in (per_leaf_run[1], uniform_run_masks):
     assert any(
       not np.array_equal(a[k]["kernel"], b[k]["kernel"])
       for a, b in zip(masks, other)
       for k in ("a", "b")
     )
-  final = masks[-1]
-  assert (~final["a"]["kernel"]).sum() == round(0.8 * 600)
-  assert (~final["b"]["kernel"]).sum() == round(0.8 * 100)
-  assert sum(int(s.dropped_back) for s in stats) > 0
-  assert max(float(s.shortfall) for s in stats) == 0.0
-  again, _, _ = _train(tx, step)
-  for a, b in zip(masks, again):
-    chex.assert_trees_all_equal(a, b)
+  _assert_exact_and_repeats(tx, masks, stats, step)
 
 
 def test_global_final_sparsity_is_exact():
