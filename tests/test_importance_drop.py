@@ -835,12 +835,14 @@ def test_regrow_from_stash_needs_a_stash():
     skeleton.pruning_transformation(optax.sgd(0.1), policy, name="test")
 
 
+@pytest.mark.parametrize("distribution", ["uniform", "global"])
 @pytest.mark.parametrize("drop_back", ["gradient", "stash"])
-def test_resume_from_state_dict_mid_run_gives_the_uninterrupted_masks(drop_back):
+def test_resume_from_state_dict_mid_run_gives_the_uninterrupted_masks(drop_back, distribution):
   # A restart rebuilds the transformation and restores its state (as orbax does, from
   # numpy arrays): the weighted drops continue with the same keys, importance, gradients
-  # and stash, so the masks are those of the run that never stopped.
-  kwargs = {**WEIGHTED, "drop_back": drop_back, "sparsity_distribution": "global"}
+  # and stash, so the masks are those of the run that never stopped. Per-leaf pools and
+  # the global pool keep different state (per-leaf keys against one pool's), so both run.
+  kwargs = {**WEIGHTED, "drop_back": drop_back, "sparsity_distribution": distribution}
   tx = dp.drop_pruning(optax.sgd(0.05, momentum=0.9), **kwargs)
   step = jax.jit(make_step(tx))
   params, state = _params(), tx.init(_params())
