@@ -589,12 +589,16 @@ def test_sharded_global_pool_equals_one_device(drop_back):
 
 
 @pytest.mark.skipif(jax.local_device_count() < 2, reason="needs 2 (simulated) devices")
-@pytest.mark.parametrize("drop_back", ["gradient", "stash"])
-def test_pmap_replicas_identical_and_equal_to_one_device(per_leaf_run, drop_back):
-  if drop_back == "gradient":
+@pytest.mark.parametrize(
+  "drop_back, distribution", [("gradient", "uniform"), ("stash", "uniform"), ("gradient", "global")]
+)
+def test_pmap_replicas_identical_and_equal_to_one_device(per_leaf_run, drop_back, distribution):
+  if (drop_back, distribution) == ("gradient", "uniform"):
     tx, one_device, _, _ = per_leaf_run
-  else:  # the stash is state: replicated, it must stay identical on every replica
-    tx = dp.drop_pruning(optax.sgd(0.05, momentum=0.9), **dict(WEIGHTED, drop_back="stash"))
+  else:  # the stash is state: replicated, it must stay identical on every replica; the
+    # global pool normalises over all leaves at once, another code path
+    kwargs = dict(WEIGHTED, drop_back=drop_back, sparsity_distribution=distribution)
+    tx = dp.drop_pruning(optax.sgd(0.05, momentum=0.9), **kwargs)
     one_device, _, _ = _train(tx)
   devices = jax.local_devices()[:2]
 
