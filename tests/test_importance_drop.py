@@ -783,18 +783,18 @@ def test_stash_drop_back_keeps_the_stash_and_regrows_by_regrow_init(regrow_init)
 
 
 @pytest.mark.parametrize("distribution", ["uniform", "global"])
-def test_stash_drop_back_final_sparsity_is_exact_and_jit_equals_no_jit(distribution):
-  tx = dp.drop_pruning(
-    optax.sgd(0.05, momentum=0.9), sparsity_distribution=distribution, **STASH_DROP
-  )
+@pytest.mark.parametrize("drop_back", ["gradient", "stash"])
+def test_weighted_drop_final_sparsity_is_exact_and_jit_equals_no_jit(distribution, drop_back):
+  kwargs = dict(WEIGHTED, drop_back=drop_back, sparsity_distribution=distribution)
+  tx = dp.drop_pruning(optax.sgd(0.05, momentum=0.9), **kwargs)
   jitted, eager = jax.jit(make_step(tx)), make_step(tx)
   # Without jit, every step that changes the masks, the schedule's first step (sparsity 0)
   # and a step between two updates (sparse masks, no update) are replayed from the jitted
   # run's state: the same params and the same whole state (masks, count, stash, momentum,
   # statistics), floats to rounding, and so the same input to the next step. Replaying
   # every step would cost a minute: each eager step traces its branches anew.
-  begin, every = STASH_DROP["begin_step"], STASH_DROP["update_every"]
-  mask_updates = range(begin + every, STASH_DROP["end_step"] + 1, every)
+  begin, every = kwargs["begin_step"], kwargs["update_every"]
+  mask_updates = range(begin + every, kwargs["end_step"] + 1, every)
   replayed = changed = dropped_back = 0
   params, state = _params(), tx.init(_params())
   for t in range(STEPS):
@@ -821,7 +821,9 @@ def test_stash_drop_back_final_sparsity_is_exact_and_jit_equals_no_jit(distribut
       )
     dropped_back += int(dp.get_stats(new_state).dropped_back)
     params, state = new_params, new_state
-  assert replayed == len(mask_updates) + 2 and changed == len(mask_updates)
+  # The last update, already at the target with p = 1 and q = 0 (annealed), may leave the
+  # masks as they are; every other one changes them.
+  assert replayed == len(mask_updates) + 2 and changed >= len(mask_updates) - 1
   assert dropped_back > 0
   final = dp.get_masks(state)
   pruned = [int((~np.asarray(final[name]["kernel"])).sum()) for name in ("a", "b")]
