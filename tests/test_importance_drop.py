@@ -833,6 +833,13 @@ def test_weighted_drop_final_sparsity_is_exact_and_jit_equals_no_jit(distributio
     assert pruned == [round(0.8 * 600), round(0.8 * 100)]
 
 
+def test_stash_drop_back_final_sparsity_is_exact_and_the_run_repeats():
+  # The stash is state that each mask update reads and writes: a second run with the same
+  # seed must reproduce every step's masks, as the gradient drop back's does.
+  tx = dp.drop_pruning(optax.sgd(0.05, momentum=0.9), **STASH_DROP)
+  _assert_exact_and_repeats(tx, *_train(tx))
+
+
 def test_regrow_from_stash_needs_a_stash():
   policy = skeleton.MaskPolicy(
     seed=0, branch_index=lambda count: 0, updates=[], regrow_from_stash=True
