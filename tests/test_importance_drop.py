@@ -386,17 +386,18 @@ def _weighted_tx(**overrides):
   return dp.drop_pruning(optax.sgd(0.05, momentum=0.9), **{**WEIGHTED, **overrides})
 
 
-def _train(tx, step=None):
-  """Masks and statistics after every step, from host-made gradients."""
+def _train(tx):
+  """Masks and statistics after every step, from host-made gradients (traced and compiled
+  anew on every call)."""
   params = _params()
   state = tx.init(params)
-  step = step or jax.jit(make_step(tx))
+  step = jax.jit(make_step(tx))
   masks, stats = [], []
   for t in range(STEPS):
     params, state = step(params, state, random_grads(params, t))
     masks.append(jax.tree.map(np.asarray, dp.get_masks(state)))
     stats.append(dp.get_stats(state))
-  return masks, stats, step
+  return masks, stats
 
 
 @pytest.fixture(scope="module")
@@ -413,7 +414,7 @@ def _assert_exact_and_repeats(tx, masks, stats):
   assert (~final["b"]["kernel"]).sum() == round(0.8 * 100)
   assert sum(int(s.dropped_back) for s in stats) > 0  # the drop back revived some
   assert max(float(s.shortfall) for s in stats) == 0.0
-  again, _, _ = _train(tx)
+  again, _ = _train(tx)
   for a, b in zip(masks, again):
     chex.assert_trees_all_equal(a, b)
 
@@ -421,10 +422,10 @@ def _assert_exact_and_repeats(tx, masks, stats):
 @pytest.mark.parametrize("drop_back", ["gradient", "stash"])
 def test_per_leaf_final_sparsity_is_exact_and_the_run_repeats(per_leaf_run, drop_back):
   if drop_back == "gradient":
-    tx, masks, stats, _ = per_leaf_run
+    tx, masks, stats = per_leaf_run
   else:  # the stash is state that each mask update reads and writes
     tx = _weighted_tx(drop_back="stash")
-    masks, stats, _ = _train(tx)
+    masks, stats = _train(tx)
   _assert_exact_and_repeats(tx, masks, stats)
 
 
@@ -443,7 +444,7 @@ def test_one_weighted_rule_final_sparsity_is_exact_and_the_run_repeats(
   per_leaf_run, uniform_run_masks, rules
 ):
   tx = _weighted_tx(**rules)
-  masks, stats, _ = _train(tx)
+  masks, stats = _train(tx)
   # The rules are used: the same seed gives other masks than both rules weighted and than
   # both uniform.
   for other in (per_leaf_run[1], uniform_run_masks):
@@ -457,7 +458,7 @@ def test_one_weighted_rule_final_sparsity_is_exact_and_the_run_repeats(
 
 def test_global_final_sparsity_is_exact():
   tx = _weighted_tx(sparsity_distribution="global")
-  masks, stats, _ = _train(tx)
+  masks, stats = _train(tx)
   final = masks[-1]
   assert (~final["a"]["kernel"]).sum() + (~final["b"]["kernel"]).sum() == round(0.8 * 700)
   assert final["a"]["kernel"].sum() >= 1 and final["b"]["kernel"].sum() >= 1
@@ -606,12 +607,12 @@ def test_sharded_global_pool_equals_one_device(drop_back):
 )
 def test_pmap_replicas_identical_and_equal_to_one_device(per_leaf_run, drop_back, distribution):
   if (drop_back, distribution) == ("gradient", "uniform"):
-    tx, one_device, _, _ = per_leaf_run
+    tx, one_device, _ = per_leaf_run
   else:
     # The stash is state: replicated, it must stay identical on every replica. The global
     # pool normalises over all leaves at once: another code path.
     tx = _weighted_tx(drop_back=drop_back, sparsity_distribution=distribution)
-    one_device, _, _ = _train(tx)
+    one_device, _ = _train(tx)
   devices = jax.local_devices()[:2]
 
   @functools.partial(jax.pmap, axis_name="batch")
