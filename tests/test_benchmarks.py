@@ -1,6 +1,8 @@
 """The benchmark scripts run end to end on tiny settings (no timing is asserted)."""
 
+import json
 import math
+import pathlib
 import sys
 
 import chex
@@ -149,3 +151,28 @@ def test_memory_benchmark_measures_packed_masks_as_an_eighth(capsys, monkeypatch
   assert (
     packed_masks == sum(-(-int(x.size) // 8) for x in jax.tree.leaves(params) if x.ndim >= 2) + 3
   )
+
+
+def test_memory_table_in_the_docs_is_what_the_code_measures(tmp_path, monkeypatch, capsys):
+  """docs/performance.md's memory table and its JSON drift with the state layout: rerun it."""
+  out = tmp_path / "memory.json"
+  monkeypatch.setattr(sys, "argv", ["memory", "--models", "lenet300,lenet5", "--out", str(out)])
+  memory.main()
+  measured = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
+  root = pathlib.Path(__file__).resolve().parents[1]
+  shipped = {
+    row["model"]: row
+    for row in json.loads((root / "docs/benchmarks/memory.json").read_text())["rows"]
+  }
+  doc = (root / "docs/performance.md").read_text()
+  for name, label in (("lenet300", "LeNet-300-100"), ("lenet5", "LeNet-5")):
+    assert shipped[name] == measured[name]
+    row = next(
+      line
+      for line in doc.splitlines()
+      if line.startswith(f"| {label} | {measured[name]['params_bytes']:,}")
+    )
+    for key in ("added_bytes", "added_packed_bytes", "added_restore_bytes"):
+      assert f"{measured[name][key]:,}" in row, (key, row)
+    extra = measured[name]["added_bytes"] - measured[name]["mask_bytes"]
+    assert f'The {extra} bytes in each "added" column' in doc.replace("\n", " ")
