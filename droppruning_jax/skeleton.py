@@ -163,23 +163,44 @@ def _update_masks(
   return new_masks, stash, stats
 
 
-def _reset_moments(inner, inner_state, new_masks, masks):
+def _key_entry(entry) -> tuple:
+  """A hashable, container-independent form of one key-path entry (dict key, index, field)."""
+  for attr in ("key", "idx", "name"):
+    if hasattr(entry, attr):
+      return (attr, getattr(entry, attr))
+  return ("other", str(entry))
+
+
+def _reset_moments(inner_state, new_masks, masks):
   """Zeroes the optimizer moments of weights pruned now or until now.
 
-  A revived weight starts with zero momentum / Adam moments, for any optax
-  transformation with params-shaped state; fused into the optimizer's own update.
+  A revived weight starts with zero momentum / Adam moments. The state leaves that
+  belong to a parameter are found by their key path, which ends with the parameter's
+  path (``mu/dense/kernel`` for ``dense/kernel``) in any optax state: plain, chained,
+  ``optax.masked`` / ``multi_transform`` / ``partition`` (whose masked-out parts are empty
+  ``MaskedNode`` nodes), Muon, ``MultiSteps``, ``inject_hyperparams``. The longest matching
+  parameter path wins, and a leaf of another shape (a factored second moment, a
+  hyperparameter) is left alone. Fused into the optimizer's own update.
   """
-  return optax.tree_utils.tree_map_params(
-    inner,
-    lambda x, new, old: (
-      jnp.where(new & old, x, jnp.zeros_like(x))
-      if isinstance(x, jax.Array) and masks_lib.is_prunable_mask(new) and x.shape == new.shape
-      else x
-    ),
-    inner_state,
-    new_masks,
-    masks,
-  )
+  flat_new, _ = jax.tree_util.tree_flatten_with_path(new_masks)
+  by_path = {
+    tuple(_key_entry(e) for e in path): (new, old)
+    for (path, new), old in zip(flat_new, jax.tree.leaves(masks))
+    if masks_lib.is_prunable_mask(new)
+  }
+
+  def reset(path, x):
+    if not isinstance(x, jax.Array):
+      return x
+    key = tuple(_key_entry(e) for e in path)
+    for start in range(len(key) + 1):  # the longest parameter path that the leaf's ends with
+      hit = by_path.get(key[start:])
+      if hit is not None:
+        new, old = hit
+        return jnp.where(new & old, x, jnp.zeros_like(x)) if x.shape == new.shape else x
+    return x
+
+  return jax.tree_util.tree_map_with_path(reset, inner_state)
 
 
 def pruning_transformation(
@@ -273,7 +294,7 @@ def pruning_transformation(
       new_masks, stash, stats = jax.lax.switch(
         index, [keep] + [functools.partial(run, fn) for fn in policy.updates]
       )
-      inner_state = _reset_moments(inner, inner_state, new_masks, masks)
+      inner_state = _reset_moments(inner_state, new_masks, masks)
       stored_masks = masks_lib.pack_masks(new_masks) if packed_masks else new_masks
     regrow = stash if policy.regrow_from_stash else None  # else revived weights restart at 0
     new_updates = masks_lib.masked_updates(inner_updates, params, new_masks, masks, regrow)
