@@ -39,7 +39,12 @@ from droppruning_jax.masks import (
   unpack_masks,
 )
 from droppruning_jax.plan import expected_trajectory
-from droppruning_jax.schedules import cosine_anneal, polynomial_sparsity, pruning_steps
+from droppruning_jax.schedules import (
+  cosine_anneal,
+  polynomial_sparsity,
+  pruning_steps,
+  rewind_learning_rate,
+)
 from droppruning_jax.selection import prune_exact
 from droppruning_jax.skeleton import PruningState, get_count, get_masks, get_stats
 from droppruning_jax.stats import PruningStats
@@ -78,6 +83,7 @@ __all__ = [
   "prune_exact",
   "pruning_steps",
   "random_pruning",
+  "rewind_learning_rate",
   "rigl",
   "set_pruning",
   "sparse_to_dense",

@@ -108,3 +108,42 @@ def schedule_values(schedule: Schedule, steps: Sequence[int]) -> np.ndarray:
   except Exception:  # noqa: BLE001 -- not vectorisable: one step at a time below
     pass
   return np.asarray([evaluate(schedule, int(step)) for step in step_array], dtype=np.float64)
+
+
+def rewind_learning_rate(
+  base: Schedule, *, last_update_step: int, rewind_step: int, total_steps: int
+) -> Schedule:
+  """Learning-rate rewinding (Renda et al., 2020) for the steps after the last mask update.
+
+  Up to ``last_update_step`` the schedule is ``base``. From the next step to the end of
+  training (the fine-tuning phase, weights kept) it replays ``base`` from
+  ``rewind_step`` to ``total_steps``, stretched or compressed to fit the phase: the
+  first fine-tuning step gets ``base(rewind_step)`` and the replay reaches
+  ``base(total_steps)`` when training ends. ``rewind_step = last_update_step + 1`` is
+  ``base`` unchanged; ``rewind_step = 0`` restarts the whole schedule in the phase (the
+  "scaled learning-rate restarting" of Le & Hua, 2021).
+
+  Args:
+    base: the schedule to rewind (``step -> learning rate``).
+    last_update_step: the step count of the last mask update.
+    rewind_step: the step of ``base`` that the fine-tuning phase starts from, in
+      ``[0, last_update_step + 1]``.
+    total_steps: the number of training steps; the phase is the steps
+      ``last_update_step + 1 .. total_steps - 1``.
+  """
+  start = int(last_update_step) + 1
+  if not 0 <= rewind_step <= start:
+    raise ValueError(f"rewind_step={rewind_step!r} must be in [0, last_update_step + 1 = {start}].")
+  if start >= total_steps:
+    raise ValueError(
+      f"no steps after the last mask update (step {last_update_step}) to fine-tune in: "
+      f"total_steps={total_steps}."
+    )
+  scale = (total_steps - rewind_step) / (total_steps - start)
+
+  def schedule(step):
+    step = jnp.asarray(step)
+    replay = rewind_step + (step - start) * scale
+    return jnp.where(step < start, base(step), base(replay))
+
+  return schedule

@@ -102,12 +102,22 @@ def study_cells(study: dict[str, Any]) -> list[dict[str, Any]]:
   return cells
 
 
-def make_config(study: dict[str, Any], cell: dict[str, Any], idx_dir: str | None):
+def make_config(
+  study: dict[str, Any], cell: dict[str, Any], idx_dir: str | None, root: Path | None = None
+):
+  """The config of one run. String overrides may name ``{root}`` (the study's run folder
+  root) and ``{seed}`` (the run's seed), e.g. ``teacher_workdir="{root}/dense_seed{seed}"``:
+  a cell distilled from the same seed's dense cell of the study."""
   config = load_module(study["config"]).get_config()
   overrides = {
     **study.get("overrides", {}),
     **{k: v for k, v in cell.items() if k not in ("name", "run")},
   }
+  for key, value in overrides.items():
+    if isinstance(value, str) and ("{root}" in value or "{seed}" in value):
+      if root is None:
+        raise ValueError(f"study override {key}={value!r} names {{root}}: pass the run root.")
+      overrides[key] = value.replace("{root}", str(root)).replace("{seed}", str(cell["seed"]))
   if idx_dir and config.get("dataset", overrides.get("dataset")) in ("mnist", "fashion_mnist"):
     overrides.setdefault("idx_dir", idx_dir)
   with config.unlocked():
@@ -187,7 +197,7 @@ def run_grid(
     start = time.time()
     logging.info("run %s", cell["run"])
     try:
-      train.train_and_evaluate(make_config(study, cell, idx_dir), workdir)
+      train.train_and_evaluate(make_config(study, cell, idx_dir, root), workdir)
     except train.Preempted as error:
       # SIGTERM: the run saved its current step; stop the grid, a rerun resumes it.
       print(error, file=sys.stderr)

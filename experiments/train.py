@@ -58,6 +58,7 @@ from droppruning_jax import masks as masks_lib
 from droppruning_jax import models, skeleton
 from droppruning_jax import plan as plan_lib
 from experiments import data as data_lib
+from experiments import distill as distill_lib
 from experiments import report
 
 PyTree = Any
@@ -391,6 +392,25 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
           "drop_back='uniform'; it weights drop_away='importance' or drop_back='gradient' "
           "or 'stash'."
         )
+  if config.lr_rewind_epoch is not None:
+    if config.method == "dense":
+      fail(
+        f"lr_rewind_epoch={config.lr_rewind_epoch!r} rewinds the learning rate after the "
+        "last mask update; method='dense' has none."
+      )
+    if not is_number(config.lr_rewind_epoch) or not (
+      0 <= config.lr_rewind_epoch <= config.prune_end_epoch < config.num_epochs
+    ):
+      fail(
+        f"need 0 <= lr_rewind_epoch={config.lr_rewind_epoch!r} <= prune_end_epoch="
+        f"{config.prune_end_epoch} < num_epochs={config.num_epochs} (the rewound schedule "
+        "runs after the pruning window)."
+      )
+  if config.teacher_workdir is not None:
+    if not is_number(config.distill_weight) or not 0.0 <= config.distill_weight <= 1.0:
+      fail(f"distill_weight={config.distill_weight!r} is outside [0, 1].")
+    if not is_number(config.distill_temperature) or config.distill_temperature <= 0:
+      fail(f"distill_temperature={config.distill_temperature!r} must be a finite number > 0.")
   if config.method in DYNAMIC_SPARSE_METHODS:
     if config.target_sparsity == 0:
       fail(
@@ -623,16 +643,26 @@ def make_model(config: ml_collections.ConfigDict, num_classes: int):
 
 
 def make_learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+  """The learning rate per step: ``lr_schedule`` over the whole training, rewound after
+  the pruning window when ``lr_rewind_epoch`` is set."""
   total_steps = config.num_epochs * steps_per_epoch
   if config.lr_schedule == "constant":
-    return optax.constant_schedule(config.learning_rate)
-  if config.lr_schedule == "cosine":
-    return optax.cosine_decay_schedule(config.learning_rate, total_steps)
-  boundaries = {
-    int(round(fraction * total_steps)): config.lr_step_factor
-    for fraction in config.lr_step_fractions
-  }
-  return optax.piecewise_constant_schedule(config.learning_rate, boundaries)
+    base = optax.constant_schedule(config.learning_rate)
+  elif config.lr_schedule == "cosine":
+    base = optax.cosine_decay_schedule(config.learning_rate, total_steps)
+  else:
+    boundaries = {
+      int(round(fraction * total_steps)): config.lr_step_factor
+      for fraction in config.lr_step_fractions
+    }
+    base = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
+  if config.get("lr_rewind_epoch") is None:
+    return base
+  _, end = pruning_window(config, steps_per_epoch)
+  rewind = min(int(round(config.lr_rewind_epoch * steps_per_epoch)), end + 1)
+  return dp.rewind_learning_rate(
+    base, last_update_step=end, rewind_step=rewind, total_steps=total_steps
+  )
 
 
 def make_inner_optimizer(config: ml_collections.ConfigDict, learning_rate: optax.Schedule):
@@ -791,13 +821,16 @@ def _has_pruning(config) -> bool:
   return config.method != "dense"
 
 
-def _train_step_fn(model, tx, has_pruning: bool, skip_mask_update: bool, mean: Any):
-  """The train step ``(state, images, labels) -> (state, metrics)`` of one replica;
-  ``mean`` averages a tree over the replicas (``pmean`` under pmap, the identity under
-  jit, whose step sees the whole batch)."""
+def _train_step_fn(
+  model, tx, has_pruning: bool, skip_mask_update: bool, mean: Any, distill: Any = None
+):
+  """The train step ``(state, images, labels[, teacher_logits]) -> (state, metrics)`` of
+  one replica; ``mean`` averages a tree over the replicas (``pmean`` under pmap, the
+  identity under jit, whose step sees the whole batch). ``distill``: ``(weight,
+  temperature)`` of the distillation loss, whose teacher logits come with the batch."""
   extra = {"skip_mask_update": skip_mask_update} if has_pruning else {}
 
-  def train_step(state: TrainState, images, labels):
+  def train_step(state: TrainState, images, labels, teacher_logits=None):
     def loss_fn(params):
       variables = {"params": params}
       if state.batch_stats:
@@ -807,7 +840,10 @@ def _train_step_fn(model, tx, has_pruning: bool, skip_mask_update: bool, mean: A
       else:
         logits = model.apply(variables, images, train=True)
         batch_stats = state.batch_stats
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      if distill is None:
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      else:
+        loss = distill_lib.distillation_loss(logits, labels, teacher_logits, *distill)
       return loss, (logits, batch_stats)
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -881,9 +917,16 @@ class PmapPlacement:
     """A reduced metric of a step, fetched to the host, as a float."""
     return float(value[0])
 
-  def train_step(self, model, tx, has_pruning: bool, skip_mask_update: bool = False):
+  def train_step(
+    self, model, tx, has_pruning: bool, skip_mask_update: bool = False, distill: Any = None
+  ):
     step = _train_step_fn(
-      model, tx, has_pruning, skip_mask_update, lambda tree: jax.lax.pmean(tree, "batch")
+      model,
+      tx,
+      has_pruning,
+      skip_mask_update,
+      lambda tree: jax.lax.pmean(tree, "batch"),
+      distill,
     )
     # The state is donated: its buffers are reused for the new state, and state that a
     # step passes through unchanged (the masks between pruning steps) is not copied.
@@ -970,11 +1013,14 @@ class JitPlacement:
   def scalar(self, value) -> float:
     return float(value)
 
-  def train_step(self, model, tx, has_pruning: bool, skip_mask_update: bool = False):
-    step = _train_step_fn(model, tx, has_pruning, skip_mask_update, lambda tree: tree)
+  def train_step(
+    self, model, tx, has_pruning: bool, skip_mask_update: bool = False, distill: Any = None
+  ):
+    step = _train_step_fn(model, tx, has_pruning, skip_mask_update, lambda tree: tree, distill)
+    batch_arrays = 2 if distill is None else 3  # images, labels[, teacher logits]
     return jax.jit(
       step,
-      in_shardings=(self.state_sharding, self.batch_sharding, self.batch_sharding),
+      in_shardings=(self.state_sharding, *[self.batch_sharding] * batch_arrays),
       out_shardings=(self.state_sharding, self.replicated),
       donate_argnums=(0,),
     )
@@ -1530,6 +1576,13 @@ def train_and_evaluate(
   except ValueError as error:  # the library's checks of the method's arguments
     raise ConfigError(str(error)) from error
   state = jax.tree.map(np.asarray, state)
+  distill, teacher = None, None
+  if config.teacher_workdir is not None:
+    distill = (float(config.distill_weight), float(config.distill_temperature))
+    try:
+      teacher = distill_lib.load_teacher(config, make_model, data.num_classes)
+    except ValueError as error:
+      raise ConfigError(str(error)) from error
 
   # Everything is checked: from here on files are written.
   if _is_writer():
@@ -1574,10 +1627,16 @@ def train_and_evaluate(
 
   has_pruning = _has_pruning(config)
   pruning_step_numbers = pruning_step_set(config, steps_per_epoch)
-  mask_step = placement.train_step(model, tx, has_pruning)
+
+  def batch_arrays(images, labels) -> tuple:
+    """The step's batch arrays: with a teacher, its logits for these images too."""
+    arrays = (images, labels) if teacher is None else (images, labels, teacher(images))
+    return placement.put_batch(*arrays)
+
+  mask_step = placement.train_step(model, tx, has_pruning, distill=distill)
   # Dense training has no conditional to skip: one program serves every step.
   frozen_step = (
-    placement.train_step(model, tx, has_pruning, skip_mask_update=True)
+    placement.train_step(model, tx, has_pruning, skip_mask_update=True, distill=distill)
     if has_pruning
     else mask_step
   )
@@ -1590,7 +1649,7 @@ def train_and_evaluate(
   # takes each process's local arrays.
   compile_start = time.perf_counter()
   if start_step < total_steps:
-    sample = placement.put_batch(*next(train_batches(config, data, 1, num_local_devices)))
+    sample = batch_arrays(*next(train_batches(config, data, 1, num_local_devices)))
     for train_step in dict.fromkeys([mask_step, frozen_step]):  # each distinct program once
       # A fresh replica: the step donates (consumes) the state it is given.
       warm, _ = train_step(placement.put_state(state), *sample)
@@ -1681,7 +1740,7 @@ def train_and_evaluate(
                 step,
               )
             train_step = mask_step if step in pruning_step_numbers else frozen_step
-            replicated, metrics = train_step(replicated, *placement.put_batch(images, labels))
+            replicated, metrics = train_step(replicated, *batch_arrays(images, labels))
             # Fetching the metrics blocks on this step: with several (simulated) CPU
             # devices, collectives stall when ~100 steps are queued unawaited.
             metrics = {

@@ -62,6 +62,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_step_fractions = (0.5, 0.75)
   config.lr_step_factor = 0.1
   config.seed = 0
+  # Learning-rate rewinding (Renda et al. 2020) for the epochs after prune_end_epoch
+  # (the fine-tuning phase, masks frozen, weights kept): they replay the schedule from
+  # this epoch to the end, stretched or compressed to fit the phase. 0 = restart the
+  # whole schedule (Le & Hua 2021); unset = the schedule runs on unchanged.
+  config.lr_rewind_epoch = config_dict.placeholder(float)
+
+  # ---- distillation ----------------------------------------------------------
+  # A finished run folder (usually a dense run on the same data and validation split)
+  # whose model teaches: the loss mixes the labels with its softened logits,
+  # (1 - distill_weight) * CE(labels) + distill_weight * T^2 * CE(teacher / T, student / T),
+  # T = distill_temperature (experiments/distill.py). Unset = labels only.
+  config.teacher_workdir = config_dict.placeholder(str)
+  config.distill_weight = 0.5
+  config.distill_temperature = 4.0
 
   # ---- pruning ----------------------------------------------------------------
   # "dense", "drop" (Drop Pruning), "gradual" (Zhu & Gupta), "drop_away_only",

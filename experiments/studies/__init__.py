@@ -61,3 +61,30 @@ def method_cells(series: list[str], targets: tuple[float, ...]) -> list[dict]:
     for name in series
     for t in targets
   ]
+
+
+def budget(epochs: int) -> dict:
+  """A training budget of ``epochs`` with the protocol's shape: masks change from 5 % to
+  70 % of the training (epochs 1-14 of 20, 3-42 of 60, 10-140 of 200), then stay frozen;
+  the cosine learning rate decays to 0 over the whole budget."""
+  return {
+    "num_epochs": epochs,
+    "prune_begin_epoch": epochs / 20,
+    "prune_end_epoch": 0.7 * epochs,
+  }
+
+
+def budget_cells(series: list[str], targets: tuple[float, ...], epochs: tuple[int, ...]) -> list:
+  """Cells ``<series>_t<target>_e<epochs>`` (and ``dense_e<epochs>`` for ``"dense"``),
+  longest budget first, so that a time-boxed or sharded grid starts the long runs first."""
+  cells = []
+  for e in sorted(epochs, reverse=True):
+    for name in series:
+      if name == "dense":
+        cells.append({"name": f"dense_e{e}", "method": "dense", **budget(e)})
+        continue
+      for t in targets:
+        cells.append(
+          {"name": f"{name}_t{t:g}_e{e}", "target_sparsity": t, **METHOD_SERIES[name], **budget(e)}
+        )
+  return cells

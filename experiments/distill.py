@@ -1,0 +1,89 @@
+"""Knowledge distillation from a finished run (Hinton et al., 2015).
+
+The student's loss mixes the label cross-entropy with the cross-entropy against the
+teacher's softened predictions:
+
+  loss = (1 - w) * CE(labels, s) + w * T^2 * CE(softmax(t / T), s / T)
+
+with ``s``, ``t`` the student's and the teacher's logits, ``w = config.distill_weight``
+and ``T = config.distill_temperature`` (``T^2`` keeps the soft term's gradients on the
+scale of the hard one's). The teacher is a finished run folder (``config.teacher_workdir``,
+usually a dense run); its logits for each training batch are computed by its own jitted
+forward pass, in inference mode, and reach the train step as one more batch array, so
+every placement (pmap, a jit mesh, several processes) shards them like the labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from experiments import report
+
+# Fields a teacher must share with its student: the same data, and above all the same
+# validation split, so that no image the student is selected on was trained on by the
+# teacher.
+SHARED_FIELDS = ("dataset", "validation_examples", "max_train_examples", "max_test_examples")
+
+
+def distillation_loss(
+  logits: jax.Array,
+  labels: jax.Array,
+  teacher_logits: jax.Array,
+  weight: float,
+  temperature: float,
+) -> jax.Array:
+  """The mean distillation loss of a batch (see the module docstring)."""
+  hard = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  targets = jax.nn.softmax(teacher_logits.astype(jnp.float32) / temperature)
+  soft = optax.softmax_cross_entropy(logits / temperature, targets) * temperature**2
+  return jnp.mean((1.0 - weight) * hard + weight * soft)
+
+
+def load_teacher(
+  config: ml_collections.ConfigDict, make_model: Callable, num_classes: int
+) -> Callable[[np.ndarray], np.ndarray]:
+  """The teacher's forward pass ``images (..., H, W, C) -> logits (..., classes)``.
+
+  Raises:
+    ValueError: naming the folder, if it holds no finished run, or a run on other data
+      or another validation split than ``config``'s.
+  """
+  from experiments import train  # pylint: disable=g-import-not-at-top (train imports us)
+
+  folder = Path(config.teacher_workdir)
+  if not (folder / report.SUMMARY_FILE).is_file():
+    raise ValueError(
+      f"teacher_workdir={str(folder)!r} holds no finished run (no {report.SUMMARY_FILE}); "
+      "train the teacher to the end first."
+    )
+  teacher_config = ml_collections.ConfigDict(train._saved_config(folder))  # pylint: disable=protected-access
+  for name in SHARED_FIELDS:
+    if teacher_config.get(name) != config.get(name):
+      raise ValueError(
+        f"teacher_workdir={str(folder)!r} was trained with {name}="
+        f"{teacher_config.get(name)!r}, this run has {config.get(name)!r}: a teacher must "
+        "share the student's data and validation split."
+      )
+  restored = train.restore_checkpoint(folder)
+  if restored is None:
+    raise ValueError(f"teacher_workdir={str(folder)!r} has no checkpoint to read the weights from.")
+  state = restored["state"]
+  variables = {"params": state["params"]}
+  if state.get("batch_stats"):
+    variables["batch_stats"] = state["batch_stats"]
+  model = make_model(teacher_config, num_classes)
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+
+  def forward(images: np.ndarray) -> np.ndarray:
+    flat = np.reshape(images, (-1, *np.shape(images)[-3:]))
+    logits = np.asarray(apply(variables, flat), np.float32)
+    return logits.reshape(*np.shape(images)[:-3], logits.shape[-1])
+
+  return forward

@@ -1,0 +1,159 @@
+"""Learning-rate rewinding and knowledge distillation in the runner.
+
+The rewound schedule is the one asked for (library function and the learning rate the
+runner logs); the teacher's logits reach the loss (a run with a teacher trains other
+weights than one without, and the loss is the documented mixture); both cost nothing
+when off (the step's program is the one without them); bad settings are refused.
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import droppruning_jax as dp
+from experiments import distill, train
+from tests import helpers
+
+
+def test_rewound_schedule_replays_the_base_from_the_rewind_step():
+  base = optax.cosine_decay_schedule(1.0, 100)
+  for rewind in (0, 30, 70):
+    lr = dp.rewind_learning_rate(base, last_update_step=69, rewind_step=rewind, total_steps=100)
+    for step in range(70):  # unchanged up to the last mask update
+      assert float(lr(step)) == pytest.approx(float(base(step)), abs=1e-7)
+    assert float(lr(70)) == pytest.approx(float(base(rewind)), abs=1e-7)  # rewound at once
+    for step in range(70, 100):  # the replay of [rewind, 100) stretched over [70, 100)
+      expected = float(base(rewind + (step - 70) * (100 - rewind) / 30))
+      assert float(lr(step)) == pytest.approx(expected, abs=1e-6)
+  # a rewind to the step after the last update is the base schedule itself
+  same = dp.rewind_learning_rate(base, last_update_step=69, rewind_step=70, total_steps=100)
+  np.testing.assert_allclose([same(t) for t in range(100)], [base(t) for t in range(100)], atol=1e-7)
+
+
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
+    (dict(last_update_step=69, rewind_step=71, total_steps=100), "rewind_step=71"),
+    (dict(last_update_step=69, rewind_step=-1, total_steps=100), "rewind_step=-1"),
+    (dict(last_update_step=99, rewind_step=0, total_steps=100), "no steps after"),
+  ],
+)
+def test_rewound_schedule_refuses_impossible_settings(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    dp.rewind_learning_rate(optax.constant_schedule(1.0), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def idx_dir(tmp_path_factory):
+  return helpers.write_learnable_idx_dir(tmp_path_factory.mktemp("idx"), 320, 100)
+
+
+def _config(idx_dir, **overrides):
+  base = dict(num_epochs=4, prune_begin_epoch=0.0, prune_end_epoch=2.0, update_every=2)
+  base.update(validation_examples=64)
+  base.update(overrides)
+  return helpers.idx_config(idx_dir, **base)
+
+
+def _metrics(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_runner_logs_the_rewound_learning_rate(idx_dir, tmp_path):
+  config = _config(idx_dir, method="gradual", lr_rewind_epoch=0.0)
+  train.train_and_evaluate(config, tmp_path / "run")
+  steps_per_epoch = (320 - 64) // 16
+  total, end = 4 * steps_per_epoch, train.pruning_window(config, steps_per_epoch)[1]
+  base = optax.cosine_decay_schedule(config.learning_rate, total)
+  for line in _metrics(tmp_path / "run"):
+    step = line["step"] - 1  # the learning rate of the epoch's last step
+    expected = base(step) if step <= end else base((step - end - 1) * total / (total - end - 1))
+    assert line["learning_rate"] == pytest.approx(float(expected), rel=1e-5)
+  # the phase after the window restarted from the initial learning rate
+  assert _metrics(tmp_path / "run")[2]["learning_rate"] > _metrics(tmp_path / "run")[1][
+    "learning_rate"
+  ]
+
+
+@pytest.mark.parametrize(
+  "overrides, match",
+  [
+    (dict(method="dense", lr_rewind_epoch=0.0), "lr_rewind_epoch=0.0 rewinds"),
+    (dict(lr_rewind_epoch=3.0), "lr_rewind_epoch=3.0"),
+    (dict(prune_end_epoch=4.0, lr_rewind_epoch=0.0), "prune_end_epoch=4.0 < num_epochs"),
+    (dict(teacher_workdir="x", distill_weight=1.5), "distill_weight=1.5"),
+    (dict(teacher_workdir="x", distill_temperature=0.0), "distill_temperature=0.0"),
+  ],
+)
+def test_bad_rewind_or_distillation_settings_are_refused(idx_dir, overrides, match):
+  with pytest.raises(train.ConfigError, match=match):
+    train.validate_config(_config(idx_dir, **overrides))
+
+
+def test_distillation_loss_is_the_documented_mixture():
+  logits = jax.random.normal(jax.random.PRNGKey(0), (6, 10))
+  teacher = jax.random.normal(jax.random.PRNGKey(1), (6, 10)) * 3
+  labels = jnp.arange(6)
+  w, t = 0.3, 4.0
+  hard = -jax.nn.log_softmax(logits)[jnp.arange(6), labels]
+  soft = -jnp.sum(jax.nn.softmax(teacher / t) * jax.nn.log_softmax(logits / t), -1) * t * t
+  expected = jnp.mean((1 - w) * hard + w * soft)
+  got = distill.distillation_loss(logits, labels, teacher, w, t)
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+  # weight 0 is the plain label loss
+  plain = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  np.testing.assert_allclose(distill.distillation_loss(logits, labels, teacher, 0.0, t), plain)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(idx_dir, tmp_path_factory):
+  folder = tmp_path_factory.mktemp("teacher") / "dense"
+  train.train_and_evaluate(_config(idx_dir, method="dense"), folder)
+  return folder
+
+
+def test_teacher_logits_reach_the_loss(idx_dir, teacher_dir, tmp_path, monkeypatch):
+  seen = []
+  real = distill.distillation_loss
+
+  def spy(logits, labels, teacher_logits, weight, temperature):
+    seen.append((teacher_logits.shape, weight, temperature))
+    return real(logits, labels, teacher_logits, weight, temperature)
+
+  monkeypatch.setattr(distill, "distillation_loss", spy)
+  config = _config(idx_dir, method="gradual", num_epochs=2, prune_end_epoch=1.0)
+  plain = train.train_and_evaluate(config, tmp_path / "plain")
+  assert not seen  # off: the loss never sees a teacher
+  config.teacher_workdir = str(teacher_dir)
+  config.distill_weight, config.distill_temperature = 0.7, 3.0
+  taught = train.train_and_evaluate(config, tmp_path / "taught")
+  assert seen and all(shape[-1] == 10 and (w, t) == (0.7, 3.0) for shape, w, t in seen)
+  # the teacher changed the training (same seed, same batches otherwise)
+  first = [_metrics(tmp_path / name)[0]["train_loss"] for name in ("plain", "taught")]
+  assert first[0] != first[1]
+  assert plain["sparsity"] == taught["sparsity"]  # pruning itself is unaffected
+
+
+def test_the_teachers_forward_pass_is_its_model(idx_dir, teacher_dir):
+  config = _config(idx_dir, method="gradual", teacher_workdir=str(teacher_dir))
+  forward = distill.load_teacher(config, train.make_model, 10)
+  state = helpers.final_state(teacher_dir)
+  model = train.make_model(config, 10)
+  images = np.random.default_rng(0).random((2, 3, 28, 28, 1), np.float32)
+  expected = model.apply({"params": state["params"]}, images.reshape(6, 28, 28, 1), train=False)
+  np.testing.assert_allclose(forward(images), np.reshape(expected, (2, 3, 10)), rtol=1e-5)
+
+
+def test_a_teacher_on_another_validation_split_is_refused(idx_dir, teacher_dir, tmp_path):
+  config = _config(idx_dir, method="gradual", validation_examples=32)
+  config.teacher_workdir = str(teacher_dir)
+  with pytest.raises(train.ConfigError, match="validation_examples=64"):
+    train.train_and_evaluate(config, tmp_path / "student")
+  assert not (tmp_path / "student").exists()  # refused before anything was written
+  config.teacher_workdir = str(tmp_path / "nowhere")
+  with pytest.raises(train.ConfigError, match="holds no finished run"):
+    train.train_and_evaluate(config, tmp_path / "student")
