@@ -18,7 +18,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from droppruning_jax.skeleton import get_count
+from droppruning_jax.skeleton import get_count, get_stats
+
+# How often (in calls) TrainStep reads the state's step count and skipped-update counter
+# from the device to check them, besides at every pruning step: a sync per this many
+# steps costs nothing measurable and finds a drift or a skipped update within them.
+CHECK_EVERY = 100
 
 
 def _check_step_type(step: Any) -> int:
@@ -68,10 +73,11 @@ def _accepts_skip_mask_update(fn: Callable) -> bool:
   )
 
 
-def _state_count(args: Any) -> int | None:
-  """The step count of the one :class:`PruningState` in ``args``, if there is exactly one."""
+def _state_progress(args: Any) -> tuple[int, int] | None:
+  """``(count, skipped_updates)`` of the one :class:`PruningState` in ``args``, if there
+  is exactly one (an nnx.Optimizer's unwrapped, replica 0 of a pmap-replicated one)."""
   try:
-    return get_count(args)  # unwraps an nnx.Optimizer's count, reads replica 0 under pmap
+    return get_count(args), int(get_stats(args).skipped_updates)
   except ValueError:
     return None
 
@@ -98,6 +104,8 @@ class TrainStep:
       functools.partial(train_step, skip_mask_update=True), **jit_kwargs
     )
     self._check_step = check_step
+    self._first_call = True
+    self._skipped = 0  # skipped updates already reported, or found on the first call
     functools.update_wrapper(self, train_step, updated=())
 
   def is_pruning_step(self, step: int) -> bool:
@@ -106,18 +114,45 @@ class TrainStep:
 
   def __call__(self, step, *args, **kwargs):
     step = _check_step_type(step)
-    if self._check_step:
-      self._check_step = False
-      count = _state_count((args, kwargs))
-      if count is not None and count != step:
-        raise ValueError(
-          f"step={step}, but the pruning state in the arguments has taken {count} updates: "
-          "step must be the transformation's step count (the number of updates before "
-          "this one), or pruning steps would be skipped. Start the loop at the restored "
-          "count, or pass check_step=False if the two differ on purpose."
-        )
+    if self._check_step and (self._first_call or step in self._pruning or step % CHECK_EVERY == 0):
+      self._check_progress(step, (args, kwargs))
     fn = self.with_mask_update if step in self._pruning else self.without_mask_update
     return fn(*args, **kwargs)
+
+  def _check_progress(self, step: int, args: Any) -> None:
+    """Raises if the state's step count is not ``step`` or a pruning step was skipped."""
+    first, self._first_call = self._first_call, False
+    progress = _state_progress(args)
+    if progress is None:
+      return
+    count, skipped = progress
+    if count != step:
+      raise ValueError(
+        f"step={step}, but the pruning state in the arguments has taken {count} updates: "
+        "step must be the transformation's step count (the number of updates before "
+        "this one), or pruning steps would be skipped. "
+        + (
+          "Start the loop at the restored count (dp.get_count(opt_state)), "
+          if first
+          else "The host step drifted from the state's count since the first call; count "
+          "one step per call, "
+        )
+        + "or pass check_step=False if the two differ on purpose."
+      )
+    if first:  # what a restored state skipped before this loop is not this loop's doing
+      self._skipped = skipped
+    if skipped > self._skipped:
+      new = skipped - self._skipped
+      self._skipped = skipped
+      raise ValueError(
+        f"{new} mask update(s) were skipped before step {step}: the transformation "
+        "updates its masks at steps that pruning_steps does not list, so they ran with "
+        "skip_mask_update=True and kept the old masks (the final exact one too, if it was "
+        "among them). Pass the transformation's own schedule, e.g. dp.pruning_steps("
+        "begin_step, end_step, update_every) with its arguments (han_pruning: its "
+        f"pruning_steps). Given: {len(self.pruning_steps)} steps from "
+        f"{self.pruning_steps[0]} to {self.pruning_steps[-1]}."
+      )
 
 
 def jit_train_step(
@@ -155,9 +190,14 @@ def jit_train_step(
       transformation's arguments (``han_pruning``: its ``pruning_steps``).
     jit: the function that compiles: ``jax.jit`` (default), ``flax.nnx.jit``, or
       anything with their signature (e.g. ``functools.partial(jax.pmap, axis_name=...)``).
-    check_step: on the first call, read the step count of the (single) pruning state
-      found in the arguments from the device, once, and raise if it is not ``step``:
-      a loop counting from 0 after a resume would otherwise skip pruning steps.
+    check_step: on the first call, at every pruning step and every
+      :data:`CHECK_EVERY` steps, read the step count and the skipped-update counter of
+      the (single) pruning state found in the arguments from the device, and raise if
+      the count is not ``step`` (a loop counting from 0 after a resume, or a host
+      count that drifts) or if a mask update was skipped since the last check (
+      ``pruning_steps`` that miss the transformation's own steps): either would leave
+      the masks short of the schedule, silently. One read of two scalars per
+      ``CHECK_EVERY`` steps.
     **jit_kwargs: passed to ``jit`` for both variants (``donate_argnums``,
       ``static_argnames``, shardings, ...); positions count the arguments after ``step``.
 

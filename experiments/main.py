@@ -10,8 +10,10 @@ changes results is refused, ``--fresh`` starts over (the old folder is renamed t
 are printed.
 
 Exit status: 0 finished (or stopped by ``stop_after_epochs``); 1 the run diverged
-(non-finite loss); 2 a user error: command line, config, data or run folder (one
-line on stderr, no traceback); 143 stopped by SIGTERM after saving a checkpoint.
+(non-finite loss); 2 a user error: command line, config file, config, data, or a run
+folder that is unusable or in use by another run (one line on stderr, no traceback);
+143 stopped by SIGTERM, 130 by Ctrl-C (SIGINT), each after saving a checkpoint (rerun
+the same command to resume).
 """
 
 from __future__ import annotations
@@ -26,12 +28,19 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config",
-  None,
-  "Path to a config file, e.g. experiments/configs/lenet300.py.",
-  lock_config=True,
-)
+
+def _config_help() -> str:
+  from experiments.configs import default  # pylint: disable=g-import-not-at-top
+
+  fields = ", ".join(sorted(default.get_config().keys()))
+  return (
+    "Path to a config file, e.g. experiments/configs/lenet300.py. Any field can be "
+    "overridden with --config.FIELD=VALUE; every field, its default and its meaning are "
+    f"in experiments/configs/default.py. Fields: {fields}."
+  )
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, _config_help(), lock_config=True)
 _WORKDIR = flags.DEFINE_string(
   "workdir", None, "Run folder: checkpoints, metrics.jsonl, summary.json and plots."
 )
@@ -45,7 +54,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 EXIT_DIVERGED = 1
 EXIT_USER_ERROR = 2
-EXIT_SIGTERM = 128 + 15
+EXIT_SIGTERM = 128 + 15  # 128 + the signal number, as a shell reports a signal's death
 
 
 def _one_line(text: str) -> str:
@@ -102,7 +111,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_OwnInfoOnly())
-  config = _CONFIG.value
+  config_file = flags.FLAGS["config"].config_filename
+  if not Path(config_file.split(":")[0]).is_file():
+    _fail(f"--config={config_file!r} is not a file (e.g. experiments/configs/lenet300.py).", 2)
+  try:
+    config = _CONFIG.value
+    config.host_devices  # a config file that failed to load raises at the first field  # noqa: B018
+  except Exception as error:  # pylint: disable=broad-except  # the config file raised
+    _fail(f"--config={config_file!r} did not load: {error}", EXIT_USER_ERROR)
   if config.host_devices:
     # Only works before JAX initialises a backend, i.e. before any computation:
     # nothing above has touched a device.
@@ -125,7 +141,7 @@ def main(argv):
     _fail(str(error), EXIT_USER_ERROR)
   except train.Preempted as error:
     print(error, file=sys.stderr)
-    sys.exit(EXIT_SIGTERM)
+    sys.exit(128 + error.signum)
   if jax.process_index() != 0:
     return
   if summary.get("stopped"):

@@ -199,9 +199,9 @@ def run_grid(
     try:
       train.train_and_evaluate(make_config(study, cell, idx_dir, root), workdir)
     except train.Preempted as error:
-      # SIGTERM: the run saved its current step; stop the grid, a rerun resumes it.
+      # SIGTERM or Ctrl-C: the run saved its current step; stop the grid, a rerun resumes it.
       print(error, file=sys.stderr)
-      sys.exit(128 + 15)
+      sys.exit(128 + error.signum)
     except ValueError as error:
       # The library rejects an unreachable (p, q, schedule) before the first step:
       # a result of the sweep, not a failure of the grid.

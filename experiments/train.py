@@ -27,12 +27,15 @@ exactly the bits of an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
 import math
 import os
 import signal
+import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -177,15 +180,18 @@ class DivergedError(RunError):
 
 
 class Preempted(Exception):
-  """SIGTERM arrived: a checkpoint of the current step was saved and the run stopped.
+  """SIGTERM or SIGINT (Ctrl-C) arrived: a checkpoint of the current step was saved and
+  the run stopped.
 
   Attributes:
     step: the global step of that checkpoint.
+    signum: the signal that stopped the run (the CLI exits with ``128 + signum``).
   """
 
-  def __init__(self, message: str, step: int):
+  def __init__(self, message: str, step: int, signum: int = signal.SIGTERM):
     super().__init__(message)
     self.step = step
+    self.signum = int(signum)
 
 
 # ---------------------------------------------------------------------------
@@ -852,6 +858,11 @@ def _train_step_fn(
     batch_stats = mean(batch_stats)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
     params = optax.apply_updates(state.params, updates)
+    if has_pruning:
+      # p + (-p) is exactly 0 for a finite weight only: after a divergence a pruned
+      # NaN or inf weight would stay so. Selecting keeps the pruned weights at 0 always
+      # (one select, fused into the update; finite runs are bit for bit the same).
+      params = dp.apply_masks(params, dp.get_masks(opt_state))
     metrics = {
       "loss": loss,
       "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
@@ -1469,30 +1480,90 @@ def _kept_checkpoint(workdir: Path, last_saved: int) -> str:
   return "no checkpoint was written; lower the learning rate and start over with --fresh."
 
 
-class _SigtermFlag:
-  """While entered, SIGTERM sets ``requested`` instead of killing the process.
+class _StopSignals:
+  """While entered, SIGTERM and SIGINT (Ctrl-C) set ``signum`` instead of stopping the
+  process: the loop saves the current step and raises :class:`Preempted`.
 
-  Only installed in the main thread of a single-process run; elsewhere SIGTERM keeps
-  its default action (with several processes, all would have to stop at one step).
+  Entered before anything compiles: a ``KeyboardInterrupt`` raised while XLA compiles
+  can crash the process. Only installed in the main thread of a single-process run;
+  elsewhere the signals keep their default action (with several processes, all would
+  have to stop at one step).
   """
 
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.signum: Optional[int] = None
+    self._previous: dict[int, Any] = {}
+
+  @property
+  def requested(self) -> bool:
+    return self.signum is not None
+
+  @property
+  def name(self) -> str:
+    return "Ctrl-C (SIGINT)" if self.signum == signal.SIGINT else "SIGTERM"
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    if self.signum is None:
+      print(
+        f"\n{signal.Signals(signum).name} received: stopping at the next step, after "
+        "saving a checkpoint.",
+        file=sys.stderr,
+        flush=True,
+      )
+    self.signum = signum
 
   def __enter__(self):
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
     return self
 
   def __exit__(self, *exc_info):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+    self._previous = {}
+
+
+class _WorkdirLock:
+  """An exclusive lock on a run folder (``flock`` on ``<workdir>/run.lock``), held for
+  the whole run, so that a second process on the same folder is refused instead of
+  writing over the first one's checkpoints and metrics. The kernel releases it when
+  the process ends, however it ends: a killed run leaves no stale lock."""
+
+  FILE = "run.lock"
+
+  def __init__(self, workdir: Path):
+    self.workdir = workdir
+    self._file = None
+
+  def acquire(self) -> None:
+    import fcntl  # pylint: disable=g-import-not-at-top (POSIX only)
+
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    handle = open(self.workdir / self.FILE, "a+")  # pylint: disable=consider-using-with
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      handle.seek(0)
+      holder = handle.read().strip() or "another process"
+      handle.close()
+      raise RunFolderError(
+        f"{self.workdir} is in use by {holder}; wait for it to finish, stop it, or use "
+        "another --workdir."
+      ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    self._file = handle
+
+  def release(self) -> None:
+    if self._file is not None:
+      self._file.close()  # closing the descriptor releases the lock
+      self._file = None
 
 
 # ---------------------------------------------------------------------------
@@ -1546,16 +1617,31 @@ def train_and_evaluate(
       before any file is written.
     experiments.data.DatasetError: if the dataset is missing or corrupt (before any
       file is written).
-    RunFolderError: the run folder is not writable (before training) or holds an
-      unreadable file.
+    RunFolderError: the run folder is not writable (before training), holds an
+      unreadable file, or is in use by another run.
     DivergedError: the train loss or a parameter became non-finite; the checkpoints
       written before are kept.
-    Preempted: SIGTERM arrived; a checkpoint of the current step was saved first.
+    Preempted: SIGTERM or SIGINT (Ctrl-C) arrived; a checkpoint of the current step
+      was saved first.
   """
   run_start = time.perf_counter()
   initialize_multihost(config)
+  # The signal handlers go in before anything compiles; the lock and the other
+  # resources of the run are released on every way out.
+  with _StopSignals() as stop, contextlib.ExitStack() as cleanup:
+    return _train_and_evaluate(config, Path(workdir), fresh, stop, cleanup, run_start)
+
+
+def _train_and_evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: Path,
+  fresh: bool,
+  stop: _StopSignals,
+  cleanup: contextlib.ExitStack,
+  run_start: float,
+) -> dict:
+  """The body of :func:`train_and_evaluate`."""
   validate_config(config)
-  workdir = Path(workdir)
   device_count = _global_device_count(config)
   neutral_changes, run_info = {}, None
   if not fresh:
@@ -1587,11 +1673,18 @@ def train_and_evaluate(
   # Everything is checked: from here on files are written.
   if _is_writer():
     if fresh and workdir.exists():
+      old_lock = _WorkdirLock(workdir)
+      old_lock.acquire()  # never move a folder out from under a run that is using it
       moved = _move_aside(workdir, workdir.with_name(workdir.name + ".old"))
+      old_lock.release()
       logging.warning("Starting over: moved the old %s to %s.", workdir, moved)
     _check_writable(workdir)
   _sync("workdir")
   _check_writable(workdir / CHECKPOINT_DIR)
+  if _is_writer():  # held from here to the end of the run; refuses a second run
+    lock = _WorkdirLock(workdir)
+    lock.acquire()
+    cleanup.callback(lock.release)
 
   manager = checkpoint_manager(workdir)
   partial = np.zeros(len(PARTIAL_FIELDS), np.float64)
@@ -1680,137 +1773,135 @@ def train_and_evaluate(
     last_saved = step
 
   stopped = False
-  sigterm = _SigtermFlag()
   try:
-    with sigterm:
-      for epoch in range(start_epoch + 1, config.num_epochs + 1):
-        epoch_start = time.perf_counter()
-        skip = start_offset if epoch == start_epoch + 1 else 0
-        if skip:  # resuming inside this epoch: its running sums come from the checkpoint
-          loss_sum, accuracy_sum, max_shortfall, away_before, back_before, time_before = (
-            float(x) for x in partial
-          )
-        else:
-          loss_sum = accuracy_sum = max_shortfall = time_before = 0.0
-          away_before, back_before = drop_totals(config, host_state)
-
-        def partial_sums():
-          return [
-            loss_sum,
-            accuracy_sum,
-            max_shortfall,
-            away_before,
-            back_before,
-            time_before + time.perf_counter() - epoch_start,
-          ]
-
-        step = (epoch - 1) * steps_per_epoch + skip
-        bar = tqdm.tqdm(
-          total=steps_per_epoch,
-          initial=skip,
-          desc=f"epoch {epoch}/{config.num_epochs}",
-          unit="step",
-          disable=not (config.progress and _is_writer()),
-          leave=False,
-          dynamic_ncols=True,
+    for epoch in range(start_epoch + 1, config.num_epochs + 1):
+      epoch_start = time.perf_counter()
+      skip = start_offset if epoch == start_epoch + 1 else 0
+      if skip:  # resuming inside this epoch: its running sums come from the checkpoint
+        loss_sum, accuracy_sum, max_shortfall, away_before, back_before, time_before = (
+          float(x) for x in partial
         )
-        # The batches of an epoch are a pure function of (seed, epoch): a resume
-        # inside it regenerates them and skips those already trained on.
-        batches = itertools.islice(
-          train_batches(config, data, epoch, num_local_devices), skip, None
-        )
-        with bar:
-          for images, labels in batches:
-            if config.stop_after_steps is not None and step >= config.stop_after_steps:
-              raise StopTraining()
-            if sigterm.requested:
-              if step == 0:
-                raise Preempted(
-                  "stopped by SIGTERM before the first step (nothing to "
-                  "save); rerun the same command to start.",
-                  step,
-                )
-              if step != last_saved:
-                save(step, epoch - 1, partial_sums())
-              manager.wait_until_finished()
+      else:
+        loss_sum = accuracy_sum = max_shortfall = time_before = 0.0
+        away_before, back_before = drop_totals(config, host_state)
+
+      def partial_sums():
+        return [
+          loss_sum,
+          accuracy_sum,
+          max_shortfall,
+          away_before,
+          back_before,
+          time_before + time.perf_counter() - epoch_start,
+        ]
+
+      step = (epoch - 1) * steps_per_epoch + skip
+      bar = tqdm.tqdm(
+        total=steps_per_epoch,
+        initial=skip,
+        desc=f"epoch {epoch}/{config.num_epochs}",
+        unit="step",
+        # Bars only on a terminal: in a log (make demo > log, CI, a notebook's captured
+        # output) every refresh would be a line; the epoch's log line says it all there.
+        disable=not (config.progress and _is_writer() and sys.stderr.isatty()),
+        leave=False,
+        dynamic_ncols=True,
+      )
+      # The batches of an epoch are a pure function of (seed, epoch): a resume
+      # inside it regenerates them and skips those already trained on.
+      batches = itertools.islice(train_batches(config, data, epoch, num_local_devices), skip, None)
+      with bar:
+        for images, labels in batches:
+          if config.stop_after_steps is not None and step >= config.stop_after_steps:
+            raise StopTraining()
+          if stop.requested:
+            if step == 0:
               raise Preempted(
-                f"stopped by SIGTERM: saved a checkpoint at step {step} (epoch {epoch}, "
-                f"step {step - (epoch - 1) * steps_per_epoch} of {steps_per_epoch}); "
-                "rerun the same command to resume.",
+                f"stopped by {stop.name} before the first step (nothing to "
+                "save); rerun the same command to start.",
                 step,
+                stop.signum,
               )
-            train_step = mask_step if step in pruning_step_numbers else frozen_step
-            replicated, metrics = train_step(replicated, *batch_arrays(images, labels))
-            # Fetching the metrics blocks on this step: with several (simulated) CPU
-            # devices, collectives stall when ~100 steps are queued unawaited.
-            metrics = {
-              key: placement.scalar(value) for key, value in jax.device_get(metrics).items()
-            }
-            if not math.isfinite(metrics["loss"]):
-              raise DivergedError(
-                f"training diverged: the train loss is {metrics['loss']} at step "
-                f"{step + 1} (epoch {epoch}); {_kept_checkpoint(workdir, last_saved)}",
-                step + 1,
-              )
-            loss_sum += metrics["loss"]
-            accuracy_sum += metrics["accuracy"]
-            max_shortfall = max(max_shortfall, metrics.get("shortfall", 0.0))
-            step += 1
-            bar.update()
-            if step % 20 == 0:
-              bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
-            if (
-              config.checkpoint_every_steps
-              and step % config.checkpoint_every_steps == 0
-              and step % steps_per_epoch
-            ):  # the epoch's end has its own checkpoint
+            if step != last_saved:
               save(step, epoch - 1, partial_sums())
+            manager.wait_until_finished()
+            raise Preempted(
+              f"stopped by {stop.name}: saved a checkpoint at step {step} (epoch {epoch}, "
+              f"step {step - (epoch - 1) * steps_per_epoch} of {steps_per_epoch}); "
+              "rerun the same command to resume.",
+              step,
+              stop.signum,
+            )
+          train_step = mask_step if step in pruning_step_numbers else frozen_step
+          replicated, metrics = train_step(replicated, *batch_arrays(images, labels))
+          # Fetching the metrics blocks on this step: with several (simulated) CPU
+          # devices, collectives stall when ~100 steps are queued unawaited.
+          metrics = {key: placement.scalar(value) for key, value in jax.device_get(metrics).items()}
+          if not math.isfinite(metrics["loss"]):
+            raise DivergedError(
+              f"training diverged: the train loss is {metrics['loss']} at step "
+              f"{step + 1} (epoch {epoch}); {_kept_checkpoint(workdir, last_saved)}",
+              step + 1,
+            )
+          loss_sum += metrics["loss"]
+          accuracy_sum += metrics["accuracy"]
+          max_shortfall = max(max_shortfall, metrics.get("shortfall", 0.0))
+          step += 1
+          bar.update()
+          if step % 20 == 0:
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+          if (
+            config.checkpoint_every_steps
+            and step % config.checkpoint_every_steps == 0
+            and step % steps_per_epoch
+          ):  # the epoch's end has its own checkpoint
+            save(step, epoch - 1, partial_sums())
 
-        train_time = time_before + time.perf_counter() - epoch_start
-        host_state = placement.get_state(replicated)
-        _check_finite_state(host_state, step, workdir, last_saved)
-        if has_pruning and int(dp.get_stats(host_state.opt_state).skipped_updates):
-          raise RuntimeError(  # pruning_step_set disagrees with the transformation
-            f"{int(dp.get_stats(host_state.opt_state).skipped_updates)} pruning step(s) ran "
-            "with skip_mask_update=True; this is a bug in pruning_step_set."
-          )
-        eval_metrics = evaluate(eval_step, replicated, config, data, num_local_devices, placement)
-        masks = masks_of(config, host_state)
-        away_after, back_after = drop_totals(config, host_state)
-        line = {
-          "epoch": epoch,
-          "step": step,
-          "learning_rate": float(learning_rate(step - 1)),
-          "train_loss": loss_sum / steps_per_epoch,
-          "train_accuracy": accuracy_sum / steps_per_epoch,
-          **eval_metrics,
-          "sparsity": dp.sparsity(masks),
-          "layer_sparsity": dp.layer_sparsity(masks),
-          "dropped_away": away_after - away_before,
-          "dropped_back": back_after - back_before,
-          "max_shortfall": max_shortfall,
-          "train_time_s": train_time,
-          "epoch_time_s": time.perf_counter() - epoch_start + time_before,
-        }
-        # Metrics first, then the checkpoint: if we die in between, the resume
-        # restarts from the previous checkpoint and drops this line.
-        if _is_writer():
-          _append_metrics(workdir, line)
-        save(step, epoch, np.zeros(len(PARTIAL_FIELDS)), host_state)
-        logging.info(
-          "epoch %d/%d: train loss %.4f, %stest error %.2f%%, sparsity %.2f%% (%.1fs)",
-          epoch,
-          config.num_epochs,
-          line["train_loss"],
-          f"val error {100 * line['val_error']:.2f}%, " if "val_error" in line else "",
-          100 * line["test_error"],
-          100 * line["sparsity"],
-          line["epoch_time_s"],
+      train_time = time_before + time.perf_counter() - epoch_start
+      host_state = placement.get_state(replicated)
+      _check_finite_state(host_state, step, workdir, last_saved)
+      if has_pruning and int(dp.get_stats(host_state.opt_state).skipped_updates):
+        raise RuntimeError(  # pruning_step_set disagrees with the transformation
+          f"{int(dp.get_stats(host_state.opt_state).skipped_updates)} pruning step(s) ran "
+          "with skip_mask_update=True; this is a bug in pruning_step_set."
         )
-        if config.stop_after_epochs is not None and epoch >= config.stop_after_epochs:
-          if epoch < config.num_epochs:
-            stopped = True
-            break
+      eval_metrics = evaluate(eval_step, replicated, config, data, num_local_devices, placement)
+      masks = masks_of(config, host_state)
+      away_after, back_after = drop_totals(config, host_state)
+      line = {
+        "epoch": epoch,
+        "step": step,
+        "learning_rate": float(learning_rate(step - 1)),
+        "train_loss": loss_sum / steps_per_epoch,
+        "train_accuracy": accuracy_sum / steps_per_epoch,
+        **eval_metrics,
+        "sparsity": dp.sparsity(masks),
+        "layer_sparsity": dp.layer_sparsity(masks),
+        "dropped_away": away_after - away_before,
+        "dropped_back": back_after - back_before,
+        "max_shortfall": max_shortfall,
+        "train_time_s": train_time,
+        "epoch_time_s": time.perf_counter() - epoch_start + time_before,
+      }
+      # Metrics first, then the checkpoint: if we die in between, the resume
+      # restarts from the previous checkpoint and drops this line.
+      if _is_writer():
+        _append_metrics(workdir, line)
+      save(step, epoch, np.zeros(len(PARTIAL_FIELDS)), host_state)
+      logging.info(
+        "epoch %d/%d: train loss %.4f, %stest error %.2f%%, sparsity %.2f%% (%.1fs)",
+        epoch,
+        config.num_epochs,
+        line["train_loss"],
+        f"val error {100 * line['val_error']:.2f}%, " if "val_error" in line else "",
+        100 * line["test_error"],
+        100 * line["sparsity"],
+        line["epoch_time_s"],
+      )
+      if config.stop_after_epochs is not None and epoch >= config.stop_after_epochs:
+        if epoch < config.num_epochs:
+          stopped = True
+          break
   except StopTraining:
     stopped = True
   finally:

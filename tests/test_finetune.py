@@ -31,7 +31,9 @@ def test_rewound_schedule_replays_the_base_from_the_rewind_step():
       assert float(lr(step)) == pytest.approx(expected, abs=1e-6)
   # a rewind to the step after the last update is the base schedule itself
   same = dp.rewind_learning_rate(base, last_update_step=69, rewind_step=70, total_steps=100)
-  np.testing.assert_allclose([same(t) for t in range(100)], [base(t) for t in range(100)], atol=1e-7)
+  np.testing.assert_allclose(
+    [same(t) for t in range(100)], [base(t) for t in range(100)], atol=1e-7
+  )
 
 
 @pytest.mark.parametrize(
@@ -74,9 +76,9 @@ def test_runner_logs_the_rewound_learning_rate(idx_dir, tmp_path):
     expected = base(step) if step <= end else base((step - end - 1) * total / (total - end - 1))
     assert line["learning_rate"] == pytest.approx(float(expected), rel=1e-5)
   # the phase after the window restarted from the initial learning rate
-  assert _metrics(tmp_path / "run")[2]["learning_rate"] > _metrics(tmp_path / "run")[1][
-    "learning_rate"
-  ]
+  assert (
+    _metrics(tmp_path / "run")[2]["learning_rate"] > _metrics(tmp_path / "run")[1]["learning_rate"]
+  )
 
 
 @pytest.mark.parametrize(

@@ -169,3 +169,35 @@ def test_bad_arguments_are_errors_at_construction():
   params = toy_params()
   params, state = step_fn(0, params, tx.init(params), random_grads(params, 0))
   assert int(state.count) == 1
+
+
+def _gradual_loop(pruning_steps, steps):
+  """Gradual pruning to 0.9, updates every 5 steps to 60, run by jit_train_step over
+  ``steps`` (host step numbers) with the given pruning steps."""
+  tx = dp.gradual_magnitude_pruning(
+    optax.sgd(0.05), target_sparsity=0.9, end_step=60, update_every=5
+  )
+  params = toy_params(0)
+  state = tx.init(params)
+  step_fn = dp.jit_train_step(_train_step(tx), pruning_steps)
+  for i, step in enumerate(steps):
+    params, state = step_fn(step, params, state, random_grads(params, i))
+  return state
+
+
+def test_pruning_steps_that_miss_the_transformations_are_not_silent():
+  """The wrong schedule used to end at 0.802 sparsity instead of 0.9 with no word; now
+  the first check after a skipped update raises, naming the fix."""
+  with pytest.raises(ValueError, match=r"mask update\(s\) were skipped before step"):
+    _gradual_loop(dp.pruning_steps(0, 40, 10), range(120))
+  # missing only the final exact update (at 60) is caught too, by the periodic check
+  with pytest.raises(ValueError, match=r"1 mask update\(s\) were skipped before step 100"):
+    _gradual_loop(dp.pruning_steps(0, 55, 5), range(120))
+  # the transformation's own schedule runs through and reaches the target exactly
+  state = _gradual_loop(dp.pruning_steps(0, 60, 5), range(120))
+  assert int(dp.get_stats(state).skipped_updates) == 0
+
+
+def test_host_steps_that_drift_from_the_count_are_refused():
+  with pytest.raises(ValueError, match="drifted from the state's count"):
+    _gradual_loop(dp.pruning_steps(0, 60, 5), [0, 1, 2, 5])  # 5: a check, the count is 3

@@ -291,7 +291,9 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path):
 # Runs experiments.main with a fault: "nan N" (NaN images after the N-th batch, the
 # warm-up's included),
 # "kill STEPS" (SIGKILL when the loop asks for its
-# STEPS-th batch in this process), "term STEPS" (SIGTERM there), or "kill_in_save N"
+# STEPS-th batch in this process), "term STEPS" / "int STEPS" (SIGTERM / SIGINT, as
+# Ctrl-C sends, there), "int_compile 0" (SIGINT as the model's first compile starts), or
+# "kill_in_save N"
 # (SIGKILL inside the N-th checkpoint write of this process, after its files are
 # written and before orbax renames its temporary folder into place).
 _WORKER = textwrap.dedent(
@@ -302,7 +304,7 @@ _WORKER = textwrap.dedent(
     from absl import app
     from experiments import main, train
     fault, at = sys.argv[1], int(sys.argv[2])
-    signum = signal.SIGTERM if fault == "term" else signal.SIGKILL
+    signum = {"term": signal.SIGTERM, "int": signal.SIGINT}.get(fault, signal.SIGKILL)
     if fault == "nan":  # NaN images from the AT-th batch of this process on
       original = train.train_batches
       count = [0]
@@ -311,7 +313,13 @@ _WORKER = textwrap.dedent(
           count[0] += 1
           yield (images * float("nan") if count[0] > at else images), labels
       train.train_batches = batches
-    elif fault in ("kill", "term"):
+    elif fault == "int_compile":
+      original_init = train.init_variables
+      def init_variables(*args):
+        os.kill(os.getpid(), signal.SIGINT)
+        return original_init(*args)
+      train.init_variables = init_variables
+    elif fault in ("kill", "term", "int"):
       original = train.train_batches
       count = [0]
       def batches(*args):
@@ -408,3 +416,141 @@ def test_fault_injection_resume_is_bitwise(idx_dir, reference, tmp_path, caplog)
   _assert_same_run(workdir, reference[1])
   assert summary["test_error"] == reference[0]["test_error"]
   assert len(summary["starts"]) == len(faults) + 1
+
+
+def test_ctrl_c_saves_and_resumes_like_sigterm(idx_dir, reference, tmp_path):
+  """Ctrl-C (SIGINT) mid-epoch: one line, exit 130, the current step saved; the rerun
+  resumes and ends bitwise as the uninterrupted run."""
+  workdir = tmp_path / "run"
+  result = _run_worker("int", 7, workdir, idx_dir)
+  assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
+  assert "stopped by Ctrl-C (SIGINT): saved a checkpoint at step 7 (epoch 1" in result.stderr
+  assert int(train.restore_checkpoint(workdir)["step"]) == 7
+  train.train_and_evaluate(_config(idx_dir), workdir)
+  _assert_same_run(workdir, reference[1])
+
+
+def test_ctrl_c_during_the_first_compile_stops_cleanly(idx_dir, tmp_path):
+  result = _run_worker("int_compile", 0, tmp_path / "run", idx_dir)
+  assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]  # not 139
+  assert "stopped by Ctrl-C (SIGINT) before the first step" in result.stderr
+  assert "Traceback" not in result.stderr and "Fatal Python error" not in result.stderr
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused(idx_dir, reference, tmp_path):
+  workdir = tmp_path / "run"
+  holder = train._WorkdirLock(workdir)
+  holder.acquire()  # another run holds the folder (flock: per open file, so also here)
+  try:
+    for fresh in (False, True):
+      with pytest.raises(train.RunFolderError, match=f"in use by process {os.getpid()} on "):
+        train.train_and_evaluate(_config(idx_dir), workdir, fresh=fresh)
+    assert sorted(p.name for p in workdir.iterdir()) == ["checkpoints", "run.lock"]
+    assert not any((workdir / "checkpoints").iterdir())  # nothing written
+    assert not workdir.with_name("run.old").exists()  # --fresh moved nothing
+  finally:
+    holder.release()
+  # The CLI: exit 2 with one line naming the holder.
+  holder_process = subprocess.Popen(
+    [
+      sys.executable,
+      "-c",
+      "import sys; from pathlib import Path; from experiments import train; "
+      "lock = train._WorkdirLock(Path(sys.argv[1])); lock.acquire(); print('held', flush=True); "
+      "sys.stdin.read()",
+      str(workdir),
+    ],
+    cwd=REPO_ROOT,
+    env=helpers.subprocess_env(),
+    stdin=subprocess.PIPE,
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    assert holder_process.stdout.readline().strip() == "held"
+    result = _run_worker("kill", 10**6, workdir, idx_dir)  # the fault never fires
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"is in use by process {holder_process.pid} on " in _error_line(result)
+  finally:
+    holder_process.kill()  # a killed holder leaves no stale lock:
+    holder_process.wait()
+  train.train_and_evaluate(_config(idx_dir), workdir)
+  _assert_same_run(workdir, reference[1])
+
+
+def test_pruned_weights_stay_exactly_zero_after_a_divergence():
+  """p + (-p) is NaN for a NaN weight: the runner's step selects, so a pruned NaN weight
+  is 0 after the step."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  import droppruning_jax as dp
+  from droppruning_jax import models
+
+  model = models.get_model("lenet300", num_classes=10)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), train=False)["params"]
+  tx = dp.gradual_magnitude_pruning(optax.sgd(0.1), target_sparsity=0.5, end_step=100)
+  opt_state = tx.init(params)
+  state_masks = dp.PruningState(*opt_state).masks
+  name = next(iter(params))
+  mask = state_masks[name]["kernel"].at[0, 0].set(False)
+  opt_state = dp.PruningState(*opt_state)._replace(
+    masks={**state_masks, name: {**state_masks[name], "kernel": mask}}
+  )
+  params = {
+    **params,
+    name: {**params[name], "kernel": params[name]["kernel"].at[0, 0].set(jnp.nan)},
+  }
+  step = train._train_step_fn(model, tx, True, True, lambda tree: tree)
+  state, _ = jax.jit(step)(
+    train.TrainState(params, {}, opt_state), jnp.zeros((4, 28, 28, 1)), jnp.zeros(4, jnp.int32)
+  )
+  assert float(state.params[name]["kernel"][0, 0]) == 0.0
+
+
+def test_cli_config_that_is_not_a_file_is_one_line_exit_2(tmp_path):
+  for config in (str(tmp_path / "missing.py"), "experiments/configs"):
+    result = subprocess.run(
+      [sys.executable, "-m", "experiments.main", "--config", config, f"--workdir={tmp_path}/w"],
+      cwd=REPO_ROOT,
+      env=helpers.subprocess_env(),
+      capture_output=True,
+      text=True,
+      timeout=120,
+    )
+    assert result.returncode == 2
+    assert _error_line(result) == (
+      f"error: --config={config!r} is not a file (e.g. experiments/configs/lenet300.py)."
+    )
+
+
+def test_cli_help_lists_the_config_fields():
+  result = subprocess.run(
+    [sys.executable, "-m", "experiments.main", "--help"],
+    cwd=REPO_ROOT,
+    env=helpers.subprocess_env(),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  text = " ".join((result.stdout + result.stderr).split())
+  assert "experiments/configs/default.py" in text
+  for field in ("target_sparsity", "teacher_workdir", "lr_rewind_epoch", "parallel"):
+    assert field in text
+
+
+def test_no_progress_bars_when_the_output_is_not_a_terminal(idx_dir, tmp_path):
+  fields = {**FIELDS, "idx_dir": str(idx_dir), "progress": True}
+  result = subprocess.run(
+    [sys.executable, "-c", helpers.TRAIN_WORKER, json.dumps(fields), str(tmp_path / "run")],
+    cwd=REPO_ROOT,
+    env=helpers.subprocess_env(),
+    capture_output=True,
+    text=True,
+    timeout=180,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "\r" not in result.stderr and "step/s" not in result.stderr
+  assert (tmp_path / "run" / "summary.json").exists()
