@@ -142,21 +142,86 @@ def check_masks_match(params: PyTree, masks: PyTree) -> None:
 
   Runs on shapes only, so it is free inside ``jit`` (it runs at trace time).
   """
-  params_def = jax.tree.structure(params)
+  _check_tree_matches_masks(params, masks, "masks do not match params", "params")
+
+
+# apply_masks cannot know what its first argument is. A pruning transformation's update
+# checks the masks against the params and then masks the gradients with apply_masks, so a
+# mismatch found there means the gradients do not match the params: the message says so.
+_APPLY_MASKS_HEADLINE = "apply_masks: the tree to mask does not match its masks"
+_APPLY_MASKS_NOTE = (
+  " Raised from a pruning transformation's tx.update(updates, state, params), this means "
+  "the gradients (the `updates` argument) do not match the params: they must have the "
+  "params' tree structure and leaf shapes (the masks mirror the params)."
+)
+_SHOWN_LEAVES = 8  # leaves listed per tree in a mismatch message
+
+
+def _check_tree_matches_masks(
+  tree: PyTree, masks: PyTree, headline: str, tree_name: str, note: str = ""
+) -> None:
+  """``check_masks_match`` for any tree; the messages name ``tree`` as ``tree_name``."""
+  tree_def = jax.tree.structure(tree)
   masks_def = jax.tree.structure(masks)
-  if params_def != masks_def:
+  if tree_def != masks_def:
     raise ValueError(
-      "masks do not match params: the tree structures differ.\n"
-      f"  params: {params_def}\n  masks:  {masks_def}"
+      f"{headline}: the tree structures differ.{note}\n"
+      + _structure_difference(tree, masks, tree_def, masks_def, tree_name)
     )
-  for name, leaf, mask in zip(leaf_paths(params), jax.tree.leaves(params), jax.tree.leaves(masks)):
+  for name, leaf, mask in zip(leaf_paths(tree), jax.tree.leaves(tree), jax.tree.leaves(masks)):
     if is_prunable_mask(mask) and np.shape(mask) != np.shape(leaf):
       raise ValueError(
-        f"mask for {name!r} has shape {np.shape(mask)} but the parameter has "
-        f"shape {np.shape(leaf)}."
+        f"{headline}: {name!r} has shape {np.shape(leaf)} in the {tree_name} but its mask "
+        f"has shape {np.shape(mask)}.{note}\n"
+        + _leaf_lines(tree, masks, tree_name, keep=lambda n: n == name)
       )
     if getattr(mask, "dtype", jnp.bool_) != jnp.bool_:
       raise ValueError(f"mask for {name!r} has dtype {mask.dtype}, expected bool.")
+
+
+def _shape_text(leaf: Any, *, is_mask: bool) -> str:
+  if is_mask and not is_prunable_mask(leaf):
+    return "(not pruned, any shape)"
+  return str(tuple(np.shape(leaf)))
+
+
+def _listing(tree: PyTree, *, is_mask: bool, keep=lambda name: True) -> str:
+  """``"a/kernel (4, 4), a/bias (4,)"``: the first leaves of ``tree`` with their shapes."""
+  items = [
+    f"{name} {_shape_text(leaf, is_mask=is_mask)}"
+    for name, leaf in zip(leaf_paths(tree), jax.tree.leaves(tree))
+    if keep(name)
+  ]
+  return _first(items) or "(no leaves)"
+
+
+def _leaf_lines(tree: PyTree, masks: PyTree, tree_name: str, keep=lambda name: True) -> str:
+  width = max(len(tree_name), len("masks")) + 1
+  return (
+    f"  {tree_name + ':':<{width}} {_listing(tree, is_mask=False, keep=keep)}\n"
+    f"  {'masks:':<{width}} {_listing(masks, is_mask=True, keep=keep)}"
+  )
+
+
+def _structure_difference(tree: PyTree, masks: PyTree, tree_def, masks_def, tree_name) -> str:
+  """The leaves only one of the trees has, then both trees' leaves and shapes."""
+  tree_names, mask_names = leaf_paths(tree), leaf_paths(masks)
+  tree_set, mask_set = set(tree_names), set(mask_names)
+  only_tree = [repr(n) for n in tree_names if n not in mask_set]
+  only_masks = [repr(n) for n in mask_names if n not in tree_set]
+  lines = []
+  if only_tree:
+    lines.append(f"  only in the {tree_name}: {_first(only_tree)}")
+  if only_masks:
+    lines.append(f"  only in the masks: {_first(only_masks)}")
+  if not (only_tree or only_masks):  # the same leaves in other containers (tuple vs list, ...)
+    lines.append(f"  {tree_name} structure: {tree_def}\n  masks structure: {masks_def}")
+  return "\n".join(lines + [_leaf_lines(tree, masks, tree_name)])
+
+
+def _first(items: list[str]) -> str:
+  more = len(items) - _SHOWN_LEAVES
+  return ", ".join(items[:_SHOWN_LEAVES]) + (f", ... ({more} more)" if more > 0 else "")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq over a jax.Array would be ambiguous
@@ -311,10 +376,15 @@ def apply_masks(params: PyTree, masks: PyTree) -> PyTree:
     ``params`` with every entry whose mask is ``False`` set to exactly ``0``.
 
   Raises:
-    ValueError: if the trees or the leaf shapes do not match.
+    ValueError: if the trees or the leaf shapes do not match (the message calls
+      ``params`` "the tree to mask": a pruning transformation's ``update`` masks the
+      gradients with this function, so the message also says what a mismatch means
+      there).
   """
   masks = unpack_masks(masks)
-  check_masks_match(params, masks)
+  _check_tree_matches_masks(
+    params, masks, _APPLY_MASKS_HEADLINE, "tree to mask", note=_APPLY_MASKS_NOTE
+  )
   return jax.tree.map(
     lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)) if is_prunable_mask(m) else p,
     params,

@@ -320,25 +320,92 @@ def _unreachable_message(plan: DropPlan, leaf_final: float, point: dict[str, Any
 
 
 def expected_trajectory(
-  leaf_target: float,
+  leaf_target: float | None = None,
   *,
   target_sparsity: float,
-  sparsity_schedule: schedules.Schedule,
-  drop_away_prob: schedules.ScalarOrSchedule,
-  drop_back_prob: schedules.ScalarOrSchedule,
-  drop_back_scale: str,
-  steps: Sequence[int],
+  end_step: int | None = None,
+  drop_away_prob: schedules.ScalarOrSchedule = 0.5,
+  drop_back_prob: schedules.ScalarOrSchedule = 0.1,
+  begin_step: int = 0,
+  update_every: int = 100,
+  initial_sparsity: float = 0.0,
+  sparsity_schedule: schedules.Schedule | None = None,
+  drop_back_scale: str = "active",
+  steps: Sequence[int] | None = None,
 ) -> list[TrajectoryPoint]:
-  """The expected sparsity of a leaf whose final target is ``leaf_target``, step by step.
+  """The expected sparsity of a leaf at every pruning step of a Drop Pruning schedule.
+
+  Takes :func:`droppruning_jax.drop_pruning`'s schedule arguments, with its defaults,
+  so a schedule can be looked at before training, e.g.
+  ``dp.expected_trajectory(target_sparsity=0.9, end_step=1000, update_every=100)``.
+  Unlike ``drop_pruning`` it returns the trajectory also when the drop cannot follow
+  the schedule (``drop_pruning`` refuses it): look for points with a ``shortfall``.
 
   The drop is a Markov chain whose mean follows a deterministic recursion: with current
   sparsity ``s``, target ``s'``, drop-away probability ``p`` and per-weight drop-back
   probability ``q``, ``E[s_new] = s (1 - q) + p c / n`` with ``c / n = clip((s' - s (1 -
   q)) / p, 0, 1 - s)``. The last step is exact (``p = 1, q = 0``, the target is hit).
-  Arguments as in :func:`droppruning_jax.drop_pruning`; ``steps`` are its pruning steps
-  (:func:`droppruning_jax.pruning_steps`).
+  ``drop_pruning``'s other arguments (``seed``, ``importance``, the weighted
+  ``drop_away`` / ``drop_back`` rules, ``regrow_init``, ...) do not change this
+  expectation and are not taken.
+
+  Args:
+    leaf_target: final sparsity of the leaf (positional or keyword; defaults to
+      ``target_sparsity``). A leaf of a per-layer ``sparsity_distribution`` follows the
+      overall schedule scaled by ``leaf_target / target_sparsity``, capped at
+      ``leaf_target``.
+    target_sparsity: the final overall sparsity, in ``[0, 1)``.
+    end_step: step count of the last (exact) pruning step; required unless ``steps``
+      is given.
+    drop_away_prob: ``p`` in ``(0, 1]``, a constant or a schedule of the step.
+    drop_back_prob: ``q`` in ``[0, 1]``, a constant or a schedule; a rate relative to
+      the active weights with ``drop_back_scale="active"``, the per-weight revival
+      probability with ``"pruned"``.
+    begin_step: step count of the first pruning step.
+    update_every: steps between pruning steps (``end_step`` need not be on the grid).
+    initial_sparsity: target of the first pruning step of the default schedule.
+    sparsity_schedule: optional ``step -> overall target sparsity``; defaults, as in
+      ``drop_pruning``, to the cubic schedule from ``initial_sparsity`` at the first
+      pruning step to ``target_sparsity`` at the last.
+    drop_back_scale: ``"active"`` or ``"pruned"``; see ``drop_back_prob``.
+    steps: explicit, strictly increasing pruning steps instead of ``begin_step``,
+      ``end_step`` and ``update_every`` (which are then left out), e.g. from
+      :func:`droppruning_jax.pruning_steps`.
+
+  Returns:
+    One :class:`TrajectoryPoint` per pruning step.
+
+  Raises:
+    TypeError: for an unknown keyword, or without ``end_step`` and ``steps``.
+    ValueError: naming the first invalid argument.
   """
+  checks.check_number("target_sparsity", target_sparsity, 0.0, 1.0, low_open=False, high_open=True)
+  if leaf_target is None:
+    leaf_target = target_sparsity
+  checks.check_number("leaf_target", leaf_target, 0.0, 1.0, low_open=False, high_open=True)
+  checks.check_number(
+    "initial_sparsity", initial_sparsity, 0.0, 1.0, low_open=False, high_open=True
+  )
+  if initial_sparsity > target_sparsity:
+    raise ValueError(
+      f"initial_sparsity={initial_sparsity} is above target_sparsity={target_sparsity}."
+    )
   checks.check_choice("drop_back_scale", drop_back_scale, DROP_BACK_SCALES)
+  step_array = _trajectory_steps(steps, begin_step, end_step, update_every)
+  _check_schedule("drop_away_prob", drop_away_prob, step_array[:-1], low_open=True)
+  _check_schedule("drop_back_prob", drop_back_prob, step_array[:-1], low_open=False)
+  if sparsity_schedule is None:
+    sparsity_schedule = schedules.polynomial_sparsity(
+      target_sparsity, int(step_array[0]), int(step_array[-1]), initial_sparsity
+    )
+  elif not callable(sparsity_schedule):
+    raise ValueError(
+      f"sparsity_schedule={sparsity_schedule!r} must be a schedule, a callable "
+      "step -> overall target sparsity (or None for the default)."
+    )
+  _check_schedule(
+    "sparsity_schedule", sparsity_schedule, step_array, low_open=False, high_open=True
+  )
   path = _path_arrays(
     float(leaf_target),
     float(target_sparsity),
@@ -346,14 +413,50 @@ def expected_trajectory(
     schedules.as_schedule(drop_away_prob),
     schedules.as_schedule(drop_back_prob),
     drop_back_scale,
-    np.asarray(steps, np.int64),
+    step_array,
   )
   return [
     TrajectoryPoint(int(step), float(t), float(b), float(p), float(q), float(c), float(e))
     for step, t, b, p, q, c, e in zip(
-      steps, path["target"], path["before"], path["p"], path["q"], path["pool"], path["expected"]
+      step_array,
+      path["target"],
+      path["before"],
+      path["p"],
+      path["q"],
+      path["pool"],
+      path["expected"],
     )
   ]
+
+
+def _trajectory_steps(steps, begin_step, end_step, update_every) -> np.ndarray:
+  """The pruning steps of :func:`expected_trajectory`: ``steps``, or those of the grid."""
+  if steps is None:
+    if end_step is None:
+      raise TypeError(
+        "expected_trajectory() needs end_step (the last pruning step, as in drop_pruning) "
+        "or an explicit list of pruning steps, steps=..."
+      )
+    begin_step = checks.check_step("begin_step", begin_step)
+    end_step = checks.check_step("end_step", end_step)
+    checks.check_int("update_every", update_every, 1)
+    if begin_step > end_step:
+      raise ValueError(f"begin_step={begin_step} is after end_step={end_step}.")
+    return schedules.pruning_step_array(begin_step, end_step, update_every)
+  if end_step is not None or begin_step != 0 or update_every != 100:
+    raise ValueError(
+      f"steps={steps!r} replaces begin_step, end_step and update_every (begin_step="
+      f"{begin_step!r}, end_step={end_step!r}, update_every={update_every!r}); pass "
+      "either steps or those three."
+    )
+  if isinstance(steps, (str, bytes)) or not isinstance(steps, (Sequence, np.ndarray)):
+    raise ValueError(f"steps={steps!r} must be a non-empty sequence of step counts.")
+  for i, step in enumerate(steps):
+    checks.check_step(f"steps[{i}]", step)
+  step_array = np.asarray([int(step) for step in steps], np.int64)
+  if not step_array.size or np.any(np.diff(step_array) <= 0):
+    raise ValueError(f"steps={list(steps)!r} must be a non-empty, strictly increasing sequence.")
+  return step_array
 
 
 def _path_arrays(
