@@ -303,3 +303,42 @@ def test_batches_validate_arguments_eagerly():
     data.batches(np.zeros(4), np.zeros(3), 2, shuffle=False)
   with pytest.raises(ValueError, match="batch_size"):
     data.batches(np.zeros(4), np.zeros(4), 0, shuffle=False)
+
+
+def test_download_idx_fetches_reads_and_reuses_the_files(tmp_path):
+  """MNIST without TensorFlow (the notebook's path): the four IDX files come over HTTP,
+  are checked by reading them, and are not fetched again."""
+  import functools
+  import http.server
+  import threading
+
+  from tests import helpers
+
+  served = tmp_path / "mirror"
+  served.mkdir()
+  helpers.write_learnable_idx_dir(served, 64, 32)
+  requests = []
+
+  class Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+      requests.append(self.path)
+
+  server = http.server.ThreadingHTTPServer(
+    ("127.0.0.1", 0), functools.partial(Handler, directory=str(served))
+  )
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  url = f"http://127.0.0.1:{server.server_address[1]}/"
+  try:
+    folder = data.download_idx("mnist", tmp_path / "mnist", base_url=url)
+    images, labels = data.load_idx_split(folder, "train")
+    assert images.shape[0] == labels.shape[0] == 64
+    assert len(requests) == 4
+    data.download_idx("mnist", tmp_path / "mnist", base_url=url)
+    assert len(requests) == 4  # already there: nothing fetched
+    with pytest.raises(data.DatasetError, match="downloading .*nothing-here.*failed"):
+      data.download_idx("mnist", tmp_path / "other", base_url=url + "nothing-here/")
+    assert not list((tmp_path / "other").iterdir())  # no partial file left
+  finally:
+    server.shutdown()
+  with pytest.raises(data.DatasetError, match="no IDX download for dataset='cifar10'"):
+    data.download_idx("cifar10", tmp_path / "c")

@@ -23,7 +23,6 @@ from experiments import data as data_lib
 from experiments import report, train
 from experiments.configs import default
 from tests import helpers
-from tests.helpers import REPO_ROOT
 
 # Trains real runs, shared through ``finished_run``: XLA's default passes (conftest.py).
 DEFAULT_COMPILER_PASSES = True
@@ -338,29 +337,6 @@ def test_two_processes_match_one_process_with_two_devices(idx_dir, tmp_path, fin
   chex.assert_trees_all_close(state_multi["params"], state_single["params"], atol=1e-6)
   chex.assert_trees_all_equal(state_multi["opt_state"]["masks"], state_single["opt_state"]["masks"])
   assert multi["test_error"] == pytest.approx(single["test_error"], abs=1e-6)
-
-
-# --- the Colab notebook -------------------------------------------------------
-
-
-def test_colab_notebook_is_valid_and_runs_an_existing_config():
-  notebook = json.loads((REPO_ROOT / "experiments" / "colab_tpu.ipynb").read_text())
-  assert notebook["nbformat"] == 4
-  sources = []
-  for cell in notebook["cells"]:
-    assert cell["cell_type"] in ("markdown", "code")
-    assert isinstance(cell["source"], list)
-    if cell["cell_type"] == "code":
-      assert cell["outputs"] == [] and "execution_count" in cell
-    sources.append("".join(cell["source"]))
-  text = "\n".join(sources)
-  assert (
-    "git+https://github.com/<OWNER>/droppruning_jax.git#egg=droppruning_jax[experiments]" in text
-  )
-  assert "jax.devices()" in text
-  assert "--config experiments/configs/lenet5.py --config.dataset=mnist" in text
-  assert "--config.download=True" in text
-  assert (REPO_ROOT / "experiments" / "configs" / "lenet5.py").exists()
 
 
 def test_resuming_refuses_changed_fields_but_not_new_default_fields(tmp_path):
