@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -53,21 +54,78 @@ def leaf_paths(tree: PyTree) -> list[str]:
   return [path_to_str(path) for path, _ in with_path]
 
 
-def default_prunable(path: str, leaf: Any) -> bool:
-  """Default predicate: prune weight matrices and kernels (``ndim >= 2``).
+# Parameter names that are never pruned by default, whatever their rank: biases (also
+# MultiHeadAttention's 2-D (heads, head_dim) ones) and normalization scales.
+NEVER_PRUNED_NAMES = ("bias", "scale")
 
-  Biases, batch-norm scales and other vectors are left dense: they hold few
-  parameters and pruning them hurts accuracy disproportionately.
+
+def default_prunable(path: str, leaf: Any) -> bool:
+  """Default predicate: prune kernels, weight matrices and embeddings; never biases or
+  normalization scales, whatever their rank.
+
+  A leaf is pruned when it has ``ndim >= 2`` and its name (the last part of its path)
+  is not ``bias`` or ``scale``: the kernels of ``Dense`` / ``nnx.Linear``, ``Conv``,
+  ``Einsum`` and ``MultiHeadAttention``'s query/key/value/out projections, and
+  ``Embed``'s ``embedding`` (the same names in linen and NNX). Biases, including
+  ``MultiHeadAttention``'s 2-D ``(heads, head_dim)`` ones, and LayerNorm / BatchNorm /
+  RMSNorm scales stay dense: they hold few parameters and pruning them hurts accuracy
+  disproportionately.
+
+  Embeddings are pruned, as the weight matrices they are (the largest ones of many
+  language models); to keep them dense pass e.g.
+  ``prunable=lambda path, leaf: dp.default_prunable(path, leaf) and not
+  path.endswith("embedding")``.
 
   Args:
-    path: the leaf's ``"a/b/kernel"`` path (unused by the default).
+    path: the leaf's ``"a/b/kernel"`` path.
     leaf: the parameter array.
 
   Returns:
     Whether the leaf is pruned.
   """
-  del path
-  return np.ndim(leaf) >= 2
+  return np.ndim(leaf) >= 2 and path.rsplit("/", 1)[-1] not in NEVER_PRUNED_NAMES
+
+
+# The metadata keys under which Flax records a parameter's sharding: nnx Variables'
+# ``out_sharding`` (with its ``mesh``), older ``sharding`` / ``sharding_names``.
+_SHARDING_METADATA = ("out_sharding", "sharding", "sharding_names", "mesh")
+
+
+def _is_box(x: Any) -> bool:
+  """A parameter wrapped with metadata: an nnx Variable or a linen ``AxisMetadata``
+  (``nn.Partitioned``, ``nn.LogicallyPartitioned``)."""
+  nnx = sys.modules.get("flax.nnx")
+  meta = sys.modules.get("flax.core.meta")
+  return (nnx is not None and isinstance(x, nnx.Variable)) or (
+    meta is not None and isinstance(x, meta.AxisMetadata)
+  )
+
+
+def unannotate_scalars(tree: PyTree) -> PyTree:
+  """``tree`` with the sharding annotations of its rank-0 boxed leaves removed.
+
+  Per-parameter state of a non-pruned parameter (its mask marker, its stash entry) is a
+  scalar, but built by mapping over the params it inherits the parameter's box and
+  sharding annotation (e.g. ``P("model")``), which ``nnx.Optimizer`` would apply to the
+  scalar. A scalar is replicated instead. Unboxed trees come back unchanged.
+  """
+
+  def strip(x):
+    if not _is_box(x):
+      return x
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is not None and isinstance(x, nnx.Variable):
+      value = x.get_value()
+      if np.ndim(value) > 0:
+        return x
+      metadata = {k: v for k, v in x.get_metadata().items() if k not in _SHARDING_METADATA}
+      return type(x)(value, **metadata)
+    value = x.unbox()
+    if np.ndim(value) > 0 or not hasattr(x, "names"):
+      return x
+    return x.replace(value=value, names=())
+
+  return jax.tree.map(strip, tree, is_leaf=_is_box)
 
 
 def _marker() -> jax.Array:
@@ -98,14 +156,20 @@ def is_prunable_mask(mask: Any) -> bool:
   return np.ndim(mask) > 0
 
 
-def init_masks(params: PyTree, prunable: PrunablePredicate | None = None) -> PyTree:
+def init_masks(
+  params: PyTree, prunable: PrunablePredicate | None = None, *, like_params: bool = False
+) -> PyTree:
   """Creates all-``True`` masks mirroring ``params``.
 
   Args:
     params: a pytree of arrays (e.g. Flax ``variables['params']``).
     prunable: ``prunable(path, leaf) -> bool`` selecting the pruned leaves, where
       ``path`` is the ``"a/b/kernel"`` path string. Defaults to
-      :func:`default_prunable` (leaves with ``ndim >= 2``).
+      :func:`default_prunable` (kernels and embeddings, never biases or norm scales).
+    like_params: keep every boxed parameter's metadata on its mask (Flax NNX variables,
+      ``nn.Partitioned``), so that the masks map together with ``params``; by default a
+      non-pruned parameter's scalar marker loses its sharding annotation
+      (:func:`unannotate_scalars`), as state kept in an optimizer must.
 
   Returns:
     A tree of the same structure: a boolean array of the leaf's shape for every
@@ -134,7 +198,10 @@ def init_masks(params: PyTree, prunable: PrunablePredicate | None = None) -> PyT
       masks.append(_ones_like(leaf))
     else:
       masks.append(_marker())
-  return jax.tree_util.tree_unflatten(treedef, masks)
+  masks = jax.tree_util.tree_unflatten(treedef, masks)
+  # A non-pruned parameter's scalar marker must not carry the parameter's sharding;
+  # ``like_params`` keeps the params' boxes, for maps over params and masks together.
+  return masks if like_params else unannotate_scalars(masks)
 
 
 def check_masks_match(params: PyTree, masks: PyTree) -> None:

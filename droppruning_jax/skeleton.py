@@ -236,21 +236,26 @@ def pruning_transformation(
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params: PyTree) -> PruningState:
-    masks = masks_lib.init_masks(params, prunable)
+    masks = masks_lib.init_masks(params, prunable, like_params=True)  # mapped with params
     if policy.check_leaves is not None:
       policy.check_leaves(
         prunable_paths(masks), [np.shape(m) for m in prunable_leaves(masks, masks)[1]]
       )
     stash = None
     if policy.keep_stash:
-      stash = jax.tree.map(
-        lambda p, m: jnp.zeros_like(p) if masks_lib.is_prunable_mask(m) else jnp.zeros((), p.dtype),
-        params,
-        masks,
+      stash = masks_lib.unannotate_scalars(
+        jax.tree.map(
+          lambda p, m: (
+            jnp.zeros_like(p) if masks_lib.is_prunable_mask(m) else jnp.zeros((), p.dtype)
+          ),
+          params,
+          masks,
+        )
       )
     return PruningState(
       count=jnp.zeros((), jnp.int32),
-      masks=masks_lib.pack_masks(masks) if packed_masks else masks,
+      # Stored masks carry no annotation on non-pruned parameters' scalar markers.
+      masks=masks_lib.unannotate_scalars(masks_lib.pack_masks(masks) if packed_masks else masks),
       inner_state=inner.init(params),
       stash=stash,
       stats=PruningStats.zeros(),

@@ -163,15 +163,33 @@ def test_the_fast_loop_with_nnx_jit_on_a_sharded_model_gives_the_simple_loops_ma
   assert dp.sparsity(dp.get_masks(optimizer.opt_state)) == TARGET
 
 
-@pytest.mark.xfail(
-  strict=True,
-  raises=ValueError,
-  reason="the scalar mask marker of a non-prunable leaf inherits its param's sharding "
-  "annotation, which nnx.Optimizer applies to the rank-0 marker",
-)
-def test_a_model_with_sharded_biases_can_make_its_optimizer():
+@pytest.mark.parametrize("stash", [False, True])
+def test_a_model_with_sharded_biases_trains_on_its_mesh(simple_run, stash):
+  """Every parameter annotated, biases too (a 1-D P("data")): the non-pruned biases' scalar
+  mask markers (and stash entries) carry no annotation, so nnx.Optimizer can be made and
+  trains under nnx.jit on the mesh, to the masks of the unannotated model."""
   mesh = jax.make_mesh((2,), ("data",), axis_types=(AxisType.Auto,))
+  kwargs = {"drop_back": "stash", "drop_back_prob": 0.1} if stash else {}
+  tx = dp.drop_pruning(
+    optax.adam(1e-2),
+    target_sparsity=TARGET,
+    end_step=END,
+    update_every=EVERY,
+    drop_away_prob=1.0,
+    seed=0,
+    **kwargs,
+  )
   with jax.set_mesh(mesh):
     model = MLP(nnx.Rngs(0), sharded=True, shard_biases=True)
-    optimizer = nnx.Optimizer(model, _tx(), wrt=nnx.Param)
-  assert dp.sparsity(dp.get_masks(optimizer.opt_state)) == 0.0
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    assert model.hidden.bias[...].sharding.spec == PartitionSpec("data")
+    step = nnx.jit(train_step)
+    for t in range(STEPS):
+      step(model, optimizer, *_batch(t)).block_until_ready()
+  assert model.hidden.bias[...].sharding.spec == PartitionSpec("data")
+  masks = _masks(optimizer)
+  assert dp.sparsity(dp.get_masks(optimizer.opt_state)) == TARGET
+  if not stash:  # the same masks as the unannotated model's simple loop
+    reference = _masks(simple_run[1])
+    for name in masks:
+      np.testing.assert_array_equal(masks[name], reference[name], err_msg=name)
