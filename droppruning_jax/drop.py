@@ -795,4 +795,5 @@ def drop_policy(plan: plan_lib.DropPlan) -> skeleton.MaskPolicy:
     # only with regrow_init="restore" (else at 0, as without a stash).
     keep_stash=plan.regrow_init == "restore" or plan.drop_back == "stash",
     regrow_from_stash=plan.regrow_init == "restore",
+    steps=[int(step) for step in plan.steps],
   )

@@ -220,7 +220,11 @@ def dynamic_sparse_policy(
     return random_topology(key, masks, finals(paths, [m.shape for m in masks]))
 
   policy = skeleton.MaskPolicy(
-    seed=seed, branch_index=branch_index, updates=[topology_update], check_leaves=check_leaves
+    seed=seed,
+    branch_index=branch_index,
+    updates=[topology_update],
+    check_leaves=check_leaves,
+    steps=range(update_every, end_step, update_every),  # as branch_index: 0 < t < end_step
   )
   return policy, initial_masks
 
@@ -249,7 +253,9 @@ def _transformation(
     )
     return state._replace(masks=masks_lib.pack_masks(masks) if packed_masks else masks)
 
-  return optax.GradientTransformationExtraArgs(init_fn, base.update)
+  return skeleton.with_pruning_steps(
+    optax.GradientTransformationExtraArgs(init_fn, base.update), policy.steps
+  )
 
 
 _COMMON_DOC = """

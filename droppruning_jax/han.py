@@ -182,6 +182,7 @@ def han_pruning(
     branch_index=lambda count: jnp.any(count == step_array).astype(jnp.int32),
     updates=[update],
     check_leaves=check_leaves,
+    steps=steps,
   )
   return skeleton.pruning_transformation(
     inner, policy, name="han_pruning", prunable=prunable, packed_masks=packed_masks

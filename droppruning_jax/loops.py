@@ -41,7 +41,23 @@ def _check_step_type(step: Any) -> int:
   return int(step)
 
 
+def _steps_of(schedule: Any) -> Any:
+  """The pruning steps a pruning transformation (or an ``nnx.Optimizer`` holding one)
+  exposes; anything else is returned as given (an iterable of steps)."""
+  for candidate in (schedule, getattr(schedule, "tx", None)):
+    if hasattr(candidate, "pruning_steps"):
+      return candidate.pruning_steps
+  if hasattr(schedule, "init") and hasattr(schedule, "update"):
+    raise TypeError(
+      "this optax transformation exposes no pruning_steps: pass the pruning transformation "
+      "itself (dp.drop_pruning(...), dp.rigl(...), ...), not a chain around it, or its "
+      "steps, e.g. tx.pruning_steps of the pruning transformation inside the chain."
+    )
+  return schedule
+
+
 def _pruning_step_set(pruning_steps: Iterable[int]) -> frozenset[int]:
+  pruning_steps = _steps_of(pruning_steps)
   if isinstance(pruning_steps, (int, np.integer)) or not isinstance(pruning_steps, Iterable):
     raise TypeError(
       "pruning_steps must be an iterable of step counts, e.g. "
@@ -157,7 +173,7 @@ class TrainStep:
 
 def jit_train_step(
   train_step: Callable,
-  pruning_steps: Iterable[int],
+  pruning_steps: Iterable[int] | Any,
   *,
   jit: Callable = jax.jit,
   check_step: bool = True,
@@ -173,7 +189,7 @@ def jit_train_step(
                                      skip_mask_update=skip_mask_update)
       return optax.apply_updates(params, updates), opt_state
 
-    step_fn = dp.jit_train_step(train_step, dp.pruning_steps(0, 10_000, 100),
+    step_fn = dp.jit_train_step(train_step, tx,
                                 donate_argnums=(0, 1))
     for step in range(num_steps):
       params, opt_state = step_fn(step, params, opt_state, next(batches))
@@ -185,9 +201,10 @@ def jit_train_step(
   Args:
     train_step: the step, not jitted, taking a keyword argument ``skip_mask_update``
       that it passes to ``tx.update`` (or ``nnx.Optimizer.update``).
-    pruning_steps: the step counts at which masks may change:
-      ``dp.pruning_steps(begin_step, end_step, update_every)`` with the
-      transformation's arguments (``han_pruning``: its ``pruning_steps``).
+    pruning_steps: the pruning transformation itself (``tx``: every policy of the
+      library exposes its steps as ``tx.pruning_steps``; an ``nnx.Optimizer`` holding
+      one works too), or the step counts at which masks may change, e.g.
+      ``tx.pruning_steps`` of the pruning transformation inside an ``optax.chain``.
     jit: the function that compiles: ``jax.jit`` (default), ``flax.nnx.jit``, or
       anything with their signature (e.g. ``functools.partial(jax.pmap, axis_name=...)``).
     check_step: on the first call, at every pruning step and every

@@ -96,6 +96,9 @@ class MaskPolicy(NamedTuple):
       state's ``stash``); the updates receive it.
     regrow_from_stash: revived weights restart from their stashed value instead of ``0``
       (needs ``keep_stash``).
+    steps: the step counts at which ``branch_index`` may be nonzero, in increasing
+      order (static): what the transformation exposes as ``pruning_steps`` for
+      :func:`droppruning_jax.jit_train_step`.
   """
 
   seed: int
@@ -104,6 +107,21 @@ class MaskPolicy(NamedTuple):
   check_leaves: Optional[Callable[[list[str], list[tuple[int, ...]]], None]] = None
   keep_stash: bool = False
   regrow_from_stash: bool = False
+  steps: Optional[Sequence[int]] = None
+
+
+class PruningTransformation(optax.GradientTransformationExtraArgs):
+  """An optax transformation that prunes: ``init``, ``update`` and its schedule.
+
+  Attributes:
+    pruning_steps: the step counts at which the masks may change, sorted (a tuple of
+      ints): ``dp.jit_train_step(train_step, tx)`` reads them, so a fast loop cannot
+      disagree with the transformation.
+  """
+
+  # A subclass of the NamedTuple without __slots__: instances take the attribute below
+  # and stay GradientTransformationExtraArgs everywhere optax looks.
+  pruning_steps: tuple[int, ...]
 
 
 def prunable_leaves(tree: PyTree, masks: PyTree) -> tuple[list[int], list]:
@@ -312,7 +330,18 @@ def pruning_transformation(
     )
     return new_updates, new_state
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return with_pruning_steps(optax.GradientTransformationExtraArgs(init_fn, update_fn), policy.steps)
+
+
+def with_pruning_steps(
+  tx: optax.GradientTransformationExtraArgs, steps: Optional[Sequence[int]]
+) -> optax.GradientTransformationExtraArgs:
+  """``tx`` as a :class:`PruningTransformation` exposing ``steps`` (unchanged if None)."""
+  if steps is None:
+    return tx
+  wrapped = PruningTransformation(tx.init, tx.update)
+  wrapped.pruning_steps = tuple(sorted(int(s) for s in steps))
+  return wrapped
 
 
 def find_state(opt_state: optax.OptState) -> PruningState:

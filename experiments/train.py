@@ -704,23 +704,14 @@ def han_pruning_steps(config: ml_collections.ConfigDict, begin: int, end: int) -
   return sorted(set(int(s) for s in steps))
 
 
-def pruning_step_set(config: ml_collections.ConfigDict, steps_per_epoch: int) -> frozenset[int]:
-  """Step counts at which the method may change its masks (empty for ``dense``).
+def pruning_step_set(tx: optax.GradientTransformation) -> frozenset[int]:
+  """Step counts at which the method may change its masks: the transformation's own
+  ``pruning_steps`` (empty for ``dense``).
 
   Every other step runs a train step compiled with ``skip_mask_update=True``,
   which has no conditional (on a GPU a conditional stalls the step on the host).
   """
-  if config.method == "dense":
-    return frozenset()
-  begin, end = pruning_window(config, steps_per_epoch)
-  if config.method == "han":
-    return frozenset(han_pruning_steps(config, begin, end))
-  if config.method in DYNAMIC_SPARSE_METHODS:
-    # Their topology updates: the multiples of update_every strictly inside (0, end),
-    # end being their end_step (dp.rigl's schedule; count 0 is the random topology
-    # of init, not an update).
-    return frozenset(range(config.update_every, end, config.update_every))
-  return frozenset(dp.pruning_steps(begin, end, config.update_every))
+  return frozenset(getattr(tx, "pruning_steps", ()))
 
 
 def make_optimizer(
@@ -1719,7 +1710,7 @@ def _train_and_evaluate(
   host_state = state
 
   has_pruning = _has_pruning(config)
-  pruning_step_numbers = pruning_step_set(config, steps_per_epoch)
+  pruning_step_numbers = pruning_step_set(tx)
 
   def batch_arrays(images, labels) -> tuple:
     """The step's batch arrays: with a teacher, its logits for these images too."""
@@ -1861,9 +1852,9 @@ def _train_and_evaluate(
       host_state = placement.get_state(replicated)
       _check_finite_state(host_state, step, workdir, last_saved)
       if has_pruning and int(dp.get_stats(host_state.opt_state).skipped_updates):
-        raise RuntimeError(  # pruning_step_set disagrees with the transformation
+        raise RuntimeError(  # the loop ran a pruning step without its mask update
           f"{int(dp.get_stats(host_state.opt_state).skipped_updates)} pruning step(s) ran "
-          "with skip_mask_update=True; this is a bug in pruning_step_set."
+          "with skip_mask_update=True: the transformation runs other steps than it exposes."
         )
       eval_metrics = evaluate(eval_step, replicated, config, data, num_local_devices, placement)
       masks = masks_of(config, host_state)

@@ -176,7 +176,7 @@ def test_loop_stops_if_a_pruning_step_was_compiled_without_mask_update(
 ):
   # The loop runs the conditional-free step outside pruning_step_set; if that set
   # ever missed a pruning step, the skipped update must stop the run, not go unseen.
-  monkeypatch.setattr(train, "pruning_step_set", lambda config, steps_per_epoch: frozenset())
+  monkeypatch.setattr(train, "pruning_step_set", lambda tx: frozenset())
   config = helpers.idx_config(idx_dir, method=method, han_cycles=2, target_sparsity=0.5)
   with pytest.raises(RuntimeError, match="skip_mask_update"):
     train.train_and_evaluate(config, tmp_path / method)

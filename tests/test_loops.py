@@ -1,5 +1,7 @@
 """``dp.jit_train_step``: the README's first loop, two compiled variants chosen on the host."""
 
+import functools
+
 import chex
 import jax
 import numpy as np
@@ -201,3 +203,40 @@ def test_pruning_steps_that_miss_the_transformations_are_not_silent():
 def test_host_steps_that_drift_from_the_count_are_refused():
   with pytest.raises(ValueError, match="drifted from the state's count"):
     _gradual_loop(dp.pruning_steps(0, 60, 5), [0, 1, 2, 5])  # 5: a check, the count is 3
+
+
+_SCHEDULES = dict(target_sparsity=0.8, end_step=24, update_every=3)
+EXPOSED = {
+  "drop": lambda inner: dp.drop_pruning(inner, begin_step=2, **_SCHEDULES),
+  "gradual": lambda inner: dp.gradual_magnitude_pruning(inner, **_SCHEDULES),
+  "han": lambda inner: dp.han_pruning(inner, pruning_steps=(5, 11, 17), quality=0.5),
+  "rigl": lambda inner: dp.rigl(inner, **_SCHEDULES),
+  "set": lambda inner: dp.set_pruning(inner, **_SCHEDULES),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPOSED))
+def test_the_transformation_is_its_own_schedule(name):
+  """dp.jit_train_step(train_step, tx): the steps come from tx, and the fast loop gives
+  the masks and params of the simple loop (the conditional in every step)."""
+  tx = EXPOSED[name](optax.sgd(0.05, momentum=0.9))
+  assert tx.pruning_steps == tuple(sorted(tx.pruning_steps)) and tx.pruning_steps
+  params = toy_params(0)
+  fast_state, simple_state = tx.init(params), tx.init(params)
+  fast_params = simple_params = params
+  step_fn = dp.jit_train_step(_train_step(tx), tx)
+  simple = jax.jit(functools.partial(_train_step(tx), skip_mask_update=False))
+  for t in range(30):
+    grads = random_grads(params, t)
+    fast_params, fast_state = step_fn(t, fast_params, fast_state, grads)
+    simple_params, simple_state = simple(simple_params, simple_state, grads)
+  assert int(dp.get_stats(fast_state).skipped_updates) == 0
+  chex.assert_trees_all_equal(dp.get_masks(fast_state), dp.get_masks(simple_state))
+  chex.assert_trees_all_close(fast_params, simple_params, rtol=1e-6, atol=1e-6)
+
+
+def test_a_chain_around_the_transformation_is_refused_with_the_fix():
+  tx = EXPOSED["gradual"](optax.sgd(0.1))
+  with pytest.raises(TypeError, match="exposes no pruning_steps"):
+    dp.jit_train_step(_train_step(tx), optax.chain(optax.clip(1.0), tx))
+  assert dp.jit_train_step(_train_step(tx), tx.pruning_steps).pruning_steps == tx.pruning_steps

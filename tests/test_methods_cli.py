@@ -152,7 +152,8 @@ def test_pruning_step_set_is_the_topology_update_schedule(idx_dir, every, end_ep
   updates = {
     t for t in range(steps_per_epoch) if int(policy.branch_index(jnp.asarray(t, jnp.int32))) == 1
   }
-  assert train.pruning_step_set(config, steps_per_epoch) == updates
+  tx = train.make_optimizer(config, steps_per_epoch, params=None)
+  assert train.pruning_step_set(tx) == updates
   assert updates  # the cases above all have updates
   assert updates == set(range(every, end, every))
 
