@@ -38,7 +38,7 @@ from droppruning_jax.masks import (
   sparsity,
   unpack_masks,
 )
-from droppruning_jax.plan import expected_trajectory
+from droppruning_jax.plan import UnreachableScheduleError, expected_trajectory
 from droppruning_jax.schedules import (
   cosine_anneal,
   polynomial_sparsity,
@@ -58,6 +58,7 @@ __all__ = [
   "PruningStats",
   "SparseLeaf",
   "TrainStep",
+  "UnreachableScheduleError",
   "apply_masks",
   "cosine_anneal",
   "count_params",

@@ -33,7 +33,7 @@ def _check_step_type(step: Any) -> int:
         f"step must be a host integer, got a jax.Array ({step!r}): it chooses which "
         "compiled variant runs, so it cannot be traced, and reading it from the device "
         "every step stalls the loop. Count the steps on the host (e.g. "
-        "`for step in range(start, num_steps)` with `start = int(state.step)` read once)."
+        "`for step in range(start, num_steps)` with `start = dp.get_count(opt_state)` read once)."
       )
     raise TypeError(f"step must be a host integer (int), got {type(step).__name__}: {step!r}.")
   if step < 0:

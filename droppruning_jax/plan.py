@@ -105,6 +105,12 @@ class TrajectoryPoint(NamedTuple):
     return self.target - self.expected_sparsity
 
 
+class UnreachableScheduleError(ValueError):
+  """The drop cannot follow the sparsity schedule with these probabilities: raised by
+  ``drop_pruning`` (and its baselines) before anything runs, with the fix in the message
+  (a smaller ``drop_back_prob``, a larger ``drop_away_prob``, or more pruning steps)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DropPlan:
   """Everything :func:`droppruning_jax.drop_pruning` was asked to do, validated.
@@ -275,7 +281,9 @@ class DropPlan:
       if short.size:
         i = int(short[0])
         point = {k: v[i] for k, v in path.items()}
-        raise ValueError(_unreachable_message(self, leaf_final, {**point, "step": self.steps[i]}))
+        raise UnreachableScheduleError(
+          _unreachable_message(self, leaf_final, {**point, "step": self.steps[i]})
+        )
 
 
 def check_drop_rules(drop_away, drop_back, temperature) -> float:

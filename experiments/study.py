@@ -39,7 +39,6 @@ from absl import app, flags, logging
 FLAGS = flags.FLAGS
 # Written instead of a summary when the library rejects a cell's configuration.
 REJECTED = "rejected.txt"
-UNREACHABLE = "cannot follow the sparsity schedule"
 flags.DEFINE_string("study", None, "Path of a study file defining get_study().")
 flags.DEFINE_string("root", None, "Run folders go here (default runs/studies/<name>).")
 flags.DEFINE_string("report_dir", "docs/studies", "Where the Markdown report and plots go.")
@@ -178,6 +177,7 @@ def run_grid(
 ):
   import jax  # imported here: --report_only needs no JAX start-up
 
+  import droppruning_jax as dp
   from experiments import train
 
   grid_start = time.time()
@@ -202,10 +202,10 @@ def run_grid(
       # SIGTERM or Ctrl-C: the run saved its current step; stop the grid, a rerun resumes it.
       print(error, file=sys.stderr)
       sys.exit(128 + error.signum)
-    except ValueError as error:
+    except train.ConfigError as error:
       # The library rejects an unreachable (p, q, schedule) before the first step:
       # a result of the sweep, not a failure of the grid.
-      if UNREACHABLE not in str(error):
+      if not isinstance(error.__cause__, dp.UnreachableScheduleError):
         raise
       workdir.mkdir(parents=True, exist_ok=True)
       (workdir / REJECTED).write_text(str(error))

@@ -1054,26 +1054,6 @@ def make_placement(config: ml_collections.ConfigDict, devices: Optional[list], s
   return PmapPlacement(devices)
 
 
-def make_train_step(
-  model,
-  tx: optax.GradientTransformation,
-  has_pruning: bool,
-  devices,
-  skip_mask_update: bool = False,
-):
-  """The pmapped train step ``(state, images, labels) -> (state, metrics)``.
-
-  With ``skip_mask_update=True`` the step cannot change masks (for steps outside
-  :func:`pruning_step_set`) and compiles without the mask-update conditional.
-  """
-  return PmapPlacement(devices).train_step(model, tx, has_pruning, skip_mask_update)
-
-
-def make_eval_step(model, devices):
-  """The pmapped eval step ``(params, batch_stats, images, labels, weights) -> sums``."""
-  return PmapPlacement(devices).eval_step(model)
-
-
 def evaluate(
   eval_step,
   state: TrainState,

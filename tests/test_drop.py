@@ -363,3 +363,16 @@ def test_the_update_at_step_t_is_drop_step_with_the_documented_key(weighted):
     np.any(np.asarray(dp.get_masks(a[3])["w"]["kernel"] != dp.get_masks(b[3])["w"]["kernel"]))
     for a, b in zip(history, other)
   )
+
+
+def test_an_unreachable_schedule_raises_its_own_error_type():
+  """UnreachableScheduleError (a ValueError) lets callers tell it from other refusals."""
+  import optax
+
+  with pytest.raises(dp.UnreachableScheduleError, match="cannot follow the sparsity schedule"):
+    dp.drop_pruning(
+      optax.sgd(0.1), target_sparsity=0.99, end_step=20, update_every=10, drop_back_prob=0.5
+    )
+  with pytest.raises(ValueError) as other:
+    dp.drop_pruning(optax.sgd(0.1), target_sparsity=1.5, end_step=20)
+  assert not isinstance(other.value, dp.UnreachableScheduleError)
