@@ -50,7 +50,7 @@ def _percent(value: float | None) -> str:
 
 def _validation_percent(summary: Mapping[str, Any]) -> str:
   """The validation error, or why there is none: a run without a validation split
-  (``validation_examples`` 0, or a summary written before the field existed)."""
+  (``validation_examples`` 0, or a summary without the field)."""
   if summary.get("val_error") is not None:
     return _percent(summary["val_error"])
   if not summary.get("validation_examples"):

@@ -25,8 +25,8 @@ the training split as a validation split. For studies whose runs have it, ``tabl
 shows validation / test error per cell, ``diffs`` compares the validation error,
 ``within`` chooses the highest compression on validation error and reports the chosen
 setting's test error once, and ``tests`` tests the test error of a series the text
-names. Studies from before the validation split keep their tables as they were (test
-error only; the text around them must say that they were compared on test). Merging
+names. Studies without a validation split have test-error tables (test error only; the
+text around them must say that they were compared on test). Merging
 studies with and without a validation split into one table is refused.
 
   python -m experiments.results_tables            # rewrites docs/results.md in place
@@ -127,7 +127,7 @@ def load_rows(studies_dir: Path, names: list[str]) -> list[dict[str, Any]]:
 
 def _split(rows: list[dict[str, Any]]) -> str:
   """The split to compare on: validation for runs that have one (load_rows refuses a
-  mix), test for runs from before the validation split."""
+  mix), test for runs without a validation split."""
   return study_lib.selection_split(rows)
 
 
@@ -234,7 +234,7 @@ def diffs_table(studies_dir: Path, spec: str) -> list[str]:
 def within_lines(studies_dir: Path, spec: str) -> list[str]:
   """Per network: each method's highest compression within the tolerance of dense,
   chosen on validation error with the chosen setting's test error (on test error for
-  studies from before the validation split)."""
+  studies without a validation split)."""
   lines = []
   for network, names in _networks(spec):
     rows = load_rows(studies_dir, names)

@@ -14,8 +14,8 @@ folders, so it can be regenerated at any time, also while the grid is running.
 Selection protocol: every run holds out the last training images as a validation split
 (``config.validation_examples``); cells are compared, and the best settings chosen, on
 the mean validation error, and the test error of the chosen settings is reported next
-to it, never used to choose. Runs without a validation split (written before it
-existed, or with ``validation_examples=0``) are kept apart: a study made only of them is
+to it, never used to choose. Runs without a validation split (``validation_examples=0``,
+or a saved config without the field) are kept apart: a study made only of them is
 compared on test error and says so in every heading; in a study that has validated runs
 they are listed and left out of the numbers.
 """
@@ -236,7 +236,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 VALIDATION = "val"
 TEST = "test"
 # Row keys of each split's mean, std and per-seed errors (in percent). The test keys
-# keep their names from before the validation split, so old reports still read.
+# have no split prefix: they are the keys of the reports of studies without a validation
+# split, which therefore still read.
 _STAT_KEYS = {
   VALIDATION: ("val_error_mean", "val_error_std", "val_errors"),
   TEST: ("error_mean", "error_std", "errors"),
@@ -252,7 +253,7 @@ def has_validation(row: dict[str, Any]) -> bool:
 def selection_split(rows: list[dict[str, Any]]) -> str:
   """The split to compare and choose on: :data:`VALIDATION` if any finished row has
   validation errors (rows without are then left out of the selection), else
-  :data:`TEST` (runs from before the validation split, to be labelled as such)."""
+  :data:`TEST` (runs without a validation split, to be labelled as such)."""
   return VALIDATION if any(has_validation(r) for r in rows if "rejected" not in r) else TEST
 
 
@@ -417,7 +418,7 @@ def best_within(
   stays within ``tolerance_points`` of dense's, or ``None``.
 
   Choose with ``split=VALIDATION`` and report the chosen row's test error; only runs
-  from before the validation split are chosen with ``split=TEST`` (and say so).
+  without a validation split are chosen with ``split=TEST`` (and say so).
   """
   limit = split_stats(dense, split)[0] + tolerance_points
   ok = [r for r in rows if _series(r) == series and split_stats(r, split)[0] <= limit]
@@ -439,8 +440,8 @@ def no_validation_note(rows: list[dict[str, Any]]) -> list[str]:
     if legacy:
       lines += [
         "",
-        "Cells without a validation split (runs written before it existed, or with "
-        "`validation_examples=0`), left out of every comparison and plot: "
+        "Cells without a validation split (runs with `validation_examples=0`, or whose "
+        "saved config lacks the field), left out of every comparison and plot: "
         + ", ".join(f"`{c}`" for c in legacy)
         + ". Rerun them to include them.",
       ]
@@ -475,8 +476,8 @@ def comparison_lines(
   else:
     lines += [
       "",
-      "No run here has a validation split (written before it existed, or with "
-      "`validation_examples=0`): the comparisons below are on the **test** error, so "
+      "No run here has a validation split (`validation_examples=0`, or a saved config "
+      "without the field): the comparisons below are on the **test** error, so "
       "settings chosen from them are chosen on test.",
     ]
   by_key = {(_series(r), r["target"]): r for r in rows}
@@ -558,8 +559,8 @@ def markdown_report(study: dict[str, Any], rows: list[dict[str, Any]], plot: Pat
     ]
   else:
     lines += [
-      "Protocol: **no validation split** (runs written before it existed, or with "
-      "`validation_examples=0`): every number and comparison below is on the test "
+      "Protocol: **no validation split** (`validation_examples=0`, or a saved config "
+      "without the field): every number and comparison below is on the test "
       "error.",
       "",
     ]

@@ -1,4 +1,4 @@
-"""The experiment runner's newer methods: RigL and SET (``method="rigl"`` / ``"set"``)
+"""The experiment runner's RigL and SET (``method="rigl"`` / ``"set"``)
 and the importance-weighted drop (``drop_away``, ``drop_back``, ``temperature``,
 ``importance``). Tiny runs end at the exact per-layer target with a changed topology, the
 config reaches the library's arguments, the loop's set of mask steps is the library's,

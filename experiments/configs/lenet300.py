@@ -3,11 +3,13 @@
 Chosen on validation error (Fashion-MNIST, the last 10,000 training images held out;
 docs/results.md): in ``lenet300_fmnist_methods`` the importance-weighted drop had the lowest
 validation error of the methods at 99 % (gradual, uniform and weighted drops, RigL, SET), and
-``lenet300_fmnist_weighted_sweep`` then chose its settings: Drop Pruning with
-importance-weighted drops (``drop_away="importance"``: less important pool members leave
-more often; ``drop_back="gradient"``: pruned weights of larger dense gradient return more
-often; temperature 1), drop probabilities cosine-annealed from p = 0.5 to 1 and from
-q = 0.4 to 0, and one global pool over the three kernels, at 99 % of the kernel weights.
+``lenet300_fmnist_weighted_sweep`` then chose its settings (between two (p, q) starts,
+(0.25, 0.2) and (0.5, 0.4), that came from the test-error sweep ``pq_sweep_lenet300``):
+Drop Pruning with importance-weighted drops (``drop_away="importance"``: less important
+pool members leave more often; ``drop_back="gradient"``: pruned weights of larger dense
+gradient return more often; temperature 1), drop probabilities cosine-annealed from
+p = 0.5 to 1 and from q = 0.4 to 0, and one global pool over the three kernels, at 99 % of
+the kernel weights.
 This config is that sweep cell with MNIST as the dataset: 20 epochs of SGD (momentum 0.9,
 learning rate 0.05 with cosine decay, weight decay 1e-4, batch 128), masks updated every
 100 steps from epoch 1 to 14, then 6 epochs with frozen masks. With MNIST's 60,000 training

@@ -18,7 +18,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_epochs = 30
   config.weight_decay = 1e-4
   config.target_sparsity = 0.95
-  # 468 steps per epoch: epochs 2-20 give 83 pruning steps.
+  # 390 steps per epoch (batch 128 over the 50,000 training images left after the
+  # validation split): epochs 2-20, every 100 steps, give 72 pruning steps (steps 780 to
+  # 7,780 and the exact last step at 7,800).
   config.prune_begin_epoch = 2.0
   config.prune_end_epoch = 20.0
   return config

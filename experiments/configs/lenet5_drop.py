@@ -5,7 +5,7 @@ The drop is the best one on LeNet-5 validation error in ``lenet5_fmnist_methods`
 (Fashion-MNIST, 3 seeds; docs/results.md): uniform drops with one global pool, p annealed
 from 0.25 to 1 and q from 0.2 to 0 along a cosine over the pruning window, 0.10 ± 0.22
 points behind gradual pruning on validation (within noise). The (0.25, 0.2) start entered
-the candidates through test error (``pq_sweep_lenet300``, before the validation split); on
+the candidates through test error (``pq_sweep_lenet300``, without a validation split); on
 validation it was compared only with the weighted drops and the LeNet-300-100 recipe's
 (0.5, 0.4). ``configs/lenet5.py`` (gradual pruning) stays the recipe; this config is for
 users who want the method this project implements. What Colab's notebook runs by default.

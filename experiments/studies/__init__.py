@@ -15,7 +15,7 @@ FASHION_MNIST_PROTOCOL = {
 ALL_METHODS = ["dense", "han", "gradual", "random", "drop_away_only", "drop_back_only", "drop"]
 
 # The drops of the validation-protocol studies: p and q cosine-annealed from (0.25, 0.2) to
-# (1, 0) over the pruning window (chosen on test error by pq_sweep_lenet300, before the
+# (1, 0) over the pruning window (chosen on test error by pq_sweep_lenet300, which has no
 # validation split; lenet300_fmnist_weighted_sweep checks it on validation), and the
 # weighted rules.
 ANNEALED_DROP = {"drop_away_prob": 0.25, "drop_back_prob": 0.2, "drop_anneal": "cosine"}

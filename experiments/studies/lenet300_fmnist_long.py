@@ -6,7 +6,8 @@ epoch 2 to 28, frozen for the last 12), the last 10,000 training images held out
 validation split, cells compared on validation error, seeds 0, 1, 2. Cells: ``gradual``,
 ``drop_weighted`` (importance-weighted, cosine-annealed drops) and ``drop_weighted_tuned``
 (the same with the settings ``lenet300_fmnist_weighted_sweep`` chose: the recipe of
-``configs/lenet300.py``), all with one global pool. About 100 s per run on a 2-core CPU.
+``configs/lenet300.py``), all with one global pool. 48-62 s per run on the CPU of
+docs/results.md.
 """
 
 from experiments.studies import FASHION_MNIST_PROTOCOL, method_cells

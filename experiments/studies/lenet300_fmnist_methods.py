@@ -20,8 +20,8 @@ Cells:
 
 * ``gradual``: ``method="gradual"`` (gradual magnitude pruning, Zhu & Gupta), global;
   the study report's reference.
-* ``drop_cosine``: the recommended cosine-annealed drop of docs/results.md (p 0.25 -> 1,
-  q 0.2 -> 0), global.
+* ``drop_cosine``: the cosine-annealed drop of the (p, q) sweep ``pq_sweep_lenet300``
+  (p 0.25 -> 1, q 0.2 -> 0), global.
 * ``drop_weighted``: the same annealed p and q with importance-weighted drops
   (``drop_away="importance"``: less important pool members leave more often;
   ``drop_back="gradient"``: pruned weights of larger dense gradient return more often;
@@ -31,11 +31,8 @@ Cells:
 * ``rigl_erk``, ``set_erk``: RigL and SET with ERK per-layer targets (the setting of the
   RigL paper), which keep the small output layer denser at the same overall sparsity.
 
-Expected cost (not timed for this grid): the LeNet-300-100 runs of the same protocol took
-about 25-30 s each on the CPU of docs/results.md (``lenet300_fmnist``: 75 runs in
-36.9 min; ``lenet300_fmnist_annealed``: 12 in 4.8 min), so this grid's 36 runs take
-about 15-18 min there; RigL and SET add two O(n) selections per update to 54 of the 7,800
-steps.
+Cost: 48 runs, 30.4 min on the CPU of docs/results.md (26-65 s per run); RigL and SET
+add two O(n) selections per update to 54 of the 7,800 steps.
 """
 
 from experiments.studies import FASHION_MNIST_PROTOCOL, method_cells

@@ -12,7 +12,8 @@ q 0.2 -> 0, global), ``drop_weighted`` (the same with importance-weighted drops,
 ``rigl_erk`` (RigL with ERK per-layer targets, its better setting in
 ``lenet300_fmnist_methods``), and ``drop_weighted_tuned`` (the weighted drop with the
 settings that ``lenet300_fmnist_weighted_sweep`` chose at 99 %, p 0.5 -> 1, q 0.4 -> 0:
-does the recipe's choice carry to the other targets?). About 50 s per run on a 2-core CPU.
+does the recipe's choice carry to the other targets?). 25-51 s per run on the CPU of
+docs/results.md (17.8 min for the 30).
 """
 
 from experiments.studies import FASHION_MNIST_PROTOCOL, method_cells

@@ -11,7 +11,7 @@ Cells: ``gradual`` (global pool), ``drop_cosine`` (annealed uniform drop, p 0.25
 q 0.2 -> 0, global), ``drop_weighted`` (the same with importance-weighted drops, global),
 ``rigl_erk`` and ``set_erk`` (ERK per-layer targets, drop fraction 0.3 cosine-decayed).
 
-A LeNet-5 run takes about 20 minutes on an idle 2-core CPU, so on one the grid (45 runs)
+A LeNet-5 run took 9-39 minutes on a 2-core CPU (790.2 min for the 45), so on one the grid
 is best run in the order that answers the main question first, gradual against the weighted
 drop, seed by seed, at the harshest target and then at 98 %:
 ``--cells=gradual_t0.995_seed0,drop_weighted_t0.995_seed0,gradual_t0.995_seed1,...``.

@@ -1,8 +1,10 @@
 """(p, q) sweep for Drop Pruning: LeNet-300-100, real Fashion-MNIST, 98 % per layer.
 
-Chooses the documented defaults. p = drop-away probability, q = drop-back rate
-(relative to the active count, the library default). Combinations the library
-rejects as unreachable at construction are listed as such in the report.
+Compared on test error (no validation split); its best annealed settings, (0.25, 0.2) and
+(0.5, 0.4), are the candidates of ``lenet300_fmnist_weighted_sweep``. p = drop-away
+probability, q = drop-back rate (relative to the active count, the library default).
+Combinations the library rejects as unreachable at construction are listed as such in the
+report.
 """
 
 from experiments.studies import FASHION_MNIST_PROTOCOL
@@ -37,7 +39,9 @@ def get_study() -> dict:
   return {
     "name": "pq_sweep_lenet300",
     "config": "experiments/configs/lenet300_base.py",
-    "overrides": FASHION_MNIST_PROTOCOL,
+    # The reported runs trained on all 60,000 training images (no validation split; compared
+    # on test error): pinned, so that a rerun trains on the same images.
+    "overrides": {**FASHION_MNIST_PROTOCOL, "validation_examples": 0},
     "cells": cells,
     "seeds": [0, 1],
   }
