@@ -121,9 +121,9 @@ RUN_CONTROL_FIELDS = (
 # Fields that change the layout of the checkpointed state, not the training: a run
 # cannot resume from a checkpoint written with another value.
 STATE_LAYOUT_FIELDS = ("packed_masks",)
-# The value a field added to the configs had in effect for run folders written before it
-# existed, where that is not its default: those runs trained on the whole training split.
-LEGACY_FIELD_VALUES = {"validation_examples": 0}
+# The value a field takes in a run folder whose config.json lacks it, where that is not
+# its default: such a run trained on the whole training split.
+MISSING_FIELD_VALUES = {"validation_examples": 0}
 
 METRICS_FILE = report.METRICS_FILE
 SUMMARY_FILE = report.SUMMARY_FILE
@@ -1204,15 +1204,15 @@ def _truncate_metrics(workdir: Path, last_epoch: int) -> None:
 
 
 def _saved_config(workdir: Path) -> Optional[dict]:
-  """The config a run folder was started with; fields added to the configs since then
-  take the value the run used: their default, or :data:`LEGACY_FIELD_VALUES`. ``None``
-  for a new folder."""
+  """The config a run folder was started with; a field its config.json lacks takes the
+  value the run used: its default, or :data:`MISSING_FIELD_VALUES`. ``None`` for a new
+  folder."""
   saved = _read_json(workdir / CONFIG_FILE)
   if saved is None:
     return None
   from experiments.configs import default as default_config  # pylint: disable=g-import-not-at-top
 
-  return {**default_config.get_config().to_dict(), **LEGACY_FIELD_VALUES, **saved}
+  return {**default_config.get_config().to_dict(), **MISSING_FIELD_VALUES, **saved}
 
 
 def config_changes(saved: dict, config: ml_collections.ConfigDict) -> tuple[dict, dict]:
@@ -1591,7 +1591,7 @@ def train_and_evaluate(
     RunFolderError: the run folder is not writable (before training), holds an
       unreadable file, or is in use by another run.
     DivergedError: the train loss or a parameter became non-finite; the checkpoints
-      written before are kept.
+      written up to then are kept.
     Preempted: SIGTERM or SIGINT (Ctrl-C) arrived; a checkpoint of the current step
       was saved first.
   """

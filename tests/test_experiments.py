@@ -342,7 +342,7 @@ def test_two_processes_match_one_process_with_two_devices(idx_dir, tmp_path, fin
 def test_resuming_refuses_changed_fields_but_not_new_default_fields(tmp_path):
   config = helpers.idx_config(tmp_path)
   saved = config.to_dict()
-  del saved["packed_masks"]  # a run folder written before the field existed
+  del saved["packed_masks"]  # a run folder whose config.json lacks the field
   (tmp_path / train.CONFIG_FILE).write_text(json.dumps(saved, default=str))
   assert train.check_config_change(tmp_path, config) == {}
   saved["learning_rate"] = 1.0

@@ -188,8 +188,8 @@ def _gradual_loop(pruning_steps, steps):
 
 
 def test_pruning_steps_that_miss_the_transformations_are_not_silent():
-  """The wrong schedule used to end at 0.802 sparsity instead of 0.9 with no word; now
-  the first check after a skipped update raises, naming the fix."""
+  """A schedule that misses the transformation's steps would end at 0.802 sparsity instead
+  of 0.9; the first check after a skipped update raises, naming the fix."""
   with pytest.raises(ValueError, match=r"mask update\(s\) were skipped before step"):
     _gradual_loop(dp.pruning_steps(0, 40, 10), range(120))
   # missing only the final exact update (at 60) is caught too, by the periodic check

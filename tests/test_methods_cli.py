@@ -196,7 +196,7 @@ def test_bad_values_are_refused_before_anything_is_written(overrides, message, t
   "field,value", [("drop_fraction", 0.5), ("drop_fraction_decay", "constant")]
 )
 def test_new_fields_change_results_for_the_resume_check(field, value, tmp_path):
-  # A run folder written before the field existed: its config.json lacks it.
+  # A run folder whose config.json lacks the field.
   saved = default.get_config().to_dict()
   del saved[field]
   (tmp_path / train.CONFIG_FILE).write_text(train.dumps(saved))

@@ -190,7 +190,7 @@ def test_changing_the_split_is_refused_on_resume(idx_dir, finished, tmp_path):
   with pytest.raises(train.ConfigError, match=f"validation_examples {HELD_OUT} -> 16"):
     train.train_and_evaluate(_config(idx_dir, validation_examples=16), workdir)
   assert sorted(p.name for p in workdir.rglob("*")) == before
-  # A run folder from before the field existed trained on every image: it counts as 0.
+  # A run folder whose config.json lacks the field trained on every image: it counts as 0.
   saved = _config(idx_dir).to_dict()
   del saved["validation_examples"]
   (tmp_path / train.CONFIG_FILE).write_text(json.dumps(saved, default=str))
@@ -289,7 +289,7 @@ def test_study_chooses_on_validation_and_reports_the_test_error(tmp_path):
 def test_runs_without_a_validation_split_are_kept_apart(tmp_path):
   root = tmp_path / "runs"
   _write_runs(root, GRID, legacy=("drop_t0.95",))
-  # A second seed of dense from before the validation split: left out of its cell.
+  # A second seed of dense without a validation split: left out of its cell.
   (root / "dense_seed1").mkdir()
   (root / "dense_seed1" / "summary.json").write_text(
     json.dumps(_summary("dense_seed1", "dense", None, None, 0.5, 1.0))
