@@ -46,7 +46,7 @@ demo: install
 	  --config.idx_dir="$$($(PY) -c 'from experiments.data import fetch_fashion_mnist; print(fetch_fashion_mnist())')"
 
 # Regenerate every study report from its run folders (runs/studies/, not committed) and
-# the tables of docs/results.md from those reports.
+# the tables of docs/results.md and README.md from those reports.
 results: install
 	for study in experiments/studies/[a-z]*.py; do \
 	  $(PY) -m experiments.study --study $$study --report_only || exit 1; done

@@ -1,7 +1,7 @@
-"""Fills the generated tables of ``docs/results.md`` from the study reports' JSON.
+"""Fills the generated tables of ``docs/results.md`` and ``README.md`` from the study JSON.
 
-``docs/results.md`` is written by hand around tables that must never be: each table sits
-between markers and is rebuilt from ``docs/studies/<study>.json`` (written by
+Both pages are written by hand around tables that must never be: each table sits between
+markers and is rebuilt from ``docs/studies/<study>.json`` (written by
 ``python -m experiments.study ... --report_only``)::
 
   <!-- table:STUDY+STUDY -->      method x target: error mean ± std over seeds
@@ -13,6 +13,12 @@ between markers and is rebuilt from ``docs/studies/<study>.json`` (written by
   <!-- plot:NET=STUDY+STUDY -->             error against compression on Fashion-MNIST
                                             (docs/studies/error_vs_compression_NET.png)
                                             beside the published MNIST points, quoted
+  <!-- glance:NET=STUDY/CELL@CONFIG+STUDY/CELL;NET=STUDY/CELL -->
+                                            one row per named cell (the README's results
+                                            at a glance): network, method, compression,
+                                            validation and test error (mean ± SD over
+                                            seeds), dataset (from the study's file), seeds;
+                                            @CONFIG marks the cell a config ships
   ...
   <!-- /table -->
 
@@ -29,8 +35,8 @@ names. Studies without a validation split have test-error tables (test error onl
 text around them must say that they were compared on test). Merging
 studies with and without a validation split into one table is refused.
 
-  python -m experiments.results_tables            # rewrites docs/results.md in place
-  python -m experiments.results_tables --check    # exit 1 if the file is out of date
+  python -m experiments.results_tables            # rewrites docs/results.md and README.md
+  python -m experiments.results_tables --check    # exit 1 if either is out of date
 """
 
 from __future__ import annotations
@@ -88,11 +94,23 @@ PUBLISHED_MNIST = {
   ),
 }
 TOLERANCE_POINTS = 0.5
+# The front page's names for the series its `glance` table shows (README.md); a series
+# missing here is named as in LABELS.
+GLANCE_LABELS = {
+  "dense": "dense (not pruned)",
+  "gradual": "gradual magnitude pruning",
+  "drop_cosine": "Drop Pruning, uniform drops, p 0.25→1, q 0.2→0",
+  "weighted_p0.5_q0.4_T1": "Drop Pruning, importance-weighted drops, p 0.5→1, q 0.4→0",
+}
+DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+# Where a glance row's study file (for its dataset) and a recipe's config are found.
+STUDY_MODULES = Path(study_lib.__file__).resolve().parent / "studies"
+CONFIGS = Path(study_lib.__file__).resolve().parent / "configs"
 VALIDATION, TEST = study_lib.VALIDATION, study_lib.TEST
 
 # A block: an opening marker on its own line, anything that is not another opening
 # marker, and the closing marker on its own line.
-KINDS = "table|diffs|within|tests|plot"  # the marker kinds, in the three patterns below
+KINDS = "table|diffs|within|tests|plot|glance"  # the marker kinds, in the three patterns below
 OPENER = re.compile(rf"^<!--\s*({KINDS}):\s*(.*?)\s*-->[ \t]*$", re.MULTILINE)
 CLOSER = re.compile(r"^<!--\s*/table\s*-->[ \t]*$", re.MULTILINE)
 BLOCK = re.compile(
@@ -420,6 +438,68 @@ def _clip_outliers(ax, rows: list[dict[str, Any]], split: str) -> None:
   ax.text(0.01, 0.99, note, transform=ax.transAxes, fontsize=7, va="top")
 
 
+def study_dataset(study_name: str, cell_name: str) -> str:
+  """The dataset a study's cell trained on, from the study's file (``STUDY_MODULES``):
+  the cell's or the study's override, else its base config's field."""
+  path = STUDY_MODULES / f"{study_name}.py"
+  if not path.exists():
+    raise ValueError(f"no study file {path} for the report {study_name!r}.")
+  study = study_lib.load_module(str(path)).get_study()
+  cells = {c["name"]: c for c in study_lib.study_cells(study)}
+  if cell_name not in cells:
+    raise ValueError(f"study {study_name!r} has no cell {cell_name!r}; cells: {sorted(cells)}.")
+  settings = {**study.get("overrides", {}), **cells[cell_name]}
+  if "dataset" not in settings:
+    config = study_lib.load_module(str(CONFIGS.parents[1] / study["config"])).get_config()
+    settings["dataset"] = config.dataset
+  return DATASETS.get(settings["dataset"], settings["dataset"])
+
+
+def glance_table(studies_dir: Path, spec: str) -> list[str]:
+  """``NET=STUDY/CELL@CONFIG+STUDY/CELL;...``: one row per named cell, in the order given.
+
+  Each row shows the cell's compression (and target), its validation and test error
+  (mean ± SD over seeds; "—" for a run without a validation split, whose dataset column
+  says so), the dataset its study trained on, and its seed count. ``@CONFIG`` marks the
+  cell that ``experiments/configs/CONFIG.py`` ships.
+  """
+  lines = [
+    "| network | method | compression (sparsity) | validation error % (± SD over seeds) "
+    "| test error % (± SD over seeds) | dataset | seeds |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  for network, entries in _networks(spec):
+    for entry in entries:
+      where, _, recipe = (part.strip() for part in entry.partition("@"))
+      study, slash, cell = (part.strip() for part in where.partition("/"))
+      if not (slash and study and cell) or ("@" in entry and not recipe):
+        raise ValueError(
+          f"glance entry {entry!r} must look like 'STUDY/CELL' or 'STUDY/CELL@CONFIG'."
+        )
+      row = next((r for r in load_rows(studies_dir, [study]) if r["cell"] == cell), None)
+      if row is None:
+        raise ValueError(f"report {study!r} has no finished cell {cell!r}.")
+      label = GLANCE_LABELS.get(row["series"], LABELS.get(row["series"], row["series"]))
+      if recipe:
+        if not (CONFIGS / f"{recipe}.py").exists():
+          raise ValueError(f"glance entry {entry!r}: no config {CONFIGS / recipe}.py.")
+        label = f"**`{recipe}` recipe**: {label}"
+      compression = f"{row['compression']:.1f}x"
+      if row["target"] is not None:
+        compression += f" ({study_lib.percent(row['target'])})"
+      dataset = study_dataset(study, cell)
+      if study_lib.has_validation(row):
+        validation = _stats_text(row, VALIDATION)
+      else:
+        validation = "—"
+        dataset += ", no validation split"
+      lines.append(
+        f"| {network} | {label} | {compression} | {validation} | {_stats_text(row, TEST)} "
+        f"| {dataset} | {row['seeds']} |"
+      )
+  return lines
+
+
 def fill(
   text: str, studies_dir: Path, results_dir: Path | None = None, write_plots: bool = False
 ) -> str:
@@ -438,6 +518,8 @@ def fill(
       body = tests_table(studies_dir, spec)
     elif kind == "plot":
       body = plot_block(studies_dir, spec, results_dir, write_plots)
+    elif kind == "glance":
+      body = glance_table(studies_dir, spec)
     else:
       body = within_lines(studies_dir, spec)
     return f"<!-- {kind}:{spec} -->\n" + "\n".join(body) + "\n<!-- /table -->"
@@ -455,7 +537,12 @@ def fill(
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--results", default="docs/results.md")
+  parser.add_argument(
+    "--results",
+    nargs="+",
+    default=["docs/results.md", "README.md"],
+    help="the pages whose marked tables to rebuild",
+  )
   parser.add_argument("--studies", default="docs/studies")
   parser.add_argument(
     "--check",
@@ -463,18 +550,21 @@ def main(argv: list[str] | None = None) -> int:
     help="only report whether the tables are up to date (exit 1 if not)",
   )
   args = parser.parse_args(argv)
-  path = Path(args.results)
-  text = path.read_text()
-  new = fill(text, Path(args.studies), path.parent, write_plots=not args.check)
-  if args.check:
-    if new != text:
-      print(f"{path} is out of date: run python -m experiments.results_tables")
-      return 1
-    print(f"{path} is up to date.")
-    return 0
-  path.write_text(new)
-  print(f"wrote {path} ({len(BLOCK.findall(text))} tables)")
-  return 0
+  stale = 0
+  for name in args.results:
+    path = Path(name)
+    text = path.read_text()
+    new = fill(text, Path(args.studies), path.parent, write_plots=not args.check)
+    if args.check:
+      if new != text:
+        print(f"{path} is out of date: run python -m experiments.results_tables")
+        stale += 1
+      else:
+        print(f"{path} is up to date.")
+      continue
+    path.write_text(new)
+    print(f"wrote {path} ({len(BLOCK.findall(text))} tables)")
+  return 1 if stale else 0
 
 
 if __name__ == "__main__":

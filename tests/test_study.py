@@ -274,23 +274,94 @@ def test_results_tables_are_rebuilt_from_the_study_json(tmp_path):
     results_tables.fill(unclosed, tmp_path)
 
 
-def test_results_doc_matches_the_committed_study_reports():
-  """docs/results.md's tables are exactly what the committed JSON reports give."""
+def test_results_doc_and_readme_match_the_committed_study_reports(capsys, monkeypatch):
+  """docs/results.md's and README.md's tables are exactly what the committed JSON reports
+  give: `python -m experiments.results_tables --check`, run from the repository root,
+  checks both pages by default."""
   from experiments import results_tables
 
-  root = Path(__file__).resolve().parents[1]
-  assert (
-    results_tables.main(
-      [
-        "--check",
-        "--results",
-        str(root / "docs" / "results.md"),
-        "--studies",
-        str(root / "docs" / "studies"),
-      ]
+  assert "<!-- glance:" in (helpers.REPO_ROOT / "README.md").read_text()
+  monkeypatch.chdir(helpers.REPO_ROOT)
+  assert results_tables.main(["--check"]) == 0
+  out = capsys.readouterr().out
+  assert "docs/results.md is up to date." in out and "README.md is up to date." in out
+
+
+def test_check_fails_when_any_page_is_stale(tmp_path, capsys):
+  from experiments import results_tables
+
+  (tmp_path / "grid.json").write_text(json.dumps([_row("gradual", 0.9, [10.5, 10.7], 9.9)]))
+  fresh, stale = tmp_path / "fresh.md", tmp_path / "stale.md"
+  fresh.write_text(results_tables.fill("<!-- table:grid -->\n<!-- /table -->\n", tmp_path))
+  stale.write_text("<!-- table:grid -->\nold\n<!-- /table -->\n")
+  check = ["--check", "--studies", str(tmp_path), "--results"]
+  assert results_tables.main([*check, str(fresh)]) == 0
+  assert results_tables.main([*check, str(fresh), str(stale)]) == 1
+  assert f"{stale} is out of date" in capsys.readouterr().out
+  assert stale.read_text().count("old") == 1  # --check writes nothing
+  assert results_tables.main(["--studies", str(tmp_path), "--results", str(fresh), str(stale)]) == 0
+  assert stale.read_text() == fresh.read_text()
+
+
+def test_glance_marker_tabulates_the_named_cells(tmp_path, monkeypatch):
+  """One row per STUDY/CELL, in order, with the dataset from the study's file, "—" and
+  "no validation split" for a run without one, and @CONFIG marking a recipe."""
+  from experiments import results_tables
+
+  validated = {
+    **_row("gradual", 0.99, [12.0, 12.2, 12.4], 86.8),
+    "val_error_mean": 11.5,
+    "val_error_std": 0.25,
+  }
+  (tmp_path / "grid.json").write_text(json.dumps([validated]))
+  (tmp_path / "old.json").write_text(json.dumps([_row("dense", None, [10.0, 10.2], 1.0)]))
+  modules = tmp_path / "modules"
+  modules.mkdir()
+  for name, methods, dataset in (("grid", "gradual", "fashion_mnist"), ("old", "dense", "mnist")):
+    (modules / f"{name}.py").write_text(
+      "def get_study():\n"
+      f"  return {{'config': 'x.py', 'methods': ['{methods}'], 'targets': [0.99],\n"
+      f"          'overrides': {{'dataset': '{dataset}'}}}}\n"
     )
-    == 0
+  monkeypatch.setattr(results_tables, "STUDY_MODULES", modules)
+  filled = results_tables.fill(
+    "<!-- glance:Net=grid/gradual_t0.99@lenet5+old/dense -->\nold\n<!-- /table -->\n", tmp_path
   )
+  assert (
+    "| Net | **`lenet5` recipe**: gradual magnitude pruning | 86.8x (99%) | 11.50 ± 0.25 "
+    "| 12.20 ± 0.20 | Fashion-MNIST | 3 |" in filled
+  )
+  assert (
+    "| Net | dense (not pruned) | 1.0x | — | 10.10 ± 0.14 | MNIST, no validation split | 2 |"
+    in (filled)
+  )
+  assert filled.index("gradual magnitude") < filled.index("dense (not")
+  assert "old\n" not in filled and results_tables.fill(filled, tmp_path) == filled
+  bad = {
+    "grid/nothing": "has no finished cell",
+    "grid": "must look like 'STUDY/CELL'",
+    "grid/gradual_t0.99@": "must look like 'STUDY/CELL'",
+    "grid/gradual_t0.99@no_such_config": "no config",
+  }
+  for entry, message in bad.items():
+    with pytest.raises(ValueError, match=message):
+      results_tables.fill(f"<!-- glance:Net={entry} -->\n<!-- /table -->\n", tmp_path)
+
+
+def test_readme_marks_as_recipes_the_cells_the_configs_ship():
+  """The README's "Results at a glance" calls a row a recipe exactly where RECIPES (checked
+  against the configs below) says that config ships that study cell."""
+  from experiments import results_tables
+
+  readme = (helpers.REPO_ROOT / "README.md").read_text()
+  (spec,) = re.findall(r"^<!--\s*glance:\s*(.*?)\s*-->", readme, re.MULTILINE)
+  marked = {
+    (recipe, where.split("/")[0], where.split("/")[1])
+    for _, entries in results_tables._networks(spec)
+    for where, _, recipe in (entry.partition("@") for entry in entries)
+    if recipe
+  }
+  assert marked == {(config, study, cell) for config, study, cell, _ in RECIPES}
 
 
 def test_results_tests_marker_gives_exact_permutation_p_values(tmp_path):
