@@ -232,6 +232,7 @@ def diffs_table(studies_dir: Path, spec: str) -> list[str]:
     )
   split = splits.pop()
   first = "method (validation error)" if split == VALIDATION else "method"
+  first += ": unpaired / paired by seed"
   lines = [
     f"| network | {first} | " + " | ".join(study_lib.percent(t) for t in targets) + " |",
     "|---|---|" + "---|" * len(targets),
@@ -242,11 +243,19 @@ def diffs_table(studies_dir: Path, spec: str) -> list[str]:
       if series in ("dense", REFERENCE):
         continue
       cells = [
-        study_lib.difference_text(by_key.get((series, t)), by_key.get((REFERENCE, t)), split)
+        _both_differences(by_key.get((series, t)), by_key.get((REFERENCE, t)), split)
         for t in targets
       ]
       lines.append(f"| {network} | {series} | " + " | ".join(cells) + " |")
   return lines
+
+
+def _both_differences(a, b, split: str) -> str:
+  """The unpaired screen and the difference paired by seed, side by side."""
+  unpaired = study_lib.difference_text(a, b, split)
+  if unpaired == "—" or "(1 seed)" in unpaired:  # nothing to pair
+    return unpaired
+  return f"{unpaired} / {study_lib.paired_difference_text(a, b, split)}"
 
 
 def within_lines(studies_dir: Path, spec: str) -> list[str]:

@@ -273,11 +273,11 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
   """
   by_cell: dict[str, list[dict]] = collections.defaultdict(list)
   cell_of = {}
-  for cell in study_cells(study):
+  for cell in study_cells(study):  # seed by seed: each cell's runs in seed order
     path = root / cell["run"] / "summary.json"
     cell_of[cell["name"]] = cell
     if path.exists():
-      by_cell[cell["name"]].append(json.loads(path.read_text()))
+      by_cell[cell["name"]].append({**json.loads(path.read_text()), "_seed": cell["seed"]})
   rows = []
   for name, cell in cell_of.items():
     runs = by_cell.get(name, [])
@@ -320,6 +320,8 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
         "error_mean": error_mean,
         "error_std": error_std,
         "errors": [100 * r["test_error"] for r in runs],
+        # The seed of each entry of the per-run lists, for differences paired by seed.
+        "seed_list": [r["_seed"] for r in runs],
         "excluded_runs": excluded,
         "compression": compression_mean,
         "sparsity": statistics.fmean(r["sparsity"] for r in runs),
@@ -405,6 +407,36 @@ def difference_text(a: dict[str, Any] | None, b: dict[str, Any] | None, split: s
   se = math.sqrt(a_std**2 / a["seeds"] + b_std**2 / b["seeds"])
   star = "*" if se > 0 and abs(diff) > 2 * se else ""
   return f"{diff:+.2f} ± {se:.2f}{star}"
+
+
+def paired_difference_text(a: dict[str, Any] | None, b: dict[str, Any] | None, split: str) -> str:
+  """``a - b`` paired by seed on ``split``: the mean of the per-seed differences over the
+  seeds both rows ran, ``± its standard error`` (``sd / sqrt(n)``) and ``*`` beyond 2 SE.
+
+  Rows from reports without ``seed_list`` are paired by position when both have the same
+  number of seeds (their runs are listed in seed order); otherwise ``—``.
+  """
+  if a is None or b is None:
+    return "—"
+  key = _STAT_KEYS[split][2]
+  if a.get(key) is None or b.get(key) is None:
+    return "—"
+  if a.get("seed_list") and b.get("seed_list"):
+    x, y = dict(zip(a["seed_list"], a[key])), dict(zip(b["seed_list"], b[key]))
+    shared = sorted(set(x) & set(y))
+    diffs = [x[s] - y[s] for s in shared]
+  elif len(a[key]) == len(b[key]):
+    diffs = [p - q for p, q in zip(a[key], b[key])]
+  else:
+    return "—"
+  if len(diffs) < 2:
+    return "—"
+  mean = statistics.fmean(diffs)
+  se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+  if round(mean, 2) == 0:
+    mean = 0.0
+  star = "*" if se > 0 and abs(mean) > 2 * se else ""
+  return f"{mean:+.2f} ± {se:.2f}{star}"
 
 
 def best_within(

@@ -237,6 +237,7 @@ def test_results_tables_are_rebuilt_from_the_study_json(tmp_path):
     _row("drop", 0.9, [10.6, 10.8], 9.9),
     _row("drop", 0.99, [14.0, 14.2, 14.4], 88.0),
   ]
+  rows[1]["seed_list"], rows[3]["seed_list"] = [0, 1, 2], [0, 2]  # drop 90 %: seed 1 missing
   (tmp_path / "grid.json").write_text(json.dumps(rows))
   (tmp_path / "extra.json").write_text(
     json.dumps(
@@ -254,9 +255,12 @@ def test_results_tables_are_rebuilt_from_the_study_json(tmp_path):
   assert "| drop (p = 0.5, q = 0.1, constant) | 10.70 ± 0.14 (2 seeds) | 14.20 ± 0.20 |" in filled
   # drop vs gradual at 99 %: +2.00, SE sqrt(0.04/3 + 0.04/3) = 0.16 -> beyond 2 SE;
   # at 90 %: SE sqrt(0.02/2 + 0.04/3) = 0.15.
-  assert "| Net | drop | +0.00 ± 0.15 | +2.00 ± 0.16* |" in filled
-  # The first study wins a duplicate (gradual 90 % of `extra` is ignored).
-  assert "| Net | drop_cosine | -0.20 ± 0.13 | — |" in filled
+  # Paired by seed: at 90 % over the shared seeds 0 and 2 (+0.1, -0.1: SE 0.10); at 99 %
+  # every seed differs by 2.00 (SE 0, never starred).
+  assert "| Net | drop | +0.00 ± 0.15 / +0.00 ± 0.10 | +2.00 ± 0.16* / +2.00 ± 0.00 |" in filled
+  # The first study wins a duplicate (gradual 90 % of `extra` is ignored); without seed
+  # lists equal counts pair by position: -0.1, -0.2, -0.3 -> -0.20, SE 0.06, beyond 2 SE.
+  assert "| Net | drop_cosine | -0.20 ± 0.13 / -0.20 ± 0.06* | — |" in filled
   assert "- Net (dense 10.20 ± 0.20 %): `gradual` 9.9x (90%, 10.70 %); `drop` 9.9x" in filled
   assert filled.endswith("<!-- /table -->\nend\n") and "old" not in filled
   assert results_tables.fill(filled, tmp_path) == filled  # idempotent

@@ -282,7 +282,7 @@ def test_study_chooses_on_validation_and_reports_the_test_error(tmp_path):
     "10.10 %, test 11.50 %)."
   ]
   diffs = results_tables.diffs_table(tmp_path / "report", "Net=fake")
-  assert diffs[0].startswith("| network | method (validation error) |")
+  assert diffs[0].startswith("| network | method (validation error): unpaired / paired by seed |")
   assert "| Net | drop | -0.20 (1 seed) | +1.20 (1 seed) |" in diffs
 
 
