@@ -195,9 +195,9 @@ def method_table(rows: list[dict[str, Any]]) -> list[str]:
   ]
   for series in _ordered_series(rows):
     label = LABELS.get(series, series)
-    if series == "dense":
+    if (series, None) in by_key:  # dense (also a budget's dense_e<E>): no target
       lines.append(
-        f"| {label} (1.0x) | {cell(by_key[('dense', None)], True)} |" + " |" * (len(targets) - 1)
+        f"| {label} (1.0x) | {cell(by_key[(series, None)], True)} |" + " |" * (len(targets) - 1)
       )
       continue
     cells = [cell(by_key[(series, t)]) if (series, t) in by_key else "—" for t in targets]
