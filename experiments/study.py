@@ -223,8 +223,9 @@ def percent(fraction: float) -> str:
 
 
 def series_name(cell_name: str) -> str:
-  """``"drop_t0.98"`` -> ``"drop"``; names without a ``_t<target>`` suffix stay whole."""
-  return re.sub(r"_t[0-9.]+$", "", cell_name)
+  """``"drop_t0.98"`` -> ``"drop"``, ``"drop_t0.98_e200"`` -> ``"drop_e200"``: the name
+  without its ``_t<target>`` part; names without one stay whole."""
+  return re.sub(r"_t[0-9.]*[0-9](?=_|$)", "", cell_name)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

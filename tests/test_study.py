@@ -498,3 +498,10 @@ def test_plot_cuts_the_error_axis_above_a_collapsed_cell_and_names_it():
   assert ax.get_ylim()[1] == pytest.approx(23.2)
   assert [t.get_text() for t in ax.texts] == ["off the chart: set 99% 57.5 %"]
   plt.close(fig)
+
+
+def test_series_names_drop_the_target_wherever_it_stands():
+  assert study_lib.series_name("drop_t0.98") == "drop"
+  assert study_lib.series_name("gradual_t0.99_e200") == "gradual_e200"  # a budget cell
+  assert study_lib.series_name("weighted_p0.5_q0.4_T1") == "weighted_p0.5_q0.4_T1"
+  assert study_lib.series_name("dense_e60") == "dense_e60"
