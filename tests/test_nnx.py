@@ -29,7 +29,7 @@ class MLP(nnx.Module):
     return self.out(jax.nn.relu(self.hidden(x)))
 
 
-def _tx():
+def _tx(**kwargs):
   return dp.drop_pruning(
     optax.adam(1e-2),
     target_sparsity=TARGET,
@@ -37,6 +37,7 @@ def _tx():
     update_every=EVERY,
     drop_away_prob=1.0,
     seed=0,
+    **kwargs,
   )
 
 
@@ -169,16 +170,7 @@ def test_a_model_with_sharded_biases_trains_on_its_mesh(simple_run, stash):
   mask markers (and stash entries) carry no annotation, so nnx.Optimizer can be made and
   trains under nnx.jit on the mesh, to the masks of the unannotated model."""
   mesh = jax.make_mesh((2,), ("data",), axis_types=(AxisType.Auto,))
-  kwargs = {"drop_back": "stash", "drop_back_prob": 0.1} if stash else {}
-  tx = dp.drop_pruning(
-    optax.adam(1e-2),
-    target_sparsity=TARGET,
-    end_step=END,
-    update_every=EVERY,
-    drop_away_prob=1.0,
-    seed=0,
-    **kwargs,
-  )
+  tx = _tx(**({"drop_back": "stash", "drop_back_prob": 0.1} if stash else {}))
   with jax.set_mesh(mesh):
     model = MLP(nnx.Rngs(0), sharded=True, shard_biases=True)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
