@@ -732,8 +732,9 @@ def drop_pruning(
       with ``g`` this step's dense gradient), or a callable ``(param, key) -> scores``
       (low = unimportant); a callable with a ``grad`` parameter, ``(param, key, *,
       grad) -> scores``, receives the gradient there.
-    prunable: ``(path, leaf) -> bool`` choosing the pruned leaves; defaults to leaves
-      with ``ndim >= 2``. Empty leaves are never pruned.
+    prunable: ``(path, leaf) -> bool`` choosing the pruned leaves; defaults to
+      :func:`droppruning_jax.default_prunable` (kernels and embeddings, never biases or
+      norm scales). Empty leaves are never pruned.
     sparsity_distribution: ``"uniform"``, ``"erk"``, ``"global"`` (one pool over all
       prunable weights with per-layer normalised scores), or a mapping ``{path or
       fnmatch pattern: final sparsity}``.

@@ -276,8 +276,9 @@ _COMMON_DOC = """
     seed: the topology of ``init`` uses ``fold_in(PRNGKey(seed), 0)``, the update at
       count ``t`` ``fold_in(PRNGKey(seed), t)``: identical on every replica and after a
       resume.
-    prunable: ``(path, leaf) -> bool`` choosing the sparse leaves; defaults to leaves with
-      ``ndim >= 2``.
+    prunable: ``(path, leaf) -> bool`` choosing the sparse leaves; defaults to
+      :func:`droppruning_jax.default_prunable` (kernels and embeddings, never biases or
+      norm scales).
     packed_masks: keep the masks in the state as bits (identical masks and training).
 
   Returns:
@@ -287,8 +288,8 @@ _COMMON_DOC = """
     step's *dense* gradients (do not mask them). The initial params are not changed by
     ``init``: pruned weights become exactly 0 in the first update, or before it with
     ``params = dp.apply_masks(params, dp.get_masks(state))``. For
-    :func:`droppruning_jax.jit_train_step` pass ``dp.pruning_steps(0, end_step,
-    update_every)`` (it also lists counts 0 and ``end_step``, where nothing changes).
+    :func:`droppruning_jax.jit_train_step` pass the transformation itself: its
+    ``pruning_steps`` are the topology updates.
 
   Raises:
     ValueError: for invalid arguments (at construction), or a mapping that misses a

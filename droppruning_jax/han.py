@@ -133,8 +133,9 @@ def han_pruning(
     layer_rates: ``{path or fnmatch pattern: final sparsity}`` covering every prunable
       leaf; after cycle ``k`` of ``K`` each leaf has exactly ``round(n * rate * k / K)``
       pruned weights (the lowest magnitudes).
-    prunable: ``(path, leaf) -> bool`` choosing the pruned leaves; defaults to leaves
-      with ``ndim >= 2``.
+    prunable: ``(path, leaf) -> bool`` choosing the pruned leaves; defaults to
+      :func:`droppruning_jax.default_prunable` (kernels and embeddings, never biases or
+      norm scales).
     packed_masks: keep the masks in the state as bits, as in
       :func:`droppruning_jax.drop_pruning`.
 
