@@ -73,6 +73,12 @@ LABELS = {
   "set": "SET, per-layer targets (uniform)",
   "set_erk": "SET, per-layer targets (ERK)",
 }
+# A budget's series (``gradual_e200``): the method's label and the budget.
+for _series, _label in list(LABELS.items()):
+  if _series == "drop_weighted_tuned":  # its own label reads after drop_weighted's only
+    _label = "drop, importance-weighted, p 0.5→1 and q 0.4→0 (cosine)"
+  for _epochs in (20, 40, 60, 200):
+    LABELS[f"{_series}_e{_epochs}"] = f"{_label}, {_epochs} epochs"
 REFERENCE = "gradual"
 # Published results on MNIST (test error %, compression = all / nonzero parameters), quoted
 # from the papers: Han et al. 2015 ("Learning both Weights and Connections"), DNS (Guo et
@@ -101,6 +107,12 @@ GLANCE_LABELS = {
   "gradual": "gradual magnitude pruning",
   "drop_cosine": "Drop Pruning, uniform drops, p 0.25→1, q 0.2→0",
   "weighted_p0.5_q0.4_T1": "Drop Pruning, importance-weighted drops, p 0.5→1, q 0.4→0",
+  "drop_weighted": "Drop Pruning, importance-weighted drops, p 0.25→1, q 0.2→0",
+  "dense_e200": "dense (not pruned), 200 epochs",
+  "gradual_e200": "gradual magnitude pruning, 200 epochs",
+  "drop_weighted_tuned_e200": (
+    "Drop Pruning, importance-weighted drops, p 0.5→1, q 0.4→0, 200 epochs"
+  ),
 }
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 # Where a glance row's study file (for its dataset) and a recipe's config are found.
