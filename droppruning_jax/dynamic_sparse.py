@@ -27,6 +27,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from droppruning_jax import checks, schedules, selection, skeleton
@@ -211,9 +212,13 @@ def dynamic_sparse_policy(
     new = drop_and_regrow(masks, magnitude_keys(params), regrowth(key, params, grads), fraction)
     return skeleton.LeafUpdate(new, jnp.zeros((), jnp.float32))
 
+  # The topology updates: the multiples of update_every strictly inside (0, end_step)
+  # (count 0 is init's random topology). The traced branch is derived from these steps.
+  steps = range(update_every, end_step, update_every)
+  step_array = np.asarray(steps, np.int32)
+
   def branch_index(count):
-    update = (count > 0) & (count < end_step) & (count % update_every == 0)
-    return update.astype(jnp.int32)
+    return jnp.any(count == step_array).astype(jnp.int32)
 
   def initial_masks(paths, masks):
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 0)
@@ -224,7 +229,7 @@ def dynamic_sparse_policy(
     branch_index=branch_index,
     updates=[topology_update],
     check_leaves=check_leaves,
-    steps=range(update_every, end_step, update_every),  # as branch_index: 0 < t < end_step
+    steps=steps,
   )
   return policy, initial_masks
 

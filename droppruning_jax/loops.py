@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from droppruning_jax.skeleton import get_count, get_stats
+from droppruning_jax.skeleton import find_state, unwrap_variables
 
 # How often (in calls) TrainStep reads the state's step count and skipped-update counter
 # from the device to check them, besides at every pruning step: a sync per this many
@@ -93,9 +93,12 @@ def _state_progress(args: Any) -> tuple[int, int] | None:
   """``(count, skipped_updates)`` of the one :class:`PruningState` in ``args``, if there
   is exactly one (an nnx.Optimizer's unwrapped, replica 0 of a pmap-replicated one)."""
   try:
-    return get_count(args), int(get_stats(args).skipped_updates)
+    state = unwrap_variables(find_state(args))
   except ValueError:
     return None
+  # One transfer for both scalars (this read is the loop's only sync with the device).
+  count, stats = jax.device_get((state.count, state.stats))
+  return int(count), int(stats.skipped_updates)
 
 
 class TrainStep:

@@ -366,7 +366,7 @@ def find_state(opt_state: optax.OptState) -> PruningState:
   return state
 
 
-def _unwrap_variables(tree: PyTree) -> PyTree:
+def unwrap_variables(tree: PyTree) -> PyTree:
   """``tree`` with Flax NNX variables replaced by their values (``nnx.Optimizer`` wraps
   every leaf of its optimizer state in one); other trees are returned as they are."""
   nnx = sys.modules.get("flax.nnx")  # a state can hold nnx variables only if it is loaded
@@ -379,7 +379,7 @@ def get_masks(opt_state: optax.OptState) -> PyTree:
   Packed masks (``packed_masks=True``) are unpacked, so the result always mirrors the
   params; the masks of an ``nnx.Optimizer``'s state come unwrapped, as arrays.
   """
-  return masks_lib.unpack_masks(_unwrap_variables(find_state(opt_state).masks))
+  return masks_lib.unpack_masks(unwrap_variables(find_state(opt_state).masks))
 
 
 def get_count(opt_state: optax.OptState) -> int:
@@ -389,10 +389,10 @@ def get_count(opt_state: optax.OptState) -> int:
   reads one scalar from the device. Nested, replicated and ``nnx.Optimizer`` states work
   as for :func:`get_masks`.
   """
-  return int(np.asarray(_unwrap_variables(find_state(opt_state).count)))
+  return int(np.asarray(unwrap_variables(find_state(opt_state).count)))
 
 
 def get_stats(opt_state: optax.OptState) -> PruningStats:
   """The :class:`droppruning_jax.PruningStats` held in an optimizer state (also an
   ``nnx.Optimizer``'s, unwrapped)."""
-  return _unwrap_variables(find_state(opt_state).stats)
+  return unwrap_variables(find_state(opt_state).stats)

@@ -48,8 +48,9 @@ def distillation_loss(
 
 def load_teacher(
   config: ml_collections.ConfigDict, make_model: Callable, num_classes: int
-) -> Callable[[np.ndarray], np.ndarray]:
-  """The teacher's forward pass ``images (..., H, W, C) -> logits (..., classes)``.
+) -> Callable[[np.ndarray], jax.Array]:
+  """The teacher's jitted forward pass ``images (..., H, W, C) -> logits (..., classes)``,
+  the logits a device array (float32).
 
   Raises:
     ValueError: naming the folder, if it holds no finished run, or a run on other data
@@ -79,11 +80,17 @@ def load_teacher(
   if state.get("batch_stats"):
     variables["batch_stats"] = state["batch_stats"]
   model = make_model(teacher_config, num_classes)
-  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  # The weights go to the device once; every call then moves only the images there and
+  # leaves the logits on the device for the step (no round trip through the host).
+  variables = jax.device_put(variables)
 
-  def forward(images: np.ndarray) -> np.ndarray:
-    flat = np.reshape(images, (-1, *np.shape(images)[-3:]))
-    logits = np.asarray(apply(variables, flat), np.float32)
-    return logits.reshape(*np.shape(images)[:-3], logits.shape[-1])
+  @jax.jit
+  def apply(variables, images: jax.Array) -> jax.Array:
+    flat = jnp.reshape(images, (-1, *images.shape[-3:]))
+    logits = model.apply(variables, flat, train=False).astype(jnp.float32)
+    return logits.reshape(*images.shape[:-3], logits.shape[-1])
+
+  def forward(images) -> jax.Array:
+    return apply(variables, images)  # the weights as an argument, not baked into the program
 
   return forward
