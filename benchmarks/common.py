@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from droppruning_jax import models
+from experiments import models
 
 MODEL_INPUTS = {
   "lenet300": ((28, 28, 1), lambda: models.LeNet300100()),

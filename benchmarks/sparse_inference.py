@@ -17,7 +17,8 @@ import numpy as np
 
 import droppruning_jax as dp
 from benchmarks import common
-from droppruning_jax import export, models
+from droppruning_jax import export
+from experiments import models
 
 LAYERS = ("dense1", "dense2", "dense3")
 

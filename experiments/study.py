@@ -40,7 +40,9 @@ FLAGS = flags.FLAGS
 # Written instead of a summary when the library rejects a cell's configuration.
 REJECTED = "rejected.txt"
 flags.DEFINE_string("study", None, "Path of a study file defining get_study().")
-flags.DEFINE_string("root", None, "Run folders go here (default runs/studies/<name>).")
+flags.DEFINE_string(
+  "root", None, "Run folders go here (default: the study's \"root\", else runs/studies/<name>)."
+)
 flags.DEFINE_string("report_dir", "docs/studies", "Where the Markdown report and plots go.")
 flags.DEFINE_string(
   "idx_dir", None, "IDX folder for MNIST-like data (default: fetched Fashion-MNIST)."
@@ -694,7 +696,9 @@ def main(argv):
   if FLAGS.study is None:
     raise app.UsageError("--study is required.")
   study = load_module(FLAGS.study).get_study()
-  root = Path(FLAGS.root or f"runs/studies/{study['name']}")
+  # A study may share the run folders of another (``"root"``): the runs that both define
+  # (same cell, same seed, same settings) are run once.
+  root = Path(FLAGS.root or study.get("root") or f"runs/studies/{study['name']}")
   shard = parse_shard(FLAGS.shard)
   select_cells(study_cells(study), FLAGS.cells)  # bad patterns fail before any run
   if not FLAGS.report_only:

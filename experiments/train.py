@@ -1,6 +1,6 @@
 """The one training loop shared by every experiment.
 
-``train_and_evaluate(config, workdir)`` trains a model from ``droppruning_jax.models``
+``train_and_evaluate(config, workdir)`` trains a model from ``experiments.models``
 on a dataset from ``experiments.data`` with one of the pruning methods (or none),
 data-parallel with ``jax.pmap`` over the local devices (``config.parallel="pmap"``)
 or with ``jax.jit`` over a device mesh of all processes' devices
@@ -58,7 +58,8 @@ from jax.sharding import PartitionSpec as P
 import droppruning_jax as dp
 from droppruning_jax import importance as importance_lib
 from droppruning_jax import masks as masks_lib
-from droppruning_jax import models, skeleton
+from droppruning_jax import skeleton
+from experiments import models
 from droppruning_jax import plan as plan_lib
 from experiments import data as data_lib
 from experiments import distill as distill_lib
@@ -99,6 +100,7 @@ MODEL_DATASETS = {
   "lenet300": data_lib.DATASET_NAMES,
   "lenet5": data_lib.MNIST_LIKE_NAMES,
   "vgg16": ("cifar10",),
+  "vit": data_lib.MNIST_LIKE_NAMES,
 }
 # Config fields that cannot change a run's results: a resume may change them freely
 # (the summary lists the ones that changed). How the devices are chosen is here too;
@@ -266,6 +268,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     fail(f"model={config.model!r} is not one of {tuple(models.MODEL_NAMES)}.")
   if config.model_api not in MODEL_APIS:
     fail(f"model_api={config.model_api!r} is not one of {MODEL_APIS}.")
+  if config.model_api == "linen" and config.model not in models.LINEN_MODEL_NAMES:
+    fail(f"model={config.model!r} is an NNX model only: add --config.model_api=nnx.")
   if config.model_api == "nnx" and config.model not in models.NNX_MODEL_NAMES:
     fail(
       f"model_api='nnx' has no NNX version of model={config.model!r}; NNX models: "
@@ -616,7 +620,7 @@ class FunctionalNNX:
   functional loop, its checkpoints and the masks' paths serve both APIs.
 
   Args:
-    name: an NNX model of ``droppruning_jax.models`` (``models.NNX_MODEL_NAMES``).
+    name: an NNX model of ``experiments.models`` (``models.NNX_MODEL_NAMES``).
     **kwargs: passed to its constructor, e.g. ``num_classes``.
   """
 
@@ -627,15 +631,32 @@ class FunctionalNNX:
 
   def init(self, key: jax.Array, x: jax.Array, train: bool = False) -> dict:
     del x, train  # the shapes are fixed by the constructor
-    model = self._build(rngs=nnx.Rngs(params=key))
+    with nnx.use_eager_sharding(False):  # placed by the runner, not at creation
+      model = self._build(rngs=nnx.Rngs(params=key))
     return {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param))}
+
+  def _abstract(self) -> nnx.Module:
+    with nnx.use_eager_sharding(False):
+      return nnx.eval_shape(lambda: self._build(rngs=nnx.Rngs(0)))
 
   def apply(self, variables: dict, x: jax.Array, train: bool = False, mutable=False):
     if mutable:
       raise ValueError("the NNX experiment models have no mutable collections")
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: self._build(rngs=nnx.Rngs(0))))
+    graphdef, state = nnx.split(self._abstract())
     nnx.replace_by_pure_dict(state, variables["params"])
     return nnx.merge(graphdef, state)(x, train=train)
+
+  def param_specs(self) -> Optional[dict]:
+    """The params' sharding annotations (``nnx.with_partitioning``) as a dict of
+    ``PartitionSpec`` mirroring ``init``'s params, or None when nothing is annotated."""
+    specs = nnx.to_pure_dict(nnx.get_partition_spec(nnx.state(self._abstract(), nnx.Param)))
+    if all(spec == P() for spec in jax.tree.leaves(specs, is_leaf=_is_spec)):
+      return None
+    return specs
+
+
+def _is_spec(x: Any) -> bool:
+  return isinstance(x, P)
 
 
 def make_model(config: ml_collections.ConfigDict, num_classes: int):
@@ -949,17 +970,68 @@ def fsdp_spec(shape: tuple[int, ...], axis: str, size: int) -> P:
   return P(*(axis if d == dim else None for d in range(len(shape))))
 
 
+def annotated_state_sharding(mesh: jax.sharding.Mesh, state, param_specs) -> Any:
+  """Shardings of a train state on ``mesh`` that follow the params' annotations.
+
+  A parameter takes its ``PartitionSpec``, with the axis names that ``mesh`` lacks
+  replicated (so one annotated model runs on a 1-device mesh and on ``(data, model)``);
+  an optimizer-state leaf (moments, masks, a stash) takes the sharding of the parameter
+  whose key path its own ends with (the longest such), if it has that parameter's
+  shape; every other leaf (counts, scalar mask markers, RNG keys) is replicated.
+
+  Raises:
+    ValueError: an annotated dimension that the mesh axis does not divide, named.
+  """
+  replicated = NamedSharding(mesh, P())
+  by_path = {}
+  for (path, leaf), spec in zip(
+    jax.tree_util.tree_flatten_with_path(state.params)[0],
+    jax.tree.leaves(param_specs, is_leaf=_is_spec),
+  ):
+    names = tuple(n if n in mesh.shape else None for n in spec)
+    for dim, name in zip(np.shape(leaf), names):
+      if name is not None and dim % mesh.shape[name]:
+        raise ValueError(
+          f"parameter {masks_lib.path_to_str(path)} of shape {np.shape(leaf)} is annotated "
+          f"{spec}, but mesh axis {name!r} of size {mesh.shape[name]} does not divide {dim}."
+        )
+    by_path[_path_key(path)] = (np.shape(leaf), NamedSharding(mesh, P(*names)))
+
+  def sharding(path, leaf):
+    key = _path_key(path)
+    for start in range(len(key)):  # the longest parameter path that the leaf's ends with
+      hit = by_path.get(key[start:])
+      if hit is not None:
+        return hit[1] if np.shape(leaf) == hit[0] else replicated
+    return replicated
+
+  return TrainState(
+    params=jax.tree_util.tree_map_with_path(sharding, state.params),
+    batch_stats=jax.tree.map(lambda _: replicated, state.batch_stats),
+    opt_state=jax.tree_util.tree_map_with_path(sharding, state.opt_state),
+  )
+
+
+def _path_key(path) -> tuple:
+  """A key path as plain names, whatever the containers (dict key, attribute, index)."""
+  return tuple(str(getattr(e, "key", getattr(e, "name", getattr(e, "idx", e)))) for e in path)
+
+
 class JitPlacement:
   """``parallel="jit"``: one global array per state leaf on a mesh of all devices of all
   processes (``config.mesh_shape`` / ``mesh_axes``), ``jax.jit`` steps.
 
   The batch is sharded over every mesh axis; the params and the optimizer state are
   replicated, or with ``config.fsdp_axis`` sharded over that axis (:func:`fsdp_spec`,
-  by shape, so a mask takes its parameter's sharding). The mesh axes are
-  ``AxisType.Auto``: XLA places the collectives.
+  by shape, so a mask takes its parameter's sharding), or, for a model whose parameters
+  carry sharding annotations (``param_specs``, e.g. the ViT), placed by them
+  (:func:`annotated_state_sharding`). The mesh axes are ``AxisType.Auto``: XLA places
+  the collectives.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, devices: Optional[list], state):
+  def __init__(
+    self, config: ml_collections.ConfigDict, devices: Optional[list], state, param_specs=None
+  ):
     devices = devices if devices is not None else jax.devices()
     names = tuple(config.mesh_axes)
     self.mesh = jax.sharding.Mesh(
@@ -976,7 +1048,10 @@ class JitPlacement:
         return self.replicated
       return NamedSharding(self.mesh, fsdp_spec(np.shape(leaf), fsdp, self.mesh.shape[fsdp]))
 
-    self.state_sharding = jax.tree.map(sharding, state)
+    if param_specs is not None:
+      self.state_sharding = annotated_state_sharding(self.mesh, state, param_specs)
+    else:
+      self.state_sharding = jax.tree.map(sharding, state)
 
   def restore_target(self, state: TrainState) -> TrainState:
     """What a checkpoint restores into: every leaf's shape, dtype and sharding on the
@@ -1047,10 +1122,13 @@ def _to_host(x) -> np.ndarray:
   return np.array(x)
 
 
-def make_placement(config: ml_collections.ConfigDict, devices: Optional[list], state):
-  """The placement of ``config.parallel`` (``state``: a host state, for its shapes)."""
+def make_placement(
+  config: ml_collections.ConfigDict, devices: Optional[list], state, param_specs=None
+):
+  """The placement of ``config.parallel`` (``state``: a host state, for its shapes;
+  ``param_specs``: the model's sharding annotations, which ``jit`` follows)."""
   if config.parallel == "jit":
-    return JitPlacement(config, devices, state)
+    return JitPlacement(config, devices, state, param_specs)
   return PmapPlacement(devices)
 
 
@@ -1663,7 +1741,7 @@ def _train_and_evaluate(
   # (config.parallel); everything else below is shared by pmap and jit. A checkpoint
   # restores straight into the placement's layout: with jit, each device reads only
   # its own shards of the state, nothing is assembled on the host.
-  placement = make_placement(config, devices, state)
+  placement = make_placement(config, devices, state, getattr(model, "param_specs", lambda: None)())
   restored, manager = _restore_latest(
     manager, workdir, _checkpoint_item(placement.restore_target(state), 0, 0, partial)
   )

@@ -58,6 +58,7 @@ LONGEST_MODULES = (
   "test_methods_cli",
   "test_run_safety",
   "test_golden_masks",
+  "test_vit",
   "test_benchmarks",
   "test_packed_masks",
   "test_edges",

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import droppruning_jax as dp
-from droppruning_jax import export, models
+from droppruning_jax import export
+from experiments import models
 
 
 def _random_masked(model, shape, density, seed=0):

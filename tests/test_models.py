@@ -1,10 +1,10 @@
-"""Tests for droppruning_jax.models: parameter counts, shapes, names."""
+"""Tests for experiments.models: parameter counts, shapes, names."""
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from droppruning_jax import models
+from experiments import models
 
 
 def _abstract_variables(model, input_shape):

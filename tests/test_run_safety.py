@@ -487,7 +487,7 @@ def test_pruned_weights_stay_exactly_zero_after_a_divergence():
   import optax
 
   import droppruning_jax as dp
-  from droppruning_jax import models
+  from experiments import models
 
   model = models.get_model("lenet300", num_classes=10)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), train=False)["params"]

@@ -41,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.width_multiplier = 1.0
 
   # "linen" (flax.linen modules) or "nnx" (the flax.nnx versions of the same
-  # networks, droppruning_jax.models.NNX*; lenet300 and lenet5). Both train through
+  # networks, experiments.models.NNX*; lenet300 and lenet5). Both train through
   # the same functional loop; the initial weights differ (another init RNG scheme).
   config.model_api = "linen"
 

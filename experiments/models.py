@@ -17,6 +17,14 @@ Parameter counts (``params`` collection only):
 (``nnx.Module``), with the same layer and parameter names, so
 ``nnx.state(model, nnx.Param).to_pure_dict()`` has the paths of the linen
 ``params`` collection. ``get_nnx_model`` builds them by name.
+
+``ViT`` is a small vision transformer (NNX only): a patch embedding, pre-LN blocks of
+``nnx.MultiHeadAttention`` and an MLP, every parameter (biases and LayerNorm scales
+included) annotated for a ``("data", "model")`` mesh as large NNX code bases write
+them: tensor parallel over ``"model"`` (attention heads, MLP hidden units), FSDP over
+``"data"`` (the embedding dimension). Build it under ``nnx.use_eager_sharding(False)``
+without a mesh, or under ``jax.set_mesh(mesh)``; the runner reads the annotations with
+``nnx.get_partition_spec`` and places the state by them.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 # Image size of MNIST-like inputs; LeNet-5 reshapes flat (B, 784) input to it.
@@ -235,16 +244,142 @@ class NNXLeNet5(nnx.Module):
     return self.dense2(x)
 
 
+# Mesh axes of the ViT's annotations: tensor parallel and FSDP.
+MODEL_AXIS, FSDP_AXIS = "model", "data"
+
+
+def _annotated(init: Callable, *names: str | None) -> Callable:
+  return nnx.with_partitioning(init, names)
+
+
+class ViTBlock(nnx.Module):
+  """A pre-LN transformer block: ``x + attn(norm1(x))``, then ``x + mlp2(gelu(mlp1(norm2(x))))``.
+
+  Attention and MLP are split Megatron-style over ``MODEL_AXIS`` (heads; hidden units) and
+  their embedding dimension over ``FSDP_AXIS``; norms and biases are annotated too.
+  """
+
+  def __init__(self, dim: int, heads: int, mlp_dim: int, *, rngs: nnx.Rngs):
+    xavier = nnx.initializers.xavier_uniform()
+    zeros, ones = nnx.initializers.zeros_init(), nnx.initializers.ones_init()
+    norm = {"scale_init": _annotated(ones, FSDP_AXIS), "bias_init": _annotated(zeros, FSDP_AXIS)}
+    self.norm1 = nnx.LayerNorm(dim, **norm, rngs=rngs)
+    self.attn = nnx.MultiHeadAttention(
+      heads,
+      dim,
+      kernel_init=_annotated(xavier, FSDP_AXIS, MODEL_AXIS, None),  # (embed, heads, head_dim)
+      bias_init=_annotated(zeros, MODEL_AXIS, None),
+      out_kernel_init=_annotated(xavier, MODEL_AXIS, None, FSDP_AXIS),
+      out_bias_init=_annotated(zeros, FSDP_AXIS),
+      decode=False,
+      rngs=rngs,
+    )
+    self.norm2 = nnx.LayerNorm(dim, **norm, rngs=rngs)
+    self.mlp1 = nnx.Linear(
+      dim,
+      mlp_dim,
+      kernel_init=_annotated(xavier, FSDP_AXIS, MODEL_AXIS),
+      bias_init=_annotated(zeros, MODEL_AXIS),
+      rngs=rngs,
+    )
+    self.mlp2 = nnx.Linear(
+      mlp_dim,
+      dim,
+      kernel_init=_annotated(xavier, MODEL_AXIS, FSDP_AXIS),
+      bias_init=_annotated(zeros, FSDP_AXIS),
+      rngs=rngs,
+    )
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x + self.attn(self.norm1(x))
+    return x + self.mlp2(nnx.gelu(self.mlp1(self.norm2(x))))
+
+
+class ViT(nnx.Module):
+  """A vision transformer for 28x28 images: ``patch_size`` patches embedded by a strided
+  convolution, a class token, learned position embeddings, ``depth`` pre-LN blocks, a
+  final LayerNorm and a linear head on the class token (``cls_token``, ``pos_embedding``,
+  ``patch_embed``, ``block{i}``, ``norm``, ``head``).
+
+  With the defaults (dim 64, depth 2, 4 heads, MLP 128, 7x7 patches: 17 tokens) it has
+  72,074 parameters. Under the default prunable rule the kernels and the position
+  embedding (a 2-D ``*embedding``) are pruned; the class token, biases and norm scales stay
+  dense.
+  """
+
+  def __init__(
+    self,
+    num_classes: int = 10,
+    *,
+    rngs: nnx.Rngs,
+    image_size: int = 28,
+    channels: int = 1,
+    patch_size: int = 7,
+    dim: int = 64,
+    depth: int = 2,
+    heads: int = 4,
+    mlp_dim: int = 128,
+  ):
+    if image_size % patch_size:
+      raise ValueError(f"patch_size={patch_size} does not divide image_size={image_size}.")
+    tokens = (image_size // patch_size) ** 2 + 1
+    self.patch_embed = nnx.Conv(
+      channels,
+      dim,
+      (patch_size, patch_size),
+      strides=(patch_size, patch_size),
+      padding="VALID",
+      kernel_init=_annotated(nnx.initializers.lecun_normal(), None, None, None, FSDP_AXIS),
+      bias_init=_annotated(nnx.initializers.zeros_init(), FSDP_AXIS),
+      rngs=rngs,
+    )
+    self.cls_token = nnx.Param(jnp.zeros((dim,)), out_sharding=(FSDP_AXIS,))
+    self.pos_embedding = nnx.Param(
+      nnx.initializers.normal(0.02)(rngs.params(), (tokens, dim)), out_sharding=(None, FSDP_AXIS)
+    )
+    self.depth = depth
+    for i in range(depth):
+      setattr(self, f"block{i}", ViTBlock(dim, heads, mlp_dim, rngs=rngs))
+    self.norm = nnx.LayerNorm(
+      dim,
+      scale_init=_annotated(nnx.initializers.ones_init(), FSDP_AXIS),
+      bias_init=_annotated(nnx.initializers.zeros_init(), FSDP_AXIS),
+      rngs=rngs,
+    )
+    self.head = nnx.Linear(
+      dim,
+      num_classes,
+      kernel_init=_annotated(nnx.initializers.zeros_init(), FSDP_AXIS, None),
+      bias_init=_annotated(nnx.initializers.zeros_init(), None),
+      rngs=rngs,
+    )
+
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Returns logits ``(B, num_classes)`` of ``(B, 28, 28, 1)`` or flat ``(B, 784)`` input."""
+    del train  # No dropout.
+    if x.ndim == 2:
+      x = x.reshape((x.shape[0], *_MNIST_IMAGE_SHAPE))
+    x = self.patch_embed(x)
+    x = x.reshape((x.shape[0], -1, x.shape[-1]))
+    cls = jnp.broadcast_to(self.cls_token[...], (x.shape[0], 1, x.shape[-1]))
+    x = jnp.concatenate([cls, x], axis=1) + self.pos_embedding[...]
+    for i in range(self.depth):
+      x = getattr(self, f"block{i}")(x)
+    return self.head(self.norm(x)[:, 0])
+
+
 _NNX_MODEL_FACTORIES: dict[str, Callable[..., nnx.Module]] = {
   "lenet300": NNXLeNet300100,
   "lenet5": NNXLeNet5,
+  "vit": ViT,
 }
 
 NNX_MODEL_NAMES: Sequence[str] = tuple(_NNX_MODEL_FACTORIES)
 
 
 def get_nnx_model(name: str, *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
-  """Returns an NNX model by name (``"lenet300"`` or ``"lenet5"``), initialised from ``rngs``.
+  """Returns an NNX model by name (``"lenet300"``, ``"lenet5"`` or ``"vit"``), initialised
+  from ``rngs``.
 
   Raises:
     ValueError: If ``name`` has no NNX version.
@@ -264,7 +399,9 @@ _MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {
   "vgg16": VGG16,
 }
 
-MODEL_NAMES: Sequence[str] = tuple(_MODEL_FACTORIES)
+LINEN_MODEL_NAMES: Sequence[str] = tuple(_MODEL_FACTORIES)
+# Every model, linen or NNX (the ViT is NNX only).
+MODEL_NAMES: Sequence[str] = (*LINEN_MODEL_NAMES, *(n for n in NNX_MODEL_NAMES if n not in _MODEL_FACTORIES))
 
 
 def get_model(name: str, **kwargs) -> nn.Module:
@@ -284,7 +421,9 @@ def get_model(name: str, **kwargs) -> nn.Module:
   try:
     factory = _MODEL_FACTORIES[name]
   except KeyError:
-    raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}.") from None
+    raise ValueError(
+      f"Unknown linen model {name!r}; linen models: {', '.join(LINEN_MODEL_NAMES)}."
+    ) from None
   return factory(**kwargs)
 
 
