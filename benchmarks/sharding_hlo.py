@@ -8,6 +8,13 @@ reduce-scatter, all-to-all, collective-permute. Writes a JSON.
 
   XLA_FLAGS=--xla_force_host_platform_device_count=8 \\
     python -m benchmarks.sharding_hlo --devices 8 --out docs/benchmarks/sharding_hlo.json
+
+``--model vit`` does the same for the experiments' ViT (every parameter annotated) on a 2x2
+``("data", "model")`` mesh (tensor parallel x FSDP, auto axes under ``jax.set_mesh``) with
+``drop_pruning(optax.adamw(...))``, and records the bytes of each kind of state per device.
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=4 \\
+    python -m benchmarks.sharding_hlo --model vit --out docs/benchmarks/sharding_hlo_vit_4dev.json
 """
 
 from __future__ import annotations
@@ -90,21 +97,88 @@ def measure(devices: int, axis_type: str, distribution: str, shape: tuple[int, i
     result["state_shardings"] = sorted(
       {f"{x.shape}: {x.sharding.spec}" for x in jax.tree.leaves(state) if x.ndim >= 1}
     )
-    for key, skip in (("update_with_mask_update", False), ("update_without_mask_update", True)):
-      hlo = (
-        jax.jit(lambda g, s, p, skip=skip: tx.update(g, s, p, skip_mask_update=skip))
-        .lower(params, state, params)
-        .compile()
-        .as_text()
-      )
-      big = [s for s in _gathered_shapes(hlo) if _elements(s) >= rows * cols // 2]
-      result[key] = {
-        "collectives": _count(hlo),
-        "kernel_sized_all_gathers": big,
-        # The switch holds the stochastic and the exact branch: each has a 32-pass
-        # threshold bisection and an index bisection that runs only on ties.
-        "loops": [loop for loop in _loops(hlo) if any(loop["per_pass"].values())],
-      }
+    # The switch holds the stochastic and the exact branch: each has a 32-pass
+    # threshold bisection and an index bisection that runs only on ties.
+    result.update(_compiled_updates(tx, params, state, rows * cols // 2))
+  return result
+
+
+def _compiled_updates(tx, params, state, big_elements: int) -> dict:
+  import jax
+
+  result = {}
+  for key, skip in (("update_with_mask_update", False), ("update_without_mask_update", True)):
+    hlo = (
+      jax.jit(lambda g, s, p, skip=skip: tx.update(g, s, p, skip_mask_update=skip))
+      .lower(params, state, params)
+      .compile()
+      .as_text()
+    )
+    result[key] = {
+      "collectives": _count(hlo),
+      "kernel_sized_all_gathers": [
+        s for s in _gathered_shapes(hlo) if _elements(s) >= big_elements
+      ],
+      "loops": [loop for loop in _loops(hlo) if any(loop["per_pass"].values())],
+    }
+  return result
+
+
+def _device_bytes(tree, device) -> int:
+  """Bytes of ``tree``'s arrays that live on ``device``."""
+  import jax
+
+  return sum(
+    shard.data.nbytes
+    for x in jax.tree.leaves(tree)
+    for shard in x.addressable_shards
+    if shard.device == device
+  )
+
+
+def measure_vit(distribution: str) -> dict:
+  """The ViT's pruning update on a 2x2 (data, model) mesh: collectives and state bytes."""
+  import jax
+  import optax
+  from flax import nnx
+  from jax.sharding import AxisType
+
+  import droppruning_jax as dp
+  from experiments import models
+
+  mesh = jax.make_mesh((2, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+  tx = dp.drop_pruning(
+    optax.adamw(1e-3),
+    target_sparsity=0.9,
+    begin_step=4,
+    update_every=4,
+    end_step=40,
+    sparsity_distribution=distribution,
+  )
+  with jax.set_mesh(mesh):
+    model = models.ViT(rngs=nnx.Rngs(0))  # placed by its annotations
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    state = tx.init(params)
+    masks = dp.get_masks(state)
+    device = jax.devices()[0]
+    bytes_on_device0 = {
+      "params": _device_bytes(params, device),
+      "masks": _device_bytes(state.masks, device),
+      "adam_state": _device_bytes(state.inner_state, device),
+    }
+    largest = max(x.size for x in jax.tree.leaves(params))
+    result = {
+      "model": "vit",
+      "mesh": "2x2 (data, model), auto axes",
+      "distribution": distribution,
+      "params_total": sum(x.size for x in jax.tree.leaves(params)),
+      "params_bytes_total": sum(x.nbytes for x in jax.tree.leaves(params)),
+      "bytes_on_device_0": bytes_on_device0,
+      "mask_shardings": sorted(
+        {f"{x.shape}: {x.sharding.spec}" for x in jax.tree.leaves(masks) if x.ndim >= 1}
+      ),
+      **_compiled_updates(tx, params, state, largest // 2),
+    }
   return result
 
 
@@ -154,10 +228,19 @@ def main(argv=None) -> None:
   parser.add_argument("--rows", type=int, default=1024)
   parser.add_argument("--cols", type=int, default=256)
   parser.add_argument("--out", default="docs/benchmarks/sharding_hlo.json")
+  parser.add_argument("--model", choices=("kernels", "vit"), default="kernels")
   args = parser.parse_args(argv)
-  flag = f"--xla_force_host_platform_device_count={args.devices}"
+  devices = 4 if args.model == "vit" else args.devices
+  flag = f"--xla_force_host_platform_device_count={devices}"
   if flag not in os.environ.get("XLA_FLAGS", ""):
     sys.exit(f"run with XLA_FLAGS={flag}")
+  if args.model == "vit":
+    report = {
+      "command": " ".join(["python -m benchmarks.sharding_hlo", *sys.argv[1:]]),
+      "runs": [measure_vit(dist) for dist in ("uniform", "global")],
+    }
+    _write(report, args.out)
+    return
   runs = [
     measure(args.devices, axes, dist, (args.rows, args.cols))
     for axes in ("explicit", "auto")
@@ -168,8 +251,12 @@ def main(argv=None) -> None:
     "runs": runs,
     "state_bytes_per_device": state_bytes_table(),
   }
-  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-  with open(args.out, "w") as f:
+  _write(report, args.out)
+
+
+def _write(report: dict, out: str) -> None:
+  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+  with open(out, "w") as f:
     json.dump(report, f, indent=1)
   print(json.dumps(report, indent=1))
 
