@@ -113,6 +113,11 @@ GLANCE_LABELS = {
   "drop_weighted_tuned_e200": (
     "Drop Pruning, importance-weighted drops, p 0.5→1, q 0.4→0, 200 epochs"
   ),
+  "dense_e40": "dense (not pruned), 40 epochs",
+  "gradual_rewind": "gradual magnitude pruning, learning-rate rewinding, 40 epochs",
+  "drop_weighted_tuned_rewind": (
+    "Drop Pruning, importance-weighted drops, p 0.5→1, q 0.4→0, rewinding, 40 epochs"
+  ),
 }
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 # Where a glance row's study file (for its dataset) and a recipe's config are found.
