@@ -392,6 +392,45 @@ def plot_error_vs_compression(rows: list[dict[str, Any]], path: Path, title: str
   return path
 
 
+def plot_layer_sparsity(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+  """Each pruned cell's mean sparsity per layer: one panel per target, one bar per series
+  and layer, so that a study shows where each method puts the sparsity."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+
+  rows = [r for r in rows if r["target"] is not None]
+  targets = sorted({r["target"] for r in rows})
+  layers = list(rows[0]["layer_sparsity"])
+  series = list(dict.fromkeys(r["series"] for r in rows))
+  fig, axes = plt.subplots(
+    1, len(targets), figsize=(5.2 * len(targets), 0.32 * len(layers) + 1.6), squeeze=False
+  )
+  height = 0.8 / len(series)
+  for ax, target in zip(axes[0], targets):
+    for i, name in enumerate(series):
+      row = next((r for r in rows if r["series"] == name and r["target"] == target), None)
+      if row is None:
+        continue
+      values = [100 * row["layer_sparsity"].get(layer, 0.0) for layer in layers]
+      ax.barh(np.arange(len(layers)) + i * height, values, height, label=name)
+    ax.set_yticks(np.arange(len(layers)) + 0.4 - height / 2, layers, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("sparsity %")
+    ax.set_xlim(0, 100)
+    ax.set_title(f"{title}: {percent(target)}")
+    ax.grid(True, axis="x", alpha=0.3)
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", ncol=len(series), fontsize=8)
+  fig.tight_layout(rect=(0, 0.05, 1, 1))
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
 def difference_text(a: dict[str, Any] | None, b: dict[str, Any] | None, split: str) -> str:
   """``a - b`` in error points on ``split`` (:data:`VALIDATION` or :data:`TEST`),
   ``± standard error`` and ``*`` beyond 2 SE.
@@ -570,7 +609,12 @@ def comparison_lines(
   return lines
 
 
-def markdown_report(study: dict[str, Any], rows: list[dict[str, Any]], plot: Path | None) -> str:
+def markdown_report(
+  study: dict[str, Any],
+  rows: list[dict[str, Any]],
+  plot: Path | None,
+  layers_plot: Path | None = None,
+) -> str:
   lines = [
     f"# Study `{study['name']}`",
     "",
@@ -651,6 +695,8 @@ def markdown_report(study: dict[str, Any], rows: list[dict[str, Any]], plot: Pat
     lines += [f"- `{r['cell']}`: {r['rejected']}" for r in rejected]
   if plot is not None:
     lines += ["", f"![error vs compression]({plot.name})"]
+  if layers_plot is not None:
+    lines += ["", f"![sparsity per layer]({layers_plot.name})"]
   return "\n".join(lines) + "\n"
 
 
@@ -685,9 +731,14 @@ def write_report(
     finished = [r for r in finished if has_validation(r)]  # the plot compares these only
   if finished and len({r["target"] for r in finished if r["target"] is not None}) > 1:
     plot = plot_error_vs_compression(finished, report_dir / f"{study['name']}.png", study["name"])
+  layers_plot = None
+  if study.get("layer_plot") and any(r["target"] is not None for r in finished):
+    layers_plot = plot_layer_sparsity(
+      finished, report_dir / f"{study['name']}_layers.png", study["name"]
+    )
   (report_dir / f"{study['name']}.json").write_text(json.dumps(rows, indent=1))
   path = report_dir / f"{study['name']}.md"
-  path.write_text(markdown_report(study, rows, plot))
+  path.write_text(markdown_report(study, rows, plot, layers_plot))
   return path
 
 

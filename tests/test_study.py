@@ -540,3 +540,35 @@ def test_series_names_drop_the_target_wherever_it_stands():
   assert study_lib.series_name("gradual_t0.99_e200") == "gradual_e200"  # a budget cell
   assert study_lib.series_name("weighted_p0.5_q0.4_T1") == "weighted_p0.5_q0.4_T1"
   assert study_lib.series_name("dense_e60") == "dense_e60"
+
+
+def test_layer_plot_draws_each_series_sparsity_per_layer(tmp_path, monkeypatch):
+  """A study with ``layer_plot`` gets ``<name>_layers.png``: per target, one bar per series
+  and layer at that cell's mean layer sparsity (the dense cell has none)."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  rows = [_row("dense", None, [9.0, 9.5], 1.0)]
+  rows[0]["layer_sparsity"] = {"a/kernel": 0.0, "b/kernel": 0.0}
+  for series, spread in (("gradual", 0.0), ("rigl", 0.2)):
+    for target in (0.9, 0.95):
+      rows.append(_row(series, target, [10.0, 11.0]))
+      rows[-1]["layer_sparsity"] = {"a/kernel": target - spread, "b/kernel": target + spread / 4}
+  drawn = []
+  original = plt.Axes.barh
+
+  def record(ax, y, width, height, label=None, **kwargs):
+    drawn.append((label, tuple(round(w, 6) for w in width)))
+    return original(ax, y, width, height, label=label, **kwargs)
+
+  monkeypatch.setattr(plt.Axes, "barh", record)
+  path = study_lib.plot_layer_sparsity(rows, tmp_path / "s_layers.png", "s")
+  assert path.stat().st_size > 0
+  assert sorted(drawn) == [
+    ("gradual", (90.0, 90.0)),
+    ("gradual", (95.0, 95.0)),
+    ("rigl", (70.0, 95.0)),
+    ("rigl", (75.0, 100.0)),
+  ]

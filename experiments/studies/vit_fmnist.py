@@ -38,4 +38,5 @@ def get_study() -> dict:
     },
     "cells": cells,
     "seeds": [0, 1, 2],
+    "layer_plot": True,  # where each method puts the sparsity: <name>_layers.png
   }
