@@ -170,14 +170,11 @@ def dynamic_sparse_policy(
   drop_fraction_decay: str = "cosine",
   sparsity_distribution: distribution_lib.Distribution = "uniform",
   seed: int = 0,
-) -> tuple[skeleton.MaskPolicy, Callable]:
+) -> skeleton.MaskPolicy:
   """The :class:`~droppruning_jax.skeleton.MaskPolicy` of RigL / SET with a regrowth criterion.
 
-  Validates every argument (``ValueError`` naming the value).
-
-  Returns:
-    ``(policy, initial_masks)``: ``initial_masks(paths, masks) -> masks`` draws the
-    random topology of ``init`` from the all-``True`` prunable masks.
+  Validates every argument (``ValueError`` naming the value). Its ``initial_masks`` draws
+  the random topology of ``init``.
   """
   checks.check_number("target_sparsity", target_sparsity, 0.0, 1.0, low_open=True, high_open=True)
   end_step = checks.check_int("end_step", end_step, 1, checks.MAX_STEP)
@@ -224,14 +221,14 @@ def dynamic_sparse_policy(
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 0)
     return random_topology(key, masks, finals(paths, [m.shape for m in masks]))
 
-  policy = skeleton.MaskPolicy(
+  return skeleton.MaskPolicy(
     seed=seed,
     branch_index=branch_index,
     updates=[topology_update],
     check_leaves=check_leaves,
     steps=steps,
+    initial_masks=initial_masks,
   )
-  return policy, initial_masks
 
 
 def _transformation(
@@ -242,24 +239,11 @@ def _transformation(
   packed_masks: bool,
   **kwargs,
 ) -> optax.GradientTransformationExtraArgs:
-  policy, initial_masks = dynamic_sparse_policy(regrowth, **kwargs)
+  policy = dynamic_sparse_policy(regrowth, **kwargs)
   if prunable is not None and not callable(prunable):
     raise ValueError(f"prunable={prunable!r} must be None or a callable (path, leaf) -> bool.")
-  base = skeleton.pruning_transformation(
+  return skeleton.pruning_transformation(
     inner, policy, name=name, prunable=prunable, packed_masks=packed_masks
-  )
-
-  def init_fn(params) -> skeleton.PruningState:
-    state = base.init(params)
-    masks = masks_lib.unpack_masks(state.masks)
-    index, leaves = skeleton.prunable_leaves(masks, masks)
-    masks = skeleton.replace_leaves(
-      masks, index, initial_masks(skeleton.prunable_paths(masks), leaves)
-    )
-    return state._replace(masks=masks_lib.pack_masks(masks) if packed_masks else masks)
-
-  return skeleton.with_pruning_steps(
-    optax.GradientTransformationExtraArgs(init_fn, base.update), policy.steps
   )
 
 

@@ -99,6 +99,9 @@ class MaskPolicy(NamedTuple):
     steps: the step counts at which ``branch_index`` may be nonzero, in increasing
       order (static): what the transformation exposes as ``pruning_steps`` for
       :func:`droppruning_jax.jit_train_step`.
+    initial_masks: ``(paths, masks) -> masks`` at ``init``, over the prunable leaves (all
+      ``True`` in, one boolean mask per leaf out): for methods that start sparse (RigL,
+      SET). ``None``: every weight starts active.
   """
 
   seed: int
@@ -108,6 +111,7 @@ class MaskPolicy(NamedTuple):
   keep_stash: bool = False
   regrow_from_stash: bool = False
   steps: Optional[Sequence[int]] = None
+  initial_masks: Optional[Callable[[list[str], list[jax.Array]], list[jax.Array]]] = None
 
 
 class PruningTransformation(optax.GradientTransformationExtraArgs):
@@ -221,6 +225,30 @@ def _reset_moments(inner_state, new_masks, masks):
   return jax.tree_util.tree_map_with_path(reset, inner_state)
 
 
+def _initial_masks(policy: MaskPolicy, params: PyTree, prunable) -> PyTree:
+  """The masks of ``init``: all ``True`` (each with its parameter's sharding), checked
+  against the policy's shape rules, then the policy's ``initial_masks`` if it has one."""
+  masks = masks_lib.init_masks(params, prunable, like_params=True)  # mapped with params
+  index, leaves = prunable_leaves(masks, masks)
+  paths = prunable_paths(masks)
+  if policy.check_leaves is not None:
+    policy.check_leaves(paths, [np.shape(m) for m in leaves])
+  if policy.initial_masks is not None:
+    masks = replace_leaves(masks, index, policy.initial_masks(paths, leaves))
+  return masks
+
+
+def _initial_stash(params: PyTree, masks: PyTree) -> PyTree:
+  """Zeros for every prunable weight; a scalar for the others (no annotation)."""
+  return masks_lib.unannotate_scalars(
+    jax.tree.map(
+      lambda p, m: jnp.zeros_like(p) if masks_lib.is_prunable_mask(m) else jnp.zeros((), p.dtype),
+      params,
+      masks,
+    )
+  )
+
+
 def pruning_transformation(
   inner: optax.GradientTransformation,
   policy: MaskPolicy,
@@ -254,28 +282,13 @@ def pruning_transformation(
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params: PyTree) -> PruningState:
-    masks = masks_lib.init_masks(params, prunable, like_params=True)  # mapped with params
-    if policy.check_leaves is not None:
-      policy.check_leaves(
-        prunable_paths(masks), [np.shape(m) for m in prunable_leaves(masks, masks)[1]]
-      )
-    stash = None
-    if policy.keep_stash:
-      stash = masks_lib.unannotate_scalars(
-        jax.tree.map(
-          lambda p, m: (
-            jnp.zeros_like(p) if masks_lib.is_prunable_mask(m) else jnp.zeros((), p.dtype)
-          ),
-          params,
-          masks,
-        )
-      )
+    masks = _initial_masks(policy, params, prunable)
     return PruningState(
       count=jnp.zeros((), jnp.int32),
       # Stored masks carry no annotation on non-pruned parameters' scalar markers.
       masks=masks_lib.unannotate_scalars(masks_lib.pack_masks(masks) if packed_masks else masks),
       inner_state=inner.init(params),
-      stash=stash,
+      stash=_initial_stash(params, masks) if policy.keep_stash else None,
       stats=PruningStats.zeros(),
     )
 

@@ -145,7 +145,7 @@ def test_pruning_step_set_is_the_topology_update_schedule(idx_dir, every, end_ep
   steps_per_epoch = 16
   config = helpers.idx_config(idx_dir, method="rigl", update_every=every, prune_end_epoch=end_epoch)
   _, end = train.pruning_window(config, steps_per_epoch)
-  policy, _ = dynamic_sparse.dynamic_sparse_policy(
+  policy = dynamic_sparse.dynamic_sparse_policy(
     dynamic_sparse.gradient_regrowth, target_sparsity=TARGET, end_step=end, update_every=every
   )
   # The count as the skeleton passes it: an int32 scalar.
