@@ -41,7 +41,7 @@ FLAGS = flags.FLAGS
 REJECTED = "rejected.txt"
 flags.DEFINE_string("study", None, "Path of a study file defining get_study().")
 flags.DEFINE_string(
-  "root", None, "Run folders go here (default: the study's \"root\", else runs/studies/<name>)."
+  "root", None, 'Run folders go here (default: the study\'s "root", else runs/studies/<name>).'
 )
 flags.DEFINE_string("report_dir", "docs/studies", "Where the Markdown report and plots go.")
 flags.DEFINE_string(

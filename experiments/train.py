@@ -58,12 +58,11 @@ from jax.sharding import PartitionSpec as P
 import droppruning_jax as dp
 from droppruning_jax import importance as importance_lib
 from droppruning_jax import masks as masks_lib
-from droppruning_jax import skeleton
-from experiments import models
 from droppruning_jax import plan as plan_lib
+from droppruning_jax import skeleton
 from experiments import data as data_lib
 from experiments import distill as distill_lib
-from experiments import report
+from experiments import models, report
 
 PyTree = Any
 

@@ -123,7 +123,10 @@ def _cli_report(idx_dir: str, workdir: Path) -> dict:
   mesh = dict(mesh_shape=(2, 2), mesh_axes=("data", "model"))
   sharded = train.train_and_evaluate(config(**mesh), workdir / "mesh")
   masks = [
-    [np.asarray(m) for m in jax.tree.leaves(helpers.final_state(workdir / name)["opt_state"]["masks"])]
+    [
+      np.asarray(m)
+      for m in jax.tree.leaves(helpers.final_state(workdir / name)["opt_state"]["masks"])
+    ]
     for name in ("one", "mesh")
   ]
   # The placement of the mesh run: params, masks and Adam moments by the annotations.
@@ -222,4 +225,6 @@ def test_runner_trains_the_vit_on_one_device_and_on_a_2x2_mesh_to_the_same_masks
 
 if __name__ == "__main__":
   sys.path.insert(0, str(ROOT))
-  print(json.dumps({"library": _library_report(), "cli": _cli_report(sys.argv[1], Path(sys.argv[2]))}))
+  print(
+    json.dumps({"library": _library_report(), "cli": _cli_report(sys.argv[1], Path(sys.argv[2]))})
+  )
