@@ -22,9 +22,13 @@ from droppruning_jax.baselines import (
 from droppruning_jax.distribution import erk_sparsities
 from droppruning_jax.drop import DropInfo, drop_pruning, drop_step
 from droppruning_jax.dynamic_sparse import rigl, set_pruning
-from droppruning_jax.export import SparseLeaf, export_sparse, to_bcoo
-from droppruning_jax.export import nbytes as params_nbytes
-from droppruning_jax.export import to_dense as sparse_to_dense
+from droppruning_jax.export import (
+  SparseLeaf,
+  export_sparse,
+  params_nbytes,
+  sparse_to_dense,
+  to_bcoo,
+)
 from droppruning_jax.han import han_pruning
 from droppruning_jax.loops import TrainStep, jit_train_step
 from droppruning_jax.masks import (

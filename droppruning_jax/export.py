@@ -78,7 +78,7 @@ def export_sparse(params: PyTree, masks: PyTree) -> PyTree:
   return jax.tree.map(export_leaf, params, masks)
 
 
-def to_dense(exported: PyTree) -> PyTree:
+def sparse_to_dense(exported: PyTree) -> PyTree:
   """Rebuilds dense params (pruned entries exactly 0) from :func:`export_sparse` output."""
 
   def dense_leaf(leaf):
@@ -91,7 +91,7 @@ def to_dense(exported: PyTree) -> PyTree:
   return jax.tree.map(dense_leaf, exported, is_leaf=_is_sparse_leaf)
 
 
-def nbytes(tree: PyTree) -> int:
+def params_nbytes(tree: PyTree) -> int:
   """Bytes of a params tree, dense or exported (indices + values for sparse leaves)."""
   leaves = jax.tree.leaves(tree, is_leaf=_is_sparse_leaf)
   return int(

@@ -35,7 +35,7 @@ def _random_masked(model, shape, density, seed=0):
 def test_exact_round_trip_and_counts(model, shape, density):
   params, masks = _random_masked(model, shape, density)
   exported = export.export_sparse(params, masks)
-  chex.assert_trees_all_equal(export.to_dense(exported), params)
+  chex.assert_trees_all_equal(export.sparse_to_dense(exported), params)
   counts = dp.count_params(params, masks)
   assert export.nonzero_count(exported) == counts["nonzero"]
   pruned_fraction = (
@@ -44,7 +44,7 @@ def test_exact_round_trip_and_counts(model, shape, density):
   )
   assert pruned_fraction == pytest.approx(dp.sparsity(masks))
   if density <= 0.5:
-    assert export.nbytes(exported) < export.nbytes(params)
+    assert export.params_nbytes(exported) < export.params_nbytes(params)
 
 
 def test_sparse_logits_equal_dense_masked_logits():
