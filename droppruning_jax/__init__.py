@@ -50,19 +50,31 @@ from droppruning_jax.schedules import (
   rewind_learning_rate,
 )
 from droppruning_jax.selection import prune_exact
-from droppruning_jax.skeleton import PruningState, get_count, get_masks, get_stats
+from droppruning_jax.skeleton import (
+  LeafUpdate,
+  MaskPolicy,
+  PruningState,
+  UpdateContext,
+  get_count,
+  get_masks,
+  get_stats,
+  pruning_transformation,
+)
 from droppruning_jax.stats import PruningStats
 
 __version__ = "0.2.0"
 
 __all__ = [
   "DropInfo",
+  "LeafUpdate",
+  "MaskPolicy",
   "PackedMask",
   "PruningState",
   "PruningStats",
   "SparseLeaf",
   "TrainStep",
   "UnreachableScheduleError",
+  "UpdateContext",
   "apply_masks",
   "cosine_anneal",
   "count_params",
@@ -87,6 +99,7 @@ __all__ = [
   "polynomial_sparsity",
   "prune_exact",
   "pruning_steps",
+  "pruning_transformation",
   "random_pruning",
   "rewind_learning_rate",
   "rigl",

@@ -481,9 +481,10 @@ def _max_shortfall(infos) -> jax.Array:
 
 
 def per_leaf_update(
-  plan: plan_lib.DropPlan, key, count, params, masks, paths, grads, stash, *, final_step: bool
+  plan: plan_lib.DropPlan, context: skeleton.UpdateContext, *, final_step: bool
 ) -> skeleton.LeafUpdate:
   """Every prunable leaf drops on its own, towards its scaled share of the schedule."""
+  key, count, params, masks, paths, grads, stash = context
   finals = plan.leaf_finals(paths, [m.shape for m in masks])
   score_key, drop_key = jax.random.split(key)
   scores = _scores(plan, score_key, params, grads)
@@ -516,10 +517,10 @@ def per_leaf_update(
 
 
 def global_update(
-  plan: plan_lib.DropPlan, key, count, params, masks, paths, grads, stash, *, final_step: bool
+  plan: plan_lib.DropPlan, context: skeleton.UpdateContext, *, final_step: bool
 ) -> skeleton.LeafUpdate:
   """One pool over all prunable weights, scores normalised per leaf."""
-  del paths  # one pool: no per-leaf targets
+  key, count, params, masks, _, grads, stash = context  # one pool: no per-leaf targets
   if selection.is_sharded(*params, *masks):
     return _global_update_sharded(
       plan, key, count, params, masks, grads, stash, final_step=final_step

@@ -27,7 +27,6 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from droppruning_jax import checks, schedules, selection, skeleton
@@ -203,19 +202,15 @@ def dynamic_sparse_policy(
   def check_leaves(paths, shapes):
     plan_lib.warn_rounding(paths, shapes, finals(paths, shapes))  # mappings raise here
 
-  def topology_update(key, count, params, masks, paths, grads, stash):
-    del stash  # None: the policy keeps no stash
+  def topology_update(context: skeleton.UpdateContext) -> skeleton.LeafUpdate:
+    key, count, params, masks, _, grads, _ = context  # no stash: the policy keeps none
     fraction = drop_fraction_at(count, drop_fraction, end_step, drop_fraction_decay)
     new = drop_and_regrow(masks, magnitude_keys(params), regrowth(key, params, grads), fraction)
     return skeleton.LeafUpdate(new, jnp.zeros((), jnp.float32))
 
   # The topology updates: the multiples of update_every strictly inside (0, end_step)
-  # (count 0 is init's random topology). The traced branch is derived from these steps.
+  # (count 0 is init's random topology); the skeleton derives the traced branch from them.
   steps = range(update_every, end_step, update_every)
-  step_array = np.asarray(steps, np.int32)
-
-  def branch_index(count):
-    return jnp.any(count == step_array).astype(jnp.int32)
 
   def initial_masks(paths, masks):
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 0)
@@ -223,7 +218,6 @@ def dynamic_sparse_policy(
 
   return skeleton.MaskPolicy(
     seed=seed,
-    branch_index=branch_index,
     updates=[topology_update],
     check_leaves=check_leaves,
     steps=steps,

@@ -158,21 +158,19 @@ def han_pruning(
       "quality", quality, 0.0, float("inf"), low_open=True, high_open=True
     )
 
-    def update(key, count, params, masks, paths, grads, stash):
-      del key, count, paths, grads, stash
-      return skeleton.LeafUpdate(quality_masks(quality, params, masks), jnp.zeros((), jnp.float32))
+    def update(context: skeleton.UpdateContext) -> skeleton.LeafUpdate:
+      masks = quality_masks(quality, context.params, context.masks)
+      return skeleton.LeafUpdate(masks, jnp.zeros((), jnp.float32))
 
     check_leaves = None
   else:
     rates = _check_layer_rates(layer_rates)
 
-    def update(key, count, params, masks, paths, grads, stash):
-      del key, grads, stash
-      cycle = jnp.argmax(count == step_array)
-      leaf_rates = list(masks_lib.resolve_targets(paths, rates).values())
-      return skeleton.LeafUpdate(
-        rate_masks(leaf_rates, len(steps), cycle, params, masks), jnp.zeros((), jnp.float32)
-      )
+    def update(context: skeleton.UpdateContext) -> skeleton.LeafUpdate:
+      cycle = jnp.argmax(context.count == step_array)
+      leaf_rates = list(masks_lib.resolve_targets(context.paths, rates).values())
+      masks = rate_masks(leaf_rates, len(steps), cycle, context.params, context.masks)
+      return skeleton.LeafUpdate(masks, jnp.zeros((), jnp.float32))
 
     def check_leaves(paths, shapes):
       del shapes
@@ -180,7 +178,6 @@ def han_pruning(
 
   policy = skeleton.MaskPolicy(
     seed=0,  # deterministic: no key is used
-    branch_index=lambda count: jnp.any(count == step_array).astype(jnp.int32),
     updates=[update],
     check_leaves=check_leaves,
     steps=steps,

@@ -73,45 +73,80 @@ class LeafUpdate(NamedTuple):
   shortfall: jax.Array
 
 
-# (key, count, params, masks, paths, grads, stash) -> LeafUpdate, with params, masks and
-# grads the flat lists of prunable leaves (params after this step's inner update, before
-# masking; grads the dense gradients of this step, before masking, so that a pruned
-# weight's gradient is there for gradient-based regrowth), paths their static
-# "a/b/kernel" names, and stash the flat list of stashed leaves before this update (the
-# value of every weight when it was last pruned), or None when the policy keeps no stash.
-MaskUpdateFn = Callable[[jax.Array, jax.Array, list, list, list, list, Optional[list]], LeafUpdate]
+class UpdateContext(NamedTuple):
+  """What a mask update sees (flat lists over the prunable leaves, in tree order).
+
+  Attributes:
+    key: this update's key, ``fold_in(PRNGKey(policy.seed), count)``.
+    count: the transformation's step count (int32, traced).
+    params: the prunable params after this step's inner update, before masking.
+    masks: their boolean masks before this update.
+    paths: their static ``"a/b/kernel"`` names.
+    grads: this step's dense gradients, before masking (a pruned weight's gradient is
+      there, for gradient-based regrowth).
+    stash: the value of every weight when it was last pruned, or ``None`` when the
+      policy keeps no stash.
+  """
+
+  key: jax.Array
+  count: jax.Array
+  params: list
+  masks: list
+  paths: list
+  grads: list
+  stash: Optional[list]
+
+
+# A mask update: a pure, traceable function of the context.
+MaskUpdateFn = Callable[[UpdateContext], LeafUpdate]
 
 
 class MaskPolicy(NamedTuple):
-  """When and how a pruning method updates the masks.
+  """When and how a pruning method updates the masks: what
+  :func:`pruning_transformation` needs to make an optax transformation of a method.
 
   Attributes:
     seed: the key of the update at step ``t`` is ``fold_in(PRNGKey(seed), t)``.
-    branch_index: ``count -> int32`` (traceable): ``0`` keeps the masks, ``i >= 1``
-      runs ``updates[i - 1]``.
-    updates: the mask updates, each a pure :data:`MaskUpdateFn`.
+    updates: the mask updates, each a pure :data:`MaskUpdateFn`
+      (``UpdateContext -> LeafUpdate``).
+    steps: the step counts (optimizer updates) at which the masks may change, static;
+      what the transformation exposes as ``pruning_steps`` for
+      :func:`droppruning_jax.jit_train_step`.
+    branch_index: ``count -> int32`` (traceable): ``0`` keeps the masks, ``i >= 1`` runs
+      ``updates[i - 1]``. ``None``: derived from ``steps`` (the single update runs at
+      each of them), which needs exactly one update.
     check_leaves: called at ``init`` with the prunable leaves' paths and shapes;
       raises ``ValueError`` (or warns) for settings that need the shapes.
     keep_stash: keep, for every prunable weight, its value when it was last pruned (the
       state's ``stash``); the updates receive it.
     regrow_from_stash: revived weights restart from their stashed value instead of ``0``
       (needs ``keep_stash``).
-    steps: the step counts at which ``branch_index`` may be nonzero, in increasing
-      order (static): what the transformation exposes as ``pruning_steps`` for
-      :func:`droppruning_jax.jit_train_step`.
     initial_masks: ``(paths, masks) -> masks`` at ``init``, over the prunable leaves (all
       ``True`` in, one boolean mask per leaf out): for methods that start sparse (RigL,
       SET). ``None``: every weight starts active.
   """
 
   seed: int
-  branch_index: Callable[[jax.Array], jax.Array]
   updates: Sequence[MaskUpdateFn]
+  steps: Optional[Sequence[int]] = None
+  branch_index: Optional[Callable[[jax.Array], jax.Array]] = None
   check_leaves: Optional[Callable[[list[str], list[tuple[int, ...]]], None]] = None
   keep_stash: bool = False
   regrow_from_stash: bool = False
-  steps: Optional[Sequence[int]] = None
   initial_masks: Optional[Callable[[list[str], list[jax.Array]], list[jax.Array]]] = None
+
+
+def _branch_index(policy: MaskPolicy, name: str) -> Callable[[jax.Array], jax.Array]:
+  """The policy's ``branch_index``, or the one its static ``steps`` define."""
+  if policy.branch_index is not None:
+    return policy.branch_index
+  if policy.steps is None or len(policy.updates) != 1:
+    raise ValueError(
+      f"{name}: a MaskPolicy without branch_index needs its steps and exactly one update "
+      f"(got steps={policy.steps!r} and {len(policy.updates)} updates)."
+    )
+  steps = np.asarray(sorted(int(s) for s in policy.steps), np.int32)
+  return lambda count: jnp.any(count == steps).astype(jnp.int32)
 
 
 class PruningTransformation(optax.GradientTransformationExtraArgs):
@@ -162,7 +197,8 @@ def _update_masks(
   stashed = None if stash is None else prunable_leaves(stash, masks)[1]
   key = jax.random.fold_in(jax.random.PRNGKey(policy.seed), count)
   if index:
-    new, shortfall = fn(key, count, params, old, prunable_paths(masks), leaf_grads, stashed)
+    context = UpdateContext(key, count, params, old, prunable_paths(masks), leaf_grads, stashed)
+    new, shortfall = fn(context)
   else:
     new, shortfall = [], jnp.zeros((), jnp.float32)
   new_masks = replace_leaves(masks, index, new)
@@ -280,6 +316,7 @@ def pruning_transformation(
   if policy.regrow_from_stash and not policy.keep_stash:
     raise ValueError(f"{name}: regrow_from_stash needs keep_stash (there is nothing to restore).")
   inner = optax.with_extra_args_support(inner)
+  branch_index = _branch_index(policy, name)
 
   def init_fn(params: PyTree) -> PruningState:
     masks = _initial_masks(policy, params, prunable)
@@ -306,7 +343,7 @@ def pruning_transformation(
     masks_lib.check_masks_match(params, masks)
     grads = masks_lib.apply_masks(updates, masks)
     inner_updates, inner_state = inner.update(grads, state.inner_state, params, **extra_args)
-    index = policy.branch_index(state.count)
+    index = branch_index(state.count)
     if skip_mask_update:
       # No conditional: on a GPU its predicate is read on the host, which stalls the
       # asynchronous dispatch of the whole step. Nothing is revived, so no moment needs

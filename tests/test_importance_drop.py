@@ -511,17 +511,10 @@ def _global_step(drop_back):
 
   @jax.jit
   def update(params, masks, grads, stash):
-    return drop.global_update(
-      global_plan,
-      GLOBAL_KEY,
-      GLOBAL_COUNT,
-      params,
-      masks,
-      ["a", "b"],
-      grads,
-      stash,
-      final_step=False,
+    context = skeleton.UpdateContext(
+      GLOBAL_KEY, GLOBAL_COUNT, params, masks, ["a", "b"], grads, stash
     )
+    return drop.global_update(global_plan, context, final_step=False)
 
   return global_plan, update
 
@@ -729,9 +722,8 @@ def test_larger_stashed_magnitudes_come_back_more_often():
   @jax.jit
   def many(params, mask, grads, stash):
     def one(key):
-      return drop.per_leaf_update(
-        stash_plan, key, STASH_COUNT, [params], [mask], ["w"], [grads], [stash], final_step=False
-      ).masks[0]
+      context = skeleton.UpdateContext(key, STASH_COUNT, [params], [mask], ["w"], [grads], [stash])
+      return drop.per_leaf_update(stash_plan, context, final_step=False).masks[0]
 
     return jax.vmap(one)(jax.random.split(jax.random.PRNGKey(1), DRAWS))
 
