@@ -23,9 +23,7 @@ def one_shot_magnitude(context: dp.UpdateContext) -> dp.LeafUpdate:
 
 def _tx():
   policy = dp.MaskPolicy(seed=0, updates=[one_shot_magnitude], steps=[STEP])
-  return dp.pruning_transformation(
-    optax.sgd(0.1, momentum=0.9), policy, name="one_shot_magnitude"
-  )
+  return dp.pruning_transformation(optax.sgd(0.1, momentum=0.9), policy, name="one_shot_magnitude")
 
 
 def test_a_policy_from_the_public_api_prunes_at_its_steps_and_the_skeleton_does_the_rest():
