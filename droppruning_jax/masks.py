@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from droppruning_jax.selection import sharded_spec
+
 PyTree = Any
 PrunablePredicate = Callable[[str, Any], bool]
 
@@ -137,18 +139,9 @@ def _ones_like(leaf: Any) -> jax.Array:
   sharding = getattr(leaf, "sharding", None) if isinstance(leaf, jax.Array) else None
   if isinstance(sharding, jax.sharding.NamedSharding) and not sharding.is_fully_replicated:
     return jnp.ones_like(leaf, dtype=jnp.bool_)
-  if _explicit_spec(leaf) is not None:  # traced under an explicit mesh
+  if sharded_spec(leaf) is not None:  # traced under an explicit mesh
     return jnp.ones_like(leaf, dtype=jnp.bool_)
   return jnp.ones(np.shape(leaf), dtype=jnp.bool_)
-
-
-def _explicit_spec(x: Any):
-  """The explicit ``PartitionSpec`` of ``x``'s type if it shards an axis, else ``None``."""
-  try:
-    spec = jax.typeof(x).sharding.spec
-  except (TypeError, AttributeError):
-    return None
-  return None if all(axis is None for axis in spec) else spec
 
 
 def is_prunable_mask(mask: Any) -> bool:
@@ -336,7 +329,7 @@ def pack_masks(masks: PyTree) -> PyTree:
   def pack(mask):
     if _is_packed(mask) or not is_prunable_mask(mask):
       return mask
-    if _explicit_spec(mask) is not None:
+    if sharded_spec(mask) is not None:
       return PackedMask(_pack_sharded(mask), tuple(np.shape(mask)))
     return PackedMask(jnp.packbits(jnp.ravel(mask)), tuple(np.shape(mask)))
 
@@ -360,7 +353,7 @@ def _pack_sharded(mask: jax.Array) -> jax.Array:
   that is not a multiple of 8, or whose bytes do not split evenly, is packed replicated.
   """
   size = mask.size
-  first = _explicit_spec(mask)[0]
+  first = sharded_spec(mask)[0]
   if first is not None:
     mesh = jax.typeof(mask).sharding.mesh
     shards = int(
@@ -378,7 +371,7 @@ def _pack_sharded(mask: jax.Array) -> jax.Array:
 
 def _unpack_sharded(bits: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """Inverse of :func:`_pack_sharded`: the mask, sharded on its first axis like the bits."""
-  first = _explicit_spec(bits)[0]
+  first = sharded_spec(bits)[0]
   size = int(np.prod(shape))
   spec = _named(bits, first, *([None] * (len(shape) - 1)))
   if size % 8:
@@ -414,7 +407,7 @@ def unpack_masks(masks: PyTree, like: PyTree | None = None) -> PyTree:
         "one replica (dp.get_masks(opt_state) does) or unpack inside pmap/vmap."
       )
     size = int(np.prod(mask.shape))
-    if _explicit_spec(mask.bits) is not None:
+    if sharded_spec(mask.bits) is not None:
       return _unpack_sharded(mask.bits, mask.shape)
     return jnp.unpackbits(mask.bits, count=size).reshape(mask.shape).astype(jnp.bool_)
 
@@ -422,9 +415,9 @@ def unpack_masks(masks: PyTree, like: PyTree | None = None) -> PyTree:
     return jax.tree.map(unpack, masks, is_leaf=_is_packed)
 
   def unpack_like(mask, param):
-    spec = _explicit_spec(param)
+    spec = sharded_spec(param)
     unpacked = unpack(mask)
-    if _is_packed(mask) and spec is not None and _explicit_spec(unpacked) != spec:
+    if _is_packed(mask) and spec is not None and sharded_spec(unpacked) != spec:
       unpacked = jax.sharding.reshard(unpacked, jax.typeof(param).sharding)
     return unpacked
 
