@@ -9,7 +9,7 @@ there).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Union
 
 import numpy as np
@@ -96,3 +96,14 @@ def leaf_targets(
   if distribution == "erk":
     return erk_sparsities(shapes, target_sparsity)
   return {name: float(target_sparsity) for name in shapes}
+
+
+def leaf_target_list(
+  paths: Sequence[str],
+  shapes: Sequence[tuple[int, ...]],
+  distribution: Distribution,
+  target_sparsity: float,
+) -> list[float]:
+  """:func:`leaf_targets` as a list in the order of ``paths`` (the prunable leaves')."""
+  by_name = leaf_targets(dict(zip(paths, shapes)), distribution, target_sparsity)
+  return [by_name[path] for path in paths]

@@ -194,10 +194,7 @@ def dynamic_sparse_policy(
   target_sparsity = float(target_sparsity)
 
   def finals(paths, shapes) -> list[float]:
-    by_name = distribution_lib.leaf_targets(
-      dict(zip(paths, shapes)), sparsity_distribution, target_sparsity
-    )
-    return [by_name[p] for p in paths]
+    return distribution_lib.leaf_target_list(paths, shapes, sparsity_distribution, target_sparsity)
 
   def check_leaves(paths, shapes):
     plan_lib.warn_rounding(paths, shapes, finals(paths, shapes))  # mappings raise here

@@ -223,12 +223,7 @@ class DropPlan:
 
   def leaf_finals(self, paths: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> list[float]:
     """Final sparsity of every prunable leaf (static; the global target for a global pool)."""
-    if self.is_global:
-      return [self.target_sparsity] * len(paths)
-    by_name = distribution_lib.leaf_targets(
-      dict(zip(paths, shapes)), self.distribution, self.target_sparsity
-    )
-    return [by_name[path] for path in paths]
+    return distribution_lib.leaf_target_list(paths, shapes, self.distribution, self.target_sparsity)
 
   def check_leaves(self, paths: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> None:
     """The checks that need the shapes (at ``init``): reachability per leaf, rounding."""
