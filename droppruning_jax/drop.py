@@ -63,10 +63,6 @@ def _key_to_float(key: jax.Array) -> jax.Array:
   return jax.lax.bitcast_convert_type(bits, jnp.float32)
 
 
-def _sum(arrays, dtype=jnp.float32) -> jax.Array:
-  return functools.reduce(lambda a, b: a + b, [jnp.sum(a, dtype=dtype) for a in arrays])
-
-
 class _ArrayLayout:
   """Groups kept as lists of arrays in their own shapes: nothing is reshaped or gathered.
 
@@ -86,7 +82,7 @@ class _ArrayLayout:
     return field
 
   def sum(self, field):
-    return jnp.stack([_sum(group) for group in field])
+    return jnp.stack([selection.total(group, jnp.float32) for group in field])
 
   def min(self, field):
     return jnp.stack(

@@ -9,9 +9,7 @@ tie-break of a stable sort, identical on every backend.
 
 from __future__ import annotations
 
-import functools
 import math
-import operator
 from collections.abc import Sequence
 
 import jax
@@ -72,8 +70,9 @@ def flat_index(x: jax.Array, offset: int = 0) -> jax.Array:
   return index
 
 
-def _group_sum(arrays) -> jax.Array:
-  return functools.reduce(operator.add, [jnp.sum(a, dtype=jnp.int32) for a in arrays])
+def total(arrays, dtype=jnp.int32) -> jax.Array:
+  """The sum of every element of ``arrays`` (a list of arrays), in ``dtype``; 0 if empty."""
+  return sum((jnp.sum(a, dtype=dtype) for a in arrays), jnp.zeros((), dtype))
 
 
 def select_lowest_groups(
@@ -104,7 +103,7 @@ def select_lowest_groups(
     low, high = bounds
     mid = low + (high - low) // 2
     counts = jnp.stack(
-      [_group_sum([e & (k <= mid[g]) for k, e in zip(keys[g], eligible[g])]) for g in range(groups)]
+      [total([e & (k <= mid[g]) for k, e in zip(keys[g], eligible[g])]) for g in range(groups)]
     )
     enough = counts >= ks
     return jnp.where(enough, low, mid + 1), jnp.where(enough, mid, high)
@@ -113,7 +112,7 @@ def select_lowest_groups(
   thresholds, _ = jax.lax.fori_loop(0, 32, bisect, start)
   below = [[e & (k < thresholds[g]) for k, e in zip(keys[g], eligible[g])] for g in range(groups)]
   at = [[e & (k == thresholds[g]) for k, e in zip(keys[g], eligible[g])] for g in range(groups)]
-  rooms = jnp.stack([ks[g] - _group_sum(below[g]) for g in range(groups)])
+  rooms = jnp.stack([ks[g] - total(below[g]) for g in range(groups)])
   offsets = [[int(o) for o in _offsets(group)] for group in keys]
   index = [[flat_index(k, offsets[g][i]) for i, k in enumerate(keys[g])] for g in range(groups)]
   totals = [offsets[g][-1] for g in range(groups)]
@@ -123,7 +122,7 @@ def select_lowest_groups(
       low, high = bounds
       mid = low + (high - low) // 2
       counts = jnp.stack(
-        [_group_sum([a & (i < mid[g]) for a, i in zip(at[g], index[g])]) for g in range(groups)]
+        [total([a & (i < mid[g]) for a, i in zip(at[g], index[g])]) for g in range(groups)]
       )
       enough = counts >= rooms
       return jnp.where(enough, low, mid + 1), jnp.where(enough, mid, high)
@@ -134,7 +133,7 @@ def select_lowest_groups(
     return [[a & (i < cuts[g]) for a, i in zip(at[g], index[g])] for g in range(groups)]
 
   # Usually every entry at the threshold fits; the index bisection runs only on ties.
-  fits = jnp.all(jnp.stack([_group_sum(at[g]) for g in range(groups)]) <= rooms)
+  fits = jnp.all(jnp.stack([total(at[g]) for g in range(groups)]) <= rooms)
   take_at = jax.lax.cond(fits, lambda: at, prefix)
   return [[(b | t) & (ks[g] > 0) for b, t in zip(below[g], take_at[g])] for g in range(groups)]
 

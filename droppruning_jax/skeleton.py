@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from droppruning_jax import checks
+from droppruning_jax import checks, selection
 from droppruning_jax import masks as masks_lib
 from droppruning_jax.stats import PruningStats
 
@@ -205,10 +205,9 @@ def _update_masks(
   if stash is not None:  # remember the value of every weight pruned now
     kept = [jnp.where(o & ~n, c, s) for s, c, n, o in zip(stashed, params, new, old)]
     stash = replace_leaves(stash, index, kept)
-  zero = jnp.zeros((), jnp.int32)
-  away = sum((jnp.sum(o & ~n, dtype=jnp.int32) for o, n in zip(old, new)), zero)
-  back = sum((jnp.sum(n & ~o, dtype=jnp.int32) for o, n in zip(old, new)), zero)
-  nonfinite = sum((jnp.sum(~jnp.isfinite(p), dtype=jnp.int32) for p in params), zero)
+  away = selection.total([o & ~n for o, n in zip(old, new)])
+  back = selection.total([n & ~o for o, n in zip(old, new)])
+  nonfinite = selection.total([~jnp.isfinite(p) for p in params])
   stats = stats.replace(
     last_step=count.astype(jnp.int32),
     dropped_away=away,
