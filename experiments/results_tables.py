@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from experiments import study as study_lib
+from experiments import study_report
 
 # Row labels, in table order; a series missing here is shown by its own name, last.
 LABELS = {
@@ -123,7 +124,7 @@ DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFA
 # Where a glance row's study file (for its dataset) and a recipe's config are found.
 STUDY_MODULES = Path(study_lib.__file__).resolve().parent / "studies"
 CONFIGS = Path(study_lib.__file__).resolve().parent / "configs"
-VALIDATION, TEST = study_lib.VALIDATION, study_lib.TEST
+VALIDATION, TEST = study_report.VALIDATION, study_report.TEST
 
 # A block: an opening marker on its own line, anything that is not another opening
 # marker, and the closing marker on its own line.
@@ -150,7 +151,7 @@ def load_rows(studies_dir: Path, names: list[str]) -> list[dict[str, Any]]:
         continue
       merged.setdefault((row["series"], row["target"]), row)
   rows = list(merged.values())
-  legacy = [r["cell"] for r in rows if not study_lib.has_validation(r)]
+  legacy = [r["cell"] for r in rows if not study_report.has_validation(r)]
   if legacy and len(legacy) < len(rows):
     raise ValueError(
       f"studies {names} mix cells with and without a validation split (without: "
@@ -163,11 +164,11 @@ def load_rows(studies_dir: Path, names: list[str]) -> list[dict[str, Any]]:
 def _split(rows: list[dict[str, Any]]) -> str:
   """The split to compare on: validation for runs that have one (load_rows refuses a
   mix), test for runs without a validation split."""
-  return study_lib.selection_split(rows)
+  return study_report.selection_split(rows)
 
 
 def _stats_text(row: dict[str, Any], split: str) -> str:
-  mean, std = study_lib.split_stats(row, split)
+  mean, std = study_report.split_stats(row, split)
   return f"{mean:.2f} ± {std:.2f}"
 
 
@@ -206,7 +207,7 @@ def method_table(rows: list[dict[str, Any]]) -> list[str]:
   first = "method: validation / test error %" if validated else "method"
   lines = [
     f"| {first} | "
-    + " | ".join(f"{study_lib.percent(t)} ({compression(t):.1f}x)" for t in targets)
+    + " | ".join(f"{study_report.percent(t)} ({compression(t):.1f}x)" for t in targets)
     + " |",
     "|---|" + "---|" * len(targets),
   ]
@@ -251,7 +252,7 @@ def diffs_table(studies_dir: Path, spec: str) -> list[str]:
   first = "method (validation error)" if split == VALIDATION else "method"
   first += ": unpaired / paired by seed"
   lines = [
-    f"| network | {first} | " + " | ".join(study_lib.percent(t) for t in targets) + " |",
+    f"| network | {first} | " + " | ".join(study_report.percent(t) for t in targets) + " |",
     "|---|---|" + "---|" * len(targets),
   ]
   for network, rows in networks:
@@ -269,10 +270,10 @@ def diffs_table(studies_dir: Path, spec: str) -> list[str]:
 
 def _both_differences(a, b, split: str) -> str:
   """The unpaired screen and the difference paired by seed, side by side."""
-  unpaired = study_lib.difference_text(a, b, split)
+  unpaired = study_report.difference_text(a, b, split)
   if unpaired == "—" or "(1 seed)" in unpaired:  # nothing to pair
     return unpaired
-  return f"{unpaired} / {study_lib.paired_difference_text(a, b, split)}"
+  return f"{unpaired} / {study_report.paired_difference_text(a, b, split)}"
 
 
 def within_lines(studies_dir: Path, spec: str) -> list[str]:
@@ -290,16 +291,16 @@ def within_lines(studies_dir: Path, spec: str) -> list[str]:
     for series in _ordered_series(rows):
       if series == "dense":
         continue
-      best = study_lib.best_within(rows, series, dense, TOLERANCE_POINTS, split)
+      best = study_report.best_within(rows, series, dense, TOLERANCE_POINTS, split)
       if best is None:
         chosen = "none"
       elif split == VALIDATION:
         chosen = (
-          f"{best['compression']:.1f}x ({study_lib.percent(best['target'])}; validation "
+          f"{best['compression']:.1f}x ({study_report.percent(best['target'])}; validation "
           f"{best['val_error_mean']:.2f} %, test {best['error_mean']:.2f} %)"
         )
       else:
-        target = study_lib.percent(best["target"])
+        target = study_report.percent(best["target"])
         chosen = f"{best['compression']:.1f}x ({target}, {best['error_mean']:.2f} %)"
       parts.append(f"`{series}` {chosen}")
     if split == VALIDATION:
@@ -359,7 +360,7 @@ def tests_table(studies_dir: Path, spec: str) -> list[str]:
     a, b = by_key[(series, target)]["errors"], by_key[(REFERENCE, target)]["errors"]
     if len(a) != len(b) or not 0 < first < len(a):
       raise ValueError(
-        f"{study} at {study_lib.percent(target)}: {len(a)} and {len(b)} runs cannot be paired "
+        f"{study} at {study_report.percent(target)}: {len(a)} and {len(b)} runs cannot be paired "
         f"or split after the first {first}."
       )
     for label, lo in (
@@ -370,11 +371,11 @@ def tests_table(studies_dir: Path, spec: str) -> list[str]:
       diff = f"{np.mean(x) - np.mean(y):+.2f}"
       splits = math.comb(2 * len(x), len(x))
       lines.append(
-        f"| {study_lib.percent(target)} | {label} | {diff} | unpaired: permutation of the means, "
-        f"all {splits:,} splits | {permutation_p(x, y):.3f} |"
+        f"| {study_report.percent(target)} | {label} | {diff} | unpaired: permutation of the "
+        f"means, all {splits:,} splits | {permutation_p(x, y):.3f} |"
       )
       lines.append(
-        f"| {study_lib.percent(target)} | {label} | {diff} | paired by seed: sign flips, "
+        f"| {study_report.percent(target)} | {label} | {diff} | paired by seed: sign flips, "
         f"all {2 ** len(x):,} patterns | {sign_flip_p(x, y):.3f} |"
       )
   return lines
@@ -423,10 +424,10 @@ def _draw_with_published(rows: list[dict[str, Any]], network: str, path: Path) -
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  panels, rows = study_lib.error_panels(rows)
+  panels, rows = study_report.error_panels(rows)
   fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5.6 * (len(panels) + 1), 4.4))
   for ax, (split, label) in zip(axes, panels):
-    study_lib.draw_error_panel(ax, rows, split, label, f"{network}, Fashion-MNIST")
+    study_report.draw_error_panel(ax, rows, split, label, f"{network}, Fashion-MNIST")
     _clip_outliers(ax, rows, split)
   ax = axes[-1]
   for who, x, err in PUBLISHED_MNIST[network]:
@@ -448,7 +449,7 @@ def _clip_outliers(ax, rows: list[dict[str, Any]], split: str) -> None:
   points above the rest) does not flatten the differences that matter; the cells above
   the cut are named in the panel with their errors (the tables have them all)."""
   means = {
-    (r["series"], r["target"]): study_lib.split_stats(r, split)[0]
+    (r["series"], r["target"]): study_report.split_stats(r, split)[0]
     for r in rows
     if r["target"] is not None
   }
@@ -458,7 +459,7 @@ def _clip_outliers(ax, rows: list[dict[str, Any]], split: str) -> None:
     return
   ax.set_ylim(top=top)
   note = "off the chart: " + ", ".join(
-    f"{series} {study_lib.percent(target)} {value:.1f} %"
+    f"{series} {study_report.percent(target)} {value:.1f} %"
     for (series, target), value in sorted(above.items())
   )
   ax.text(0.01, 0.99, note, transform=ax.transAxes, fontsize=7, va="top")
@@ -471,7 +472,7 @@ def study_dataset(study_name: str, cell_name: str) -> str:
   if not path.exists():
     raise ValueError(f"no study file {path} for the report {study_name!r}.")
   study = study_lib.load_module(str(path)).get_study()
-  cells = {c["name"]: c for c in study_lib.study_cells(study)}
+  cells = {c["name"]: c for c in study_report.study_cells(study)}
   if cell_name not in cells:
     raise ValueError(f"study {study_name!r} has no cell {cell_name!r}; cells: {sorted(cells)}.")
   settings = {**study.get("overrides", {}), **cells[cell_name]}
@@ -512,9 +513,9 @@ def glance_table(studies_dir: Path, spec: str) -> list[str]:
         label = f"**`{recipe}` recipe**: {label}"
       compression = f"{row['compression']:.1f}x"
       if row["target"] is not None:
-        compression += f" ({study_lib.percent(row['target'])})"
+        compression += f" ({study_report.percent(row['target'])})"
       dataset = study_dataset(study, cell)
-      if study_lib.has_validation(row):
+      if study_report.has_validation(row):
         validation = _stats_text(row, VALIDATION)
       else:
         validation = "—"

@@ -12,6 +12,7 @@ import pytest
 
 from experiments import data as data_lib
 from experiments import study as study_lib
+from experiments import study_report
 from tests import helpers
 
 
@@ -63,12 +64,12 @@ def test_grid_runs_skips_finished_and_reports_rejected(tmp_path, idx_dir):
   study_lib.run_grid(study, root, str(idx_dir), max_runs=None)
   summary = root / "gradual_seed0" / "summary.json"
   assert summary.exists()
-  assert "cannot follow" in (root / "unreachable_seed0" / study_lib.REJECTED).read_text()
+  assert "cannot follow" in (root / "unreachable_seed0" / study_report.REJECTED).read_text()
   before = summary.stat().st_mtime_ns
   study_lib.run_grid(study, root, str(idx_dir), max_runs=None)  # nothing left to do
   assert summary.stat().st_mtime_ns == before
 
-  report = study_lib.write_report(study, root, tmp_path / "report").read_text()
+  report = study_report.write_report(study, root, tmp_path / "report").read_text()
   row = json.loads(summary.read_text())
   assert f"{100 * row['test_error']:.2f} ± 0.00" in report
   assert "`unreachable`" in report and "Rejected" in report
@@ -76,16 +77,18 @@ def test_grid_runs_skips_finished_and_reports_rejected(tmp_path, idx_dir):
   # A machine without the run folders must not replace the report with an empty one.
   empty = tmp_path / "elsewhere"
   with pytest.raises(ValueError, match="reports 1 finished runs but .* holds only 0"):
-    study_lib.write_report(study, empty, tmp_path / "report")
+    study_report.write_report(study, empty, tmp_path / "report")
   assert "± 0.00" in (tmp_path / "report" / "tiny.md").read_text()
   assert (
     "No finished runs"
-    in study_lib.write_report(study, empty, tmp_path / "report", allow_fewer_runs=True).read_text()
+    in study_report.write_report(
+      study, empty, tmp_path / "report", allow_fewer_runs=True
+    ).read_text()
   )
 
 
 def test_grid_cells_cover_methods_targets_and_seeds():
-  cells = study_lib.study_cells(
+  cells = study_report.study_cells(
     {"methods": ["dense", "drop"], "targets": [0.9, 0.99], "seeds": [0, 1]}
   )
   assert [c["run"] for c in cells] == [
@@ -99,7 +102,7 @@ def test_grid_cells_cover_methods_targets_and_seeds():
 
 
 def test_shards_partition_the_grid():
-  cells = study_lib.study_cells(
+  cells = study_report.study_cells(
     {"methods": ["dense", "gradual", "drop"], "targets": [0.9, 0.99], "seeds": [0, 1, 2]}
   )
   shards = [study_lib.shard_cells(cells, study_lib.parse_shard(f"{i}/4")) for i in range(4)]
@@ -110,7 +113,7 @@ def test_shards_partition_the_grid():
 
 
 def test_cell_patterns_select_runs_in_the_order_given():
-  cells = study_lib.study_cells(
+  cells = study_report.study_cells(
     {"methods": ["dense", "gradual", "drop"], "targets": [0.9, 0.99], "seeds": [0, 1]}
   )
   assert study_lib.select_cells(cells, None) == cells
@@ -134,14 +137,14 @@ def test_bad_shard_is_rejected(shard):
 
 
 def test_explicit_cells_are_compared_as_series():
-  assert study_lib.series_name("drop_cosine_t0.98") == "drop_cosine"
-  assert study_lib.series_name("gradual_t0.9") == "gradual"
-  assert study_lib.series_name("p0.25_q0.2_cosine") == "p0.25_q0.2_cosine"
+  assert study_report.series_name("drop_cosine_t0.98") == "drop_cosine"
+  assert study_report.series_name("gradual_t0.9") == "gradual"
+  assert study_report.series_name("p0.25_q0.2_cosine") == "p0.25_q0.2_cosine"
 
   def row(cell, method, target, mean):
     return {
       "cell": cell,
-      "series": study_lib.series_name(cell),
+      "series": study_report.series_name(cell),
       "method": method,
       "target": target,
       "error_mean": mean,
@@ -156,7 +159,7 @@ def test_explicit_cells_are_compared_as_series():
     row("drop_t0.9", "drop", 0.9, 11.5),
     row("drop_cosine_t0.9", "drop", 0.9, 11.0),
   ]
-  text = "\n".join(study_lib.comparison_lines(rows))
+  text = "\n".join(study_report.comparison_lines(rows))
   assert "| drop | +0.50 ± 0.08* |" in text
   assert "| drop_cosine | +0.00 ± 0.08 |" in text
 
@@ -173,7 +176,7 @@ def test_single_seed_cells_are_never_starred():
     }
 
   text = "\n".join(
-    study_lib.comparison_lines([row("gradual", 10.0, 0.01, 3), row("drop", 12.0, 0.0, 1)])
+    study_report.comparison_lines([row("gradual", 10.0, 0.01, 3), row("drop", 12.0, 0.0, 1)])
   )
   assert "| drop | +2.00 (1 seed) |" in text and "*" not in text.split("| drop |")[1]
 
@@ -182,7 +185,7 @@ def test_unknown_override_is_rejected():
   study = _study()
   study["overrides"]["no_such_field"] = 1
   with pytest.raises(ValueError, match="no_such_field"):
-    study_lib.make_config(study, study_lib.study_cells(study)[0], None)
+    study_lib.make_config(study, study_report.study_cells(study)[0], None)
 
 
 def test_comparison_marks_only_differences_beyond_two_standard_errors():
@@ -203,7 +206,7 @@ def test_comparison_marks_only_differences_beyond_two_standard_errors():
     row("gradual", 0.98, 12.0, 0.5),
     row("drop", 0.98, 11.9, 0.5, 50.0),
   ]
-  text = "\n".join(study_lib.comparison_lines(rows))
+  text = "\n".join(study_report.comparison_lines(rows))
   assert "| drop | -0.60 ± 0.08* | -0.10 ± 0.41 |" in text
   assert "- `drop`: 10.0x (90%, 10.40 ± 0.10 %)" in text
   assert "- `gradual`: none of the targets" in text
@@ -411,7 +414,7 @@ def test_each_recipe_is_the_study_cell_chosen_on_validation(
 
   recipe = importlib.import_module(f"experiments.configs.{config_name}").get_config().to_dict()
   study = study_lib.load_module(f"experiments/studies/{study_name}.py").get_study()
-  cell = next(c for c in study_lib.study_cells(study) if c["run"] == f"{cell_name}_seed0")
+  cell = next(c for c in study_report.study_cells(study) if c["run"] == f"{cell_name}_seed0")
   chosen = study_lib.make_config(study, cell, None).to_dict()
   assert set(chosen) == set(recipe)
   assert {k: (chosen[k], recipe[k]) for k in chosen if chosen[k] != recipe[k]} == {
@@ -472,7 +475,7 @@ def test_the_tuned_weighted_drop_is_the_recipe_cell_at_other_targets():
   targets = study_lib.load_module("experiments/studies/lenet300_fmnist_targets.py").get_study()
 
   def config(study, run):
-    cell = next(c for c in study_lib.study_cells(study) if c["run"] == run)
+    cell = next(c for c in study_report.study_cells(study) if c["run"] == run)
     return study_lib.make_config(study, cell, None).to_dict()
 
   chosen = config(sweep, "weighted_p0.5_q0.4_T1_seed0")
@@ -527,8 +530,8 @@ def test_plot_cuts_the_error_axis_above_a_collapsed_cell_and_names_it():
     _row("set", 0.99, [57.0, 58.0], 88.0),  # collapsed
   ]
   fig, ax = plt.subplots()
-  study_lib.draw_error_panel(ax, rows, study_lib.TEST, "test error", "Net")
-  results_tables._clip_outliers(ax, rows, study_lib.TEST)
+  study_report.draw_error_panel(ax, rows, study_report.TEST, "test error", "Net")
+  results_tables._clip_outliers(ax, rows, study_report.TEST)
   # Median of the cell means 10.1, 11.1, 12.1, 57.5 is 11.6: the axis stops at 23.2.
   assert ax.get_ylim()[1] == pytest.approx(23.2)
   assert [t.get_text() for t in ax.texts] == ["off the chart: set 99% 57.5 %"]
@@ -536,10 +539,10 @@ def test_plot_cuts_the_error_axis_above_a_collapsed_cell_and_names_it():
 
 
 def test_series_names_drop_the_target_wherever_it_stands():
-  assert study_lib.series_name("drop_t0.98") == "drop"
-  assert study_lib.series_name("gradual_t0.99_e200") == "gradual_e200"  # a budget cell
-  assert study_lib.series_name("weighted_p0.5_q0.4_T1") == "weighted_p0.5_q0.4_T1"
-  assert study_lib.series_name("dense_e60") == "dense_e60"
+  assert study_report.series_name("drop_t0.98") == "drop"
+  assert study_report.series_name("gradual_t0.99_e200") == "gradual_e200"  # a budget cell
+  assert study_report.series_name("weighted_p0.5_q0.4_T1") == "weighted_p0.5_q0.4_T1"
+  assert study_report.series_name("dense_e60") == "dense_e60"
 
 
 def test_layer_plot_draws_each_series_sparsity_per_layer(tmp_path, monkeypatch):
@@ -564,7 +567,7 @@ def test_layer_plot_draws_each_series_sparsity_per_layer(tmp_path, monkeypatch):
     return original(ax, y, width, height, label=label, **kwargs)
 
   monkeypatch.setattr(plt.Axes, "barh", record)
-  path = study_lib.plot_layer_sparsity(rows, tmp_path / "s_layers.png", "s")
+  path = study_report.plot_layer_sparsity(rows, tmp_path / "s_layers.png", "s")
   assert path.stat().st_size > 0
   assert sorted(drawn) == [
     ("gradual", (90.0, 90.0)),

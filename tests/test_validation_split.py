@@ -16,8 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments import data as data_lib
-from experiments import report, results_tables, train
-from experiments import study as study_lib
+from experiments import report, results_tables, study_report, train
 from experiments.configs import default
 from tests import helpers
 
@@ -255,17 +254,17 @@ def _write_runs(root: Path, grid: dict, legacy: tuple = ()) -> None:
 
 def test_study_chooses_on_validation_and_reports_the_test_error(tmp_path):
   _write_runs(tmp_path / "runs", GRID)
-  rows = study_lib.aggregate(_study(), tmp_path / "runs")
+  rows = study_report.aggregate(_study(), tmp_path / "runs")
   by_cell = {r["cell"]: r for r in rows}
   dense = by_cell["dense"]
-  assert study_lib.selection_split(rows) == study_lib.VALIDATION
-  best = study_lib.best_within(rows, "gradual", dense, 0.5, study_lib.VALIDATION)
+  assert study_report.selection_split(rows) == study_report.VALIDATION
+  best = study_report.best_within(rows, "gradual", dense, 0.5, study_report.VALIDATION)
   assert best["cell"] == "gradual_t0.9"
   # On test the same tolerance picks the other target: the protocol is what decides.
-  assert study_lib.best_within(rows, "gradual", dense, 0.5, study_lib.TEST)["cell"] == (
+  assert study_report.best_within(rows, "gradual", dense, 0.5, study_report.TEST)["cell"] == (
     "gradual_t0.95"
   )
-  text = study_lib.write_report(_study(), tmp_path / "runs", tmp_path / "report").read_text()
+  text = study_report.write_report(_study(), tmp_path / "runs", tmp_path / "report").read_text()
   assert "chosen on validation" in text and "Protocol: every run holds out the last 10,000" in text
   assert "- `gradual`: 9.9x (90%; validation 10.30 ± 0.00 %; test 11.00 ± 0.00 %)" in text
   # Comparisons are of validation errors: drop - gradual at 90 % is -0.20 (test: +0.50).
@@ -295,11 +294,11 @@ def test_runs_without_a_validation_split_are_kept_apart(tmp_path):
     json.dumps(_summary("dense_seed1", "dense", None, None, 0.5, 1.0))
   )
   study = {**_study(), "seeds": [0, 1]}
-  rows = {r["cell"]: r for r in study_lib.aggregate(study, root)}
+  rows = {r["cell"]: r for r in study_report.aggregate(study, root)}
   assert rows["dense"]["seeds"] == 1 and rows["dense"]["excluded_runs"] == ["dense_seed1"]
   assert rows["dense"]["error_mean"] == pytest.approx(10.0)  # the 50 % run is not mixed in
   assert rows["drop_t0.95"]["val_error_mean"] is None
-  text = study_lib.write_report(study, root, tmp_path / "report").read_text()
+  text = study_report.write_report(study, root, tmp_path / "report").read_text()
   assert "left out of every comparison and plot: `drop_t0.95`" in text
   assert "left out of their cell's numbers: `dense_seed1`" in text
   assert "| drop_t0.95 | drop | 95% | 1 | no split | 12.00 ± 0.00 |" in text
@@ -310,7 +309,7 @@ def test_runs_without_a_validation_split_are_kept_apart(tmp_path):
   # A study made only of such runs is compared on test error, and says so.
   only_legacy = tmp_path / "legacy"
   _write_runs(only_legacy, GRID, legacy=tuple(GRID))
-  text = study_lib.write_report(_study(), only_legacy, tmp_path / "legacy_report").read_text()
+  text = study_report.write_report(_study(), only_legacy, tmp_path / "legacy_report").read_text()
   assert "Protocol: **no validation split**" in text
   assert "Test error difference against `gradual`" in text
   assert "validation error %" not in text
