@@ -401,7 +401,10 @@ _MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {
 
 LINEN_MODEL_NAMES: Sequence[str] = tuple(_MODEL_FACTORIES)
 # Every model, linen or NNX (the ViT is NNX only).
-MODEL_NAMES: Sequence[str] = (*LINEN_MODEL_NAMES, *(n for n in NNX_MODEL_NAMES if n not in _MODEL_FACTORIES))
+MODEL_NAMES: Sequence[str] = (
+  *LINEN_MODEL_NAMES,
+  *(n for n in NNX_MODEL_NAMES if n not in _MODEL_FACTORIES),
+)
 
 
 def get_model(name: str, **kwargs) -> nn.Module:

@@ -24,7 +24,9 @@ def get_study() -> dict:
   cells = [{"name": "dense", "method": "dense"}]
   for series in ("gradual", "drop_cosine", "rigl_erk"):
     for target in (0.9, 0.95):
-      cells.append({"name": f"{series}_t{target:g}", "target_sparsity": target, **METHOD_SERIES[series]})
+      cells.append(
+        {"name": f"{series}_t{target:g}", "target_sparsity": target, **METHOD_SERIES[series]}
+      )
   return {
     "name": "vit_fmnist",
     "config": "experiments/configs/vit.py",
