@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments import report
+from experiments import checkpoints, report, run_folder
 
 # Fields a teacher must share with its student: the same data, and above all the same
 # validation split, so that no image the student is selected on was trained on by the
@@ -56,15 +56,13 @@ def load_teacher(
     ValueError: naming the folder, if it holds no finished run, or a run on other data
       or another validation split than ``config``'s.
   """
-  from experiments import train  # pylint: disable=g-import-not-at-top (train imports us)
-
   folder = Path(config.teacher_workdir)
   if not (folder / report.SUMMARY_FILE).is_file():
     raise ValueError(
       f"teacher_workdir={str(folder)!r} holds no finished run (no {report.SUMMARY_FILE}); "
       "train the teacher to the end first."
     )
-  teacher_config = ml_collections.ConfigDict(train._saved_config(folder))  # pylint: disable=protected-access
+  teacher_config = ml_collections.ConfigDict(run_folder.saved_config(folder))
   for name in SHARED_FIELDS:
     if teacher_config.get(name) != config.get(name):
       raise ValueError(
@@ -72,7 +70,7 @@ def load_teacher(
         f"{teacher_config.get(name)!r}, this run has {config.get(name)!r}: a teacher must "
         "share the student's data and validation split."
       )
-  restored = train.restore_checkpoint(folder)
+  restored = checkpoints.restore_checkpoint(folder)
   if restored is None:
     raise ValueError(f"teacher_workdir={str(folder)!r} has no checkpoint to read the weights from.")
   state = restored["state"]

@@ -128,6 +128,7 @@ def main(argv):
   # but keeps anything that might touch a device below the set-up).
   from experiments import (
     data,  # pylint: disable=g-import-not-at-top
+    errors,  # pylint: disable=g-import-not-at-top
     report,  # pylint: disable=g-import-not-at-top
     train,  # pylint: disable=g-import-not-at-top
   )
@@ -135,11 +136,11 @@ def main(argv):
   workdir = Path(_WORKDIR.value)
   try:
     summary = train.train_and_evaluate(config, workdir, fresh=_FRESH.value)
-  except train.DivergedError as error:
+  except errors.DivergedError as error:
     _fail(str(error), EXIT_DIVERGED)
-  except (train.RunError, data.DatasetError) as error:
+  except (errors.RunError, data.DatasetError) as error:
     _fail(str(error), EXIT_USER_ERROR)
-  except train.Preempted as error:
+  except errors.Preempted as error:
     print(error, file=sys.stderr)
     sys.exit(128 + error.signum)
   if jax.process_index() != 0:

@@ -390,7 +390,7 @@ def plot_block(studies_dir: Path, spec: str, results_dir: Path, write: bool) -> 
   """``NET=STUDY+STUDY`` (one network): the figure's link and the published MNIST table.
 
   The figure has the studies' error panels (validation and test, see
-  ``study.error_panels``) and a third panel with the published MNIST points; it is written
+  ``study_report.error_panels``) and a third panel with the published MNIST points; it is written
   to ``studies_dir`` only when ``write`` (``--check`` compares text, not pixels).
   """
   networks = _networks(spec)

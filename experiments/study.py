@@ -153,7 +153,7 @@ def run_grid(
   import jax  # imported here: --report_only needs no JAX start-up
 
   import droppruning_jax as dp
-  from experiments import train
+  from experiments import errors, train
 
   grid_start = time.time()
   started = 0
@@ -173,11 +173,11 @@ def run_grid(
     logging.info("run %s", cell["run"])
     try:
       train.train_and_evaluate(make_config(study, cell, idx_dir, root), workdir)
-    except train.Preempted as error:
+    except errors.Preempted as error:
       # SIGTERM or Ctrl-C: the run saved its current step; stop the grid, a rerun resumes it.
       print(error, file=sys.stderr)
       sys.exit(128 + error.signum)
-    except train.ConfigError as error:
+    except errors.ConfigError as error:
       # The library rejects an unreachable (p, q, schedule) before the first step:
       # a result of the sweep, not a failure of the grid.
       if not isinstance(error.__cause__, dp.UnreachableScheduleError):

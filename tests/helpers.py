@@ -125,9 +125,9 @@ def idx_config(idx_dir: Path, **overrides):
 
 def final_state(workdir: Path) -> dict:
   """The training state of the newest checkpoint of a run."""
-  from experiments import train
+  from experiments import checkpoints
 
-  checkpoint = train.restore_checkpoint(workdir)
+  checkpoint = checkpoints.restore_checkpoint(workdir)
   assert checkpoint is not None
   return checkpoint["state"]
 

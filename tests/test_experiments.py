@@ -19,8 +19,16 @@ import tensorflow_datasets as tfds
 
 import droppruning_jax as dp
 from droppruning_jax import masks as masks_lib
+from experiments import (
+  config_checks,
+  errors,
+  input_pipeline,
+  methods,
+  report,
+  run_folder,
+  train,
+)
 from experiments import data as data_lib
-from experiments import report, train
 from experiments.configs import default
 from tests import helpers
 
@@ -62,11 +70,11 @@ SUMMARY_KEYS = {
 def _recomputed_test_error(config, state: dict) -> float:
   """The test error of the saved params, by one plain model.apply over the whole test set
   (no eval batching, padding weights or pmap, unlike the runner's evaluation)."""
-  data = train.load_data(config)
+  data = input_pipeline.load_data(config)
   variables = {"params": state["params"]}
   if jax.tree.leaves(state.get("batch_stats", {})):
     variables["batch_stats"] = state["batch_stats"]
-  logits = train.make_model(config, data.num_classes).apply(
+  logits = methods.make_model(config, data.num_classes).apply(
     variables, data.test_images, train=False
   )
   return float(np.mean(np.argmax(logits, -1) != np.asarray(data.test_labels)))
@@ -139,14 +147,14 @@ def test_vgg16_config_builds_its_model_and_transformation():
   takes about a minute on a CPU). Batch norm in training mode is tested in
   tests/test_models.py; the loop threads ``batch_stats`` like the params."""
   config = importlib.import_module("experiments.configs.vgg16").get_config()
-  train.validate_config(config)
-  model = train.make_model(config, 10)
+  config_checks.validate_config(config)
+  model = methods.make_model(config, 10)
   variables = jax.eval_shape(
     lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32), train=False)
   )
   params = variables["params"]
   assert len(variables["batch_stats"]) == 13  # bn1 ... bn13
-  tx = train.make_optimizer(config, 390, params)
+  tx = methods.make_optimizer(config, 390, params)
   state = jax.eval_shape(tx.init, params)
   masks = dp.get_masks(state)
   # The prunable leaves are the 13 conv kernels and the dense kernels; biases and batch
@@ -176,7 +184,7 @@ def test_loop_stops_if_a_pruning_step_was_compiled_without_mask_update(
 ):
   # The loop runs the conditional-free step outside pruning_step_set; if that set
   # ever missed a pruning step, the skipped update must stop the run, not go unseen.
-  monkeypatch.setattr(train, "pruning_step_set", lambda tx: frozenset())
+  monkeypatch.setattr(methods, "pruning_step_set", lambda tx: frozenset())
   config = helpers.idx_config(idx_dir, method=method, han_cycles=2, target_sparsity=0.5)
   with pytest.raises(RuntimeError, match="skip_mask_update"):
     train.train_and_evaluate(config, tmp_path / method)
@@ -343,9 +351,9 @@ def test_resuming_refuses_changed_fields_but_not_new_default_fields(tmp_path):
   config = helpers.idx_config(tmp_path)
   saved = config.to_dict()
   del saved["packed_masks"]  # a run folder whose config.json lacks the field
-  (tmp_path / train.CONFIG_FILE).write_text(json.dumps(saved, default=str))
-  assert train.check_config_change(tmp_path, config) == {}
+  (tmp_path / run_folder.CONFIG_FILE).write_text(json.dumps(saved, default=str))
+  assert run_folder.check_config_change(tmp_path, config) == {}
   saved["learning_rate"] = 1.0
-  (tmp_path / train.CONFIG_FILE).write_text(json.dumps(saved, default=str))
-  with pytest.raises(train.ConfigError, match="learning_rate 1.0 -> 0.05"):
-    train.check_config_change(tmp_path, config)
+  (tmp_path / run_folder.CONFIG_FILE).write_text(json.dumps(saved, default=str))
+  with pytest.raises(errors.ConfigError, match="learning_rate 1.0 -> 0.05"):
+    run_folder.check_config_change(tmp_path, config)

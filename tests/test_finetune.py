@@ -15,7 +15,7 @@ import optax
 import pytest
 
 import droppruning_jax as dp
-from experiments import distill, train
+from experiments import config_checks, distill, errors, methods, train
 from tests import helpers
 
 
@@ -69,7 +69,7 @@ def test_runner_logs_the_rewound_learning_rate(idx_dir, tmp_path):
   config = _config(idx_dir, method="gradual", lr_rewind_epoch=0.0)
   train.train_and_evaluate(config, tmp_path / "run")
   steps_per_epoch = (320 - 64) // 16
-  total, end = 4 * steps_per_epoch, train.pruning_window(config, steps_per_epoch)[1]
+  total, end = 4 * steps_per_epoch, methods.pruning_window(config, steps_per_epoch)[1]
   base = optax.cosine_decay_schedule(config.learning_rate, total)
   for line in _metrics(tmp_path / "run"):
     step = line["step"] - 1  # the learning rate of the epoch's last step
@@ -92,8 +92,8 @@ def test_runner_logs_the_rewound_learning_rate(idx_dir, tmp_path):
   ],
 )
 def test_bad_rewind_or_distillation_settings_are_refused(idx_dir, overrides, match):
-  with pytest.raises(train.ConfigError, match=match):
-    train.validate_config(_config(idx_dir, **overrides))
+  with pytest.raises(errors.ConfigError, match=match):
+    config_checks.validate_config(_config(idx_dir, **overrides))
 
 
 def test_distillation_loss_is_the_documented_mixture():
@@ -142,9 +142,9 @@ def test_teacher_logits_reach_the_loss(idx_dir, teacher_dir, tmp_path, monkeypat
 
 def test_the_teachers_forward_pass_is_its_model(idx_dir, teacher_dir):
   config = _config(idx_dir, method="gradual", teacher_workdir=str(teacher_dir))
-  forward = distill.load_teacher(config, train.make_model, 10)
+  forward = distill.load_teacher(config, methods.make_model, 10)
   state = helpers.final_state(teacher_dir)
-  model = train.make_model(config, 10)
+  model = methods.make_model(config, 10)
   images = np.random.default_rng(0).random((2, 3, 28, 28, 1), np.float32)
   expected = model.apply({"params": state["params"]}, images.reshape(6, 28, 28, 1), train=False)
   np.testing.assert_allclose(forward(images), np.reshape(expected, (2, 3, 10)), rtol=1e-5)
@@ -153,9 +153,9 @@ def test_the_teachers_forward_pass_is_its_model(idx_dir, teacher_dir):
 def test_a_teacher_on_another_validation_split_is_refused(idx_dir, teacher_dir, tmp_path):
   config = _config(idx_dir, method="gradual", validation_examples=32)
   config.teacher_workdir = str(teacher_dir)
-  with pytest.raises(train.ConfigError, match="validation_examples=64"):
+  with pytest.raises(errors.ConfigError, match="validation_examples=64"):
     train.train_and_evaluate(config, tmp_path / "student")
   assert not (tmp_path / "student").exists()  # refused before anything was written
   config.teacher_workdir = str(tmp_path / "nowhere")
-  with pytest.raises(train.ConfigError, match="holds no finished run"):
+  with pytest.raises(errors.ConfigError, match="holds no finished run"):
     train.train_and_evaluate(config, tmp_path / "student")

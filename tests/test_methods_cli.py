@@ -13,7 +13,7 @@ import pytest
 
 import droppruning_jax as dp
 from droppruning_jax import dynamic_sparse
-from experiments import report, train
+from experiments import config_checks, errors, methods, report, run_folder, train
 from experiments.configs import default
 from tests import helpers
 
@@ -132,8 +132,8 @@ def test_config_fields_reach_the_library(overrides, function, expected, monkeypa
   calls = []
   monkeypatch.setattr(dp, function, lambda inner, **kwargs: calls.append(kwargs))
   config = helpers.idx_config(tmp_path, **overrides)
-  train.validate_config(config)
-  train.make_optimizer(config, 16, params=None)
+  config_checks.validate_config(config)
+  methods.make_optimizer(config, 16, params=None)
   (kwargs,) = calls
   assert {name: kwargs[name] for name in expected} == expected
 
@@ -144,7 +144,7 @@ def test_pruning_step_set_is_the_topology_update_schedule(idx_dir, every, end_ep
   # transformation's schedule updates must be in it (else the loop raises), and no other.
   steps_per_epoch = 16
   config = helpers.idx_config(idx_dir, method="rigl", update_every=every, prune_end_epoch=end_epoch)
-  _, end = train.pruning_window(config, steps_per_epoch)
+  _, end = methods.pruning_window(config, steps_per_epoch)
   policy = dynamic_sparse.dynamic_sparse_policy(
     dynamic_sparse.gradient_regrowth, target_sparsity=TARGET, end_step=end, update_every=every
   )
@@ -152,8 +152,8 @@ def test_pruning_step_set_is_the_topology_update_schedule(idx_dir, every, end_ep
   updates = {
     t for t in range(steps_per_epoch) if int(policy.branch_index(jnp.asarray(t, jnp.int32))) == 1
   }
-  tx = train.make_optimizer(config, steps_per_epoch, params=None)
-  assert train.pruning_step_set(tx) == updates
+  tx = methods.make_optimizer(config, steps_per_epoch, params=None)
+  assert methods.pruning_step_set(tx) == updates
   assert updates  # the cases above all have updates
   assert updates == set(range(every, end, every))
 
@@ -199,11 +199,11 @@ def test_new_fields_change_results_for_the_resume_check(field, value, tmp_path):
   # A run folder whose config.json lacks the field.
   saved = default.get_config().to_dict()
   del saved[field]
-  (tmp_path / train.CONFIG_FILE).write_text(train.dumps(saved))
+  (tmp_path / run_folder.CONFIG_FILE).write_text(run_folder.dumps(saved))
   # ...and used the field's default, so resuming with the default is no change,
-  assert train.check_config_change(tmp_path, default.get_config()) == {}
+  assert run_folder.check_config_change(tmp_path, default.get_config()) == {}
   # while another value is refused like any field that changes results.
   config = default.get_config()
   config[field] = value
-  with pytest.raises(train.ConfigError, match=f"{field} .* -> {value!r}"):
-    train.check_config_change(tmp_path, config)
+  with pytest.raises(errors.ConfigError, match=f"{field} .* -> {value!r}"):
+    run_folder.check_config_change(tmp_path, config)

@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import report, train
+from experiments import checkpoints, errors, input_pipeline, methods, report, steps, train
+from experiments import placement as placement_lib
 from experiments.configs import default
 from tests import helpers
 
@@ -64,7 +65,7 @@ def test_jit_run_matches_pmap_and_resumes_bitwise(idx_dir, tmp_path, finished_ru
     resumed_dir,
   )
   assert first == {"stopped": True, "last_epoch": 0}
-  assert train.restore_checkpoint(resumed_dir)["step"] == 6
+  assert checkpoints.restore_checkpoint(resumed_dir)["step"] == 6
   resumed = train.train_and_evaluate(_config(idx_dir, parallel="jit", **overrides), resumed_dir)
   chex.assert_trees_all_equal(helpers.final_state(jit_dir), helpers.final_state(resumed_dir))
   assert resumed["test_error"] == jit_summary["test_error"]
@@ -76,7 +77,7 @@ def test_jit_run_matches_pmap_and_resumes_bitwise(idx_dir, tmp_path, finished_ru
     report.read_metrics(jit_dir)
   )
   # The parallel mode changes results in the last bits: a resume cannot switch it.
-  with pytest.raises(train.ConfigError, match="parallel 'jit' -> 'pmap'"):
+  with pytest.raises(errors.ConfigError, match="parallel 'jit' -> 'pmap'"):
     train.train_and_evaluate(_config(idx_dir, **overrides), resumed_dir)
 
 
@@ -101,12 +102,12 @@ def test_fsdp_shards_the_state_and_matches_data_parallel(idx_dir, tmp_path, fini
   helpers.assert_exact_final_sparsity(summary, tmp_path / "fsdp", 0.9)
 
   # The placement shards every kernel and its mask over "fsdp" (largest divisible axis).
-  data = train.load_data(config)
-  model = train.make_model(config, data.num_classes)
-  params, batch_stats = train.init_variables(config, model, data.image_shape)
-  tx = train.make_optimizer(config, STEPS_PER_EPOCH, params)
-  state = train.TrainState(params, batch_stats, tx.init(params))
-  placement = train.make_placement(config, train.select_devices(config), state)
+  data = input_pipeline.load_data(config)
+  model = methods.make_model(config, data.num_classes)
+  params, batch_stats = methods.init_variables(config, model, data.image_shape)
+  tx = methods.make_optimizer(config, STEPS_PER_EPOCH, params)
+  state = steps.TrainState(params, batch_stats, tx.init(params))
+  placement = placement_lib.make_placement(config, train.select_devices(config), state)
   on_mesh = placement.put_state(jax.tree.map(np.asarray, state))
   kernel = on_mesh.params["dense1"]["kernel"]  # (784, 300)
   assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", None)
@@ -118,12 +119,14 @@ def test_fsdp_shards_the_state_and_matches_data_parallel(idx_dir, tmp_path, fini
   # The run's checkpoint restores straight onto the mesh, each leaf in its sharding,
   # with the values of a restore onto the host; put_state copies them on the devices.
   def target(state):
-    partial = np.zeros(len(train.PARTIAL_FIELDS), np.float64)
+    partial = np.zeros(len(checkpoints.PARTIAL_FIELDS), np.float64)
     step = np.array(0, np.int64)
     return {"state": state, "step": step, "epoch": step, "partial": partial}
 
   host = jax.tree.map(np.asarray, state)
-  restored = train.restore_checkpoint(tmp_path / "fsdp", target(placement.restore_target(host)))
+  restored = checkpoints.restore_checkpoint(
+    tmp_path / "fsdp", target(placement.restore_target(host))
+  )
   restored = restored["state"]
   for leaf, sharding in zip(jax.tree.leaves(restored), jax.tree.leaves(placement.state_sharding)):
     assert isinstance(leaf, jax.Array) and leaf.sharding == sharding
@@ -131,17 +134,17 @@ def test_fsdp_shards_the_state_and_matches_data_parallel(idx_dir, tmp_path, fini
   placed = placement.put_state(restored)
   for copy, leaf in zip(jax.tree.leaves(placed), jax.tree.leaves(restored)):
     assert copy is not leaf and copy.sharding == leaf.sharding
-  on_host = train.restore_checkpoint(tmp_path / "fsdp", target(host))["state"]
+  on_host = checkpoints.restore_checkpoint(tmp_path / "fsdp", target(host))["state"]
   chex.assert_trees_all_equal(placement.get_state(restored), on_host)
 
 
 def test_fsdp_spec_picks_the_largest_divisible_axis():
   P = jax.sharding.PartitionSpec
-  assert train.fsdp_spec((784, 300), "f", 2) == P("f", None)
-  assert train.fsdp_spec((100, 300), "f", 4) == P(None, "f")
-  assert train.fsdp_spec((5, 5, 1, 20), "f", 4) == P(None, None, None, "f")
-  assert train.fsdp_spec((3, 7), "f", 2) == P()
-  assert train.fsdp_spec((), "f", 2) == P()
+  assert placement_lib.fsdp_spec((784, 300), "f", 2) == P("f", None)
+  assert placement_lib.fsdp_spec((100, 300), "f", 4) == P(None, "f")
+  assert placement_lib.fsdp_spec((5, 5, 1, 20), "f", 4) == P(None, None, None, "f")
+  assert placement_lib.fsdp_spec((3, 7), "f", 2) == P()
+  assert placement_lib.fsdp_spec((), "f", 2) == P()
 
 
 def test_nnx_lenet300_trains_to_the_exact_sparsity(idx_dir, tmp_path):
@@ -156,8 +159,8 @@ def test_nnx_lenet300_trains_to_the_exact_sparsity(idx_dir, tmp_path):
     if np.ndim(mask):
       assert np.all(param[~mask] == 0)
   # The reported error is the saved params' (one model.apply over the test set).
-  data = train.load_data(config)
-  logits = train.make_model(config, data.num_classes).apply(
+  data = input_pipeline.load_data(config)
+  logits = methods.make_model(config, data.num_classes).apply(
     {"params": state["params"]}, data.test_images
   )
   assert summary["test_error"] == pytest.approx(
@@ -193,7 +196,7 @@ def test_jit_over_two_processes_matches_one_process(idx_dir, tmp_path, finished_
   fields = {name: value for name, value in config.items() if value != defaults[name]}
   extra = {"stop_after_steps": 7, "checkpoint_every_steps": 3}
   helpers.run_two_processes({**fields, **extra}, tmp_path / "multi")
-  assert train.restore_checkpoint(tmp_path / "multi")["step"] == 6
+  assert checkpoints.restore_checkpoint(tmp_path / "multi")["step"] == 6
   helpers.run_two_processes(fields, tmp_path / "multi")  # resumes
   single, single_dir = finished_run(_config(idx_dir, parallel="jit", num_devices=2))
   multi = report.read_summary(tmp_path / "multi")

@@ -21,8 +21,9 @@ import chex
 import numpy as np
 import pytest
 
+from experiments import checkpoints, errors, input_pipeline, report, run_folder, train
 from experiments import data as data_lib
-from experiments import report, train
+from experiments import steps as steps_lib
 from experiments.configs import default
 from tests import helpers
 from tests.helpers import REPO_ROOT
@@ -79,15 +80,15 @@ def _without_times(lines: list[dict]) -> list[dict]:
 
 def _assert_same_run(workdir: Path, reference_dir: Path) -> None:
   """Final state bitwise equal, and the same metrics lines (times aside)."""
-  a, b = train.restore_checkpoint(reference_dir), train.restore_checkpoint(workdir)
+  a, b = checkpoints.restore_checkpoint(reference_dir), checkpoints.restore_checkpoint(workdir)
   assert int(a["step"]) == int(b["step"]) == 2 * STEPS_PER_EPOCH
   chex.assert_trees_all_equal(a["state"], b["state"])  # params, batch stats, masks, stats
   assert _without_times(report.read_metrics(workdir)) == _without_times(
     report.read_metrics(reference_dir)
   )
-  for name in (train.SUMMARY_FILE, train.RUN_FILE, train.CONFIG_FILE):
+  for name in (run_folder.SUMMARY_FILE, run_folder.RUN_FILE, run_folder.CONFIG_FILE):
     _strict_json((workdir / name).read_text())
-  for line in (workdir / train.METRICS_FILE).read_text().splitlines():
+  for line in (workdir / run_folder.METRICS_FILE).read_text().splitlines():
     _strict_json(line)
 
 
@@ -100,7 +101,7 @@ def _folder_snapshot(folder: Path) -> dict:
 
 def _newest_checkpoint(workdir: Path) -> Path:
   return max(
-    (p for p in (workdir / train.CHECKPOINT_DIR).iterdir() if p.name.isdigit()),
+    (p for p in (workdir / checkpoints.CHECKPOINT_DIR).iterdir() if p.name.isdigit()),
     key=lambda p: int(p.name),
   )
 
@@ -117,14 +118,14 @@ def _truncate_largest_file(folder: Path) -> Path:
 def test_rerun_with_another_config_is_refused_before_writing(idx_dir, reference, tmp_path):
   _, workdir = reference
   before = _folder_snapshot(workdir)
-  with pytest.raises(train.ConfigError) as error:
+  with pytest.raises(errors.ConfigError) as error:
     train.train_and_evaluate(_config(idx_dir, method="random", target_sparsity=0.5), workdir)
   message = str(error.value)
   assert "\n" not in message
   assert "method 'drop' -> 'random'" in message and "target_sparsity 0.9 -> 0.5" in message
   assert "--fresh" in message
   # Another device count changes the last bits of the results: refused too.
-  with pytest.raises(train.ConfigError, match="on 1 device.* would use 2"):
+  with pytest.raises(errors.ConfigError, match="on 1 device.* would use 2"):
     train.train_and_evaluate(_config(idx_dir, num_devices=2), workdir)
   assert _folder_snapshot(workdir) == before
 
@@ -175,7 +176,7 @@ def test_fresh_moves_the_old_folder_aside(idx_dir, reference, tmp_path):
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(
   idx_dir, tmp_path, monkeypatch
 ):
-  original = train.train_batches
+  original = input_pipeline.train_batches
 
   def poisoned(config, data, epoch, num_local_devices):  # NaN images from step 21 on
     for index, (images, labels) in enumerate(original(config, data, epoch, num_local_devices)):
@@ -183,20 +184,22 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(
         images = np.full_like(images, np.nan)
       yield images, labels
 
-  monkeypatch.setattr(train, "train_batches", poisoned)
+  monkeypatch.setattr(input_pipeline, "train_batches", poisoned)
   workdir = tmp_path / "run"
-  with pytest.raises(train.DivergedError) as error:
+  with pytest.raises(errors.DivergedError) as error:
     train.train_and_evaluate(_config(idx_dir), workdir)
   assert error.value.step == STEPS_PER_EPOCH + 5
   assert "train loss is nan at step 21 (epoch 2)" in str(error.value)
   assert "last good checkpoint (step 20)" in str(error.value)
-  assert int(train.restore_checkpoint(workdir)["step"]) == 20
+  assert int(checkpoints.restore_checkpoint(workdir)["step"]) == 20
   assert [line["epoch"] for line in report.read_metrics(workdir)] == [1]
-  assert not (workdir / train.SUMMARY_FILE).exists()
+  assert not (workdir / run_folder.SUMMARY_FILE).exists()
 
 
 def test_summaries_are_strict_json():
-  text = train.dumps({"loss": float("nan"), "errors": [float("inf"), 1.5], "x": np.float32("-inf")})
+  text = run_folder.dumps(
+    {"loss": float("nan"), "errors": [float("inf"), 1.5], "x": np.float32("-inf")}
+  )
   assert _strict_json(text) == {"loss": None, "errors": [None, 1.5], "x": None}
 
 
@@ -206,10 +209,10 @@ def test_summaries_are_strict_json():
 def test_unwritable_checkpoint_folder_fails_before_training(idx_dir, tmp_path):
   workdir = tmp_path / "run"
   workdir.mkdir()
-  (workdir / train.CHECKPOINT_DIR).write_text("a file where the folder should be")
-  with pytest.raises(train.RunFolderError, match="cannot write to .*checkpoints"):
+  (workdir / checkpoints.CHECKPOINT_DIR).write_text("a file where the folder should be")
+  with pytest.raises(errors.RunFolderError, match="cannot write to .*checkpoints"):
     train.train_and_evaluate(_config(idx_dir), workdir)
-  assert sorted(p.name for p in workdir.iterdir()) == [train.CHECKPOINT_DIR]
+  assert sorted(p.name for p in workdir.iterdir()) == [checkpoints.CHECKPOINT_DIR]
 
 
 # --- 7. user errors -------------------------------------------------------------------
@@ -226,7 +229,7 @@ def test_unwritable_checkpoint_folder_fails_before_training(idx_dir, tmp_path):
   ],
 )
 def test_config_errors_name_the_value_before_anything_is_written(overrides, message, tmp_path):
-  with pytest.raises(train.ConfigError) as error:
+  with pytest.raises(errors.ConfigError) as error:
     train.train_and_evaluate(_config(tmp_path / "no-data", **overrides), tmp_path / "run")
   assert message in str(error.value)
   assert not (tmp_path / "run").exists()
@@ -302,25 +305,25 @@ _WORKER = textwrap.dedent(
     import jax
     jax.config.update("jax_num_cpu_devices", 2)  # as the test process
     from absl import app
-    from experiments import main, train
+    from experiments import input_pipeline, main, methods
     fault, at = sys.argv[1], int(sys.argv[2])
     signum = {"term": signal.SIGTERM, "int": signal.SIGINT}.get(fault, signal.SIGKILL)
     if fault == "nan":  # NaN images from the AT-th batch of this process on
-      original = train.train_batches
+      original = input_pipeline.train_batches
       count = [0]
       def batches(*args):
         for images, labels in original(*args):
           count[0] += 1
           yield (images * float("nan") if count[0] > at else images), labels
-      train.train_batches = batches
+      input_pipeline.train_batches = batches
     elif fault == "int_compile":
-      original_init = train.init_variables
+      original_init = methods.init_variables
       def init_variables(*args):
         os.kill(os.getpid(), signal.SIGINT)
         return original_init(*args)
-      train.init_variables = init_variables
+      methods.init_variables = init_variables
     elif fault in ("kill", "term", "int"):
-      original = train.train_batches
+      original = input_pipeline.train_batches
       count = [0]
       def batches(*args):
         for batch in original(*args):
@@ -328,7 +331,7 @@ _WORKER = textwrap.dedent(
           count[0] += 1
           if count[0] == at:
             os.kill(os.getpid(), signum)
-      train.train_batches = batches
+      input_pipeline.train_batches = batches
     else:
       from orbax.checkpoint._src.path import atomicity
       finalize = atomicity.AtomicRenameTemporaryPath.finalize
@@ -395,8 +398,8 @@ def test_fault_injection_resume_is_bitwise(idx_dir, reference, tmp_path, caplog)
       assert "stopped by SIGTERM: saved a checkpoint at step" in result.stderr
       assert "Traceback" not in result.stderr
     steps.append(
-      int(train.restore_checkpoint(workdir)["step"])
-      if any(p.name.isdigit() for p in (workdir / train.CHECKPOINT_DIR).iterdir())
+      int(checkpoints.restore_checkpoint(workdir)["step"])
+      if any(p.name.isdigit() for p in (workdir / checkpoints.CHECKPOINT_DIR).iterdir())
       else 0
     )
   assert steps == sorted(steps) and steps[-1] > 0, (seed, faults, steps)
@@ -404,7 +407,7 @@ def test_fault_injection_resume_is_bitwise(idx_dir, reference, tmp_path, caplog)
   newest = _newest_checkpoint(workdir)
   _truncate_largest_file(newest)
   # And a torn last line in metrics.jsonl, as a kill in the middle of an append leaves.
-  with open(workdir / train.METRICS_FILE, "a") as f:
+  with open(workdir / run_folder.METRICS_FILE, "a") as f:
     f.write('{"epoch": 2, "step": 32, "learning_ra')
   handler = signal.getsignal(signal.SIGTERM)
   with caplog.at_level("WARNING"):
@@ -412,7 +415,7 @@ def test_fault_injection_resume_is_bitwise(idx_dir, reference, tmp_path, caplog)
   assert signal.getsignal(signal.SIGTERM) == handler  # the run's own handler is gone
   assert f"checkpoint(s) [{newest.name}]" in caplog.text and "do not restore" in caplog.text
   assert "dropped its torn last line" in caplog.text
-  assert (workdir / train.BROKEN_CHECKPOINT_DIR / newest.name).is_dir()
+  assert (workdir / checkpoints.BROKEN_CHECKPOINT_DIR / newest.name).is_dir()
   _assert_same_run(workdir, reference[1])
   assert summary["test_error"] == reference[0]["test_error"]
   assert len(summary["starts"]) == len(faults) + 1
@@ -426,7 +429,7 @@ def test_ctrl_c_saves_and_resumes_like_sigterm(idx_dir, reference, tmp_path):
   assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]
   assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
   assert "stopped by Ctrl-C (SIGINT): saved a checkpoint at step 7 (epoch 1" in result.stderr
-  assert int(train.restore_checkpoint(workdir)["step"]) == 7
+  assert int(checkpoints.restore_checkpoint(workdir)["step"]) == 7
   train.train_and_evaluate(_config(idx_dir), workdir)
   _assert_same_run(workdir, reference[1])
 
@@ -440,11 +443,11 @@ def test_ctrl_c_during_the_first_compile_stops_cleanly(idx_dir, tmp_path):
 
 def test_a_second_run_on_a_workdir_in_use_is_refused(idx_dir, reference, tmp_path):
   workdir = tmp_path / "run"
-  holder = train._WorkdirLock(workdir)
+  holder = run_folder.WorkdirLock(workdir)
   holder.acquire()  # another run holds the folder (flock: per open file, so also here)
   try:
     for fresh in (False, True):
-      with pytest.raises(train.RunFolderError, match=f"in use by process {os.getpid()} on "):
+      with pytest.raises(errors.RunFolderError, match=f"in use by process {os.getpid()} on "):
         train.train_and_evaluate(_config(idx_dir), workdir, fresh=fresh)
     assert sorted(p.name for p in workdir.iterdir()) == ["checkpoints", "run.lock"]
     assert not any((workdir / "checkpoints").iterdir())  # nothing written
@@ -456,8 +459,9 @@ def test_a_second_run_on_a_workdir_in_use_is_refused(idx_dir, reference, tmp_pat
     [
       sys.executable,
       "-c",
-      "import sys; from pathlib import Path; from experiments import train; "
-      "lock = train._WorkdirLock(Path(sys.argv[1])); lock.acquire(); print('held', flush=True); "
+      "import sys; from pathlib import Path; from experiments import run_folder; "
+      "lock = run_folder.WorkdirLock(Path(sys.argv[1])); lock.acquire(); "
+      "print('held', flush=True); "
       "sys.stdin.read()",
       str(workdir),
     ],
@@ -503,9 +507,9 @@ def test_pruned_weights_stay_exactly_zero_after_a_divergence():
     **params,
     name: {**params[name], "kernel": params[name]["kernel"].at[0, 0].set(jnp.nan)},
   }
-  step = train._train_step_fn(model, tx, True, True, lambda tree: tree)
+  step = steps_lib.train_step_fn(model, tx, True, True, lambda tree: tree)
   state, _ = jax.jit(step)(
-    train.TrainState(params, {}, opt_state), jnp.zeros((4, 28, 28, 1)), jnp.zeros(4, jnp.int32)
+    steps_lib.TrainState(params, {}, opt_state), jnp.zeros((4, 28, 28, 1)), jnp.zeros(4, jnp.int32)
   )
   assert float(state.params[name]["kernel"][0, 0]) == 0.0
 

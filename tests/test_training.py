@@ -11,7 +11,7 @@ import pytest
 
 import droppruning_jax as dp
 from experiments import data as data_lib
-from experiments import train
+from experiments import methods, train
 from experiments.configs import default
 from tests import helpers
 
@@ -91,7 +91,7 @@ def test_drop_anneal_reaches_the_library_as_the_intended_schedules(anneal, monke
     )
   )
   steps_per_epoch = 10
-  train.make_optimizer(config, steps_per_epoch, params={})
+  methods.make_optimizer(config, steps_per_epoch, params={})
   (kwargs,) = calls
   # Pruning runs from epoch 1 to epoch 12: steps 10 to 120.
   assert (kwargs["begin_step"], kwargs["end_step"]) == (10, 120)

@@ -15,8 +15,19 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from experiments import (
+  checkpoints,
+  errors,
+  input_pipeline,
+  methods,
+  report,
+  results_tables,
+  run_folder,
+  study_report,
+  train,
+)
 from experiments import data as data_lib
-from experiments import report, results_tables, study_report, train
+from experiments import summary as summary_lib
 from experiments.configs import default
 from tests import helpers
 
@@ -77,22 +88,22 @@ def finished(idx_dir, finished_run):
 
 
 def test_split_is_the_last_n_training_images_then_the_cap(idx_dir):
-  data = train.load_data(_config(idx_dir))
+  data = input_pipeline.load_data(_config(idx_dir))
   assert _indices(data.val_images) == list(range(NUM_TRAIN - HELD_OUT, NUM_TRAIN))
   assert _indices(data.train_images) == list(range(NUM_TRAIN - HELD_OUT))
   raw_images, raw_labels = data_lib.load_idx_split(idx_dir, "train")
   np.testing.assert_array_equal(data.val_labels, raw_labels[-HELD_OUT:])
   np.testing.assert_array_equal(data.val_images, raw_images[-HELD_OUT:] / np.float32(255))
   # Hold out first, then cap: the validation images do not depend on the cap.
-  capped = train.load_data(_config(idx_dir, max_train_examples=20))
+  capped = input_pipeline.load_data(_config(idx_dir, max_train_examples=20))
   assert _indices(capped.train_images) == list(range(20))
   assert _indices(capped.val_images) == _indices(data.val_images)
   # The split does not depend on the seed.
-  other_seed = train.load_data(_config(idx_dir, seed=7))
+  other_seed = input_pipeline.load_data(_config(idx_dir, seed=7))
   np.testing.assert_array_equal(other_seed.val_images, data.val_images)
   # 0 disables it; unset holds out 10,000 only from splits of at least 50,000 images.
-  assert len(train.load_data(_config(idx_dir, validation_examples=0)).val_images) == 0
-  assert len(train.load_data(_config(idx_dir, validation_examples=None)).val_images) == 0
+  assert len(input_pipeline.load_data(_config(idx_dir, validation_examples=0)).val_images) == 0
+  assert len(input_pipeline.load_data(_config(idx_dir, validation_examples=None)).val_images) == 0
   assert data_lib.validation_count(None, 60_000) == data_lib.validation_count(None, 50_000)
   assert data_lib.validation_count(None, 50_000) == 10_000
   assert data_lib.validation_count(None, 49_999) == 0
@@ -102,7 +113,7 @@ def test_split_under_mocked_tfds_with_statistics_of_the_training_images(tmp_path
   config = _config(None, dataset="cifar10", data_dir=str(tmp_path), validation_examples=10)
   with tfds.testing.mock_data(num_examples=40):
     raw_images, raw_labels = data_lib.load_dataset("cifar10", data_dir=tmp_path)["train"]
-    data = train.load_data(config)
+    data = input_pipeline.load_data(config)
   train_raw = raw_images[:30].astype(np.float64) / 255
   mean, std = train_raw.mean(axis=(0, 1, 2)), train_raw.std(axis=(0, 1, 2))
   np.testing.assert_allclose(data.train_images, (train_raw - mean) / std, atol=1e-5)
@@ -125,7 +136,7 @@ def test_bad_values_are_one_line_errors_before_anything_is_written(
   idx_dir, tmp_path, value, message
 ):
   # A ConfigError (a ValueError) is what experiments/main.py prints as one line, exit 2.
-  with pytest.raises(train.ConfigError, match="^invalid config: ") as error:
+  with pytest.raises(errors.ConfigError, match="^invalid config: ") as error:
     train.train_and_evaluate(_config(idx_dir, validation_examples=value), tmp_path / "run")
   assert message in str(error.value) and "\n" not in str(error.value)
   assert not (tmp_path / "run").exists()
@@ -136,10 +147,10 @@ def test_bad_values_are_one_line_errors_before_anything_is_written(
 
 def test_summary_val_error_is_the_models_error_on_the_held_out_images(idx_dir, finished):
   summary, workdir = finished
-  state = train.restore_checkpoint(workdir)["state"]
+  state = checkpoints.restore_checkpoint(workdir)["state"]
   raw_images, raw_labels = data_lib.load_idx_split(idx_dir, "train")
   held_out = raw_images[-HELD_OUT:].astype(np.float32) / 255
-  model = train.make_model(_config(idx_dir), data_lib.NUM_CLASSES)
+  model = methods.make_model(_config(idx_dir), data_lib.NUM_CLASSES)
   logits = np.asarray(model.apply({"params": state["params"]}, held_out), np.float64)
   labels = raw_labels[-HELD_OUT:]
   error = float(np.mean(np.argmax(logits, -1) != labels))
@@ -179,23 +190,23 @@ def test_best_validation_epoch_is_chosen_at_the_final_sparsity():
     line(3, 0.9, 0.11, 0.13),
     line(4, 0.9, 0.11, 0.12),
   ]
-  assert train.best_validation_epoch(metrics)["epoch"] == 3  # the earliest of equals
-  assert train.best_validation_epoch([{**m, "val_error": None} for m in metrics]) is None
+  assert summary_lib.best_validation_epoch(metrics)["epoch"] == 3  # the earliest of equals
+  assert summary_lib.best_validation_epoch([{**m, "val_error": None} for m in metrics]) is None
 
 
 def test_changing_the_split_is_refused_on_resume(idx_dir, finished, tmp_path):
   _, workdir = finished
   before = sorted(p.name for p in workdir.rglob("*"))
-  with pytest.raises(train.ConfigError, match=f"validation_examples {HELD_OUT} -> 16"):
+  with pytest.raises(errors.ConfigError, match=f"validation_examples {HELD_OUT} -> 16"):
     train.train_and_evaluate(_config(idx_dir, validation_examples=16), workdir)
   assert sorted(p.name for p in workdir.rglob("*")) == before
   # A run folder whose config.json lacks the field trained on every image: it counts as 0.
   saved = _config(idx_dir).to_dict()
   del saved["validation_examples"]
-  (tmp_path / train.CONFIG_FILE).write_text(json.dumps(saved, default=str))
-  assert train.check_config_change(tmp_path, _config(idx_dir, validation_examples=0)) == {}
-  with pytest.raises(train.ConfigError, match="validation_examples 0 -> None"):
-    train.check_config_change(tmp_path, _config(idx_dir, validation_examples=None))
+  (tmp_path / run_folder.CONFIG_FILE).write_text(json.dumps(saved, default=str))
+  assert run_folder.check_config_change(tmp_path, _config(idx_dir, validation_examples=0)) == {}
+  with pytest.raises(errors.ConfigError, match="validation_examples 0 -> None"):
+    run_folder.check_config_change(tmp_path, _config(idx_dir, validation_examples=None))
 
 
 # --- studies --------------------------------------------------------------------------

@@ -104,7 +104,8 @@ def _cli_report(idx_dir: str, workdir: Path) -> dict:
   import jax
   import numpy as np
 
-  from experiments import train
+  from experiments import methods, steps, train
+  from experiments import placement as placement_lib
   from experiments.configs import vit
   from tests import helpers
 
@@ -131,10 +132,10 @@ def _cli_report(idx_dir: str, workdir: Path) -> dict:
   ]
   # The placement of the mesh run: params, masks and Adam moments by the annotations.
   cfg = config(**mesh)
-  model = train.make_model(cfg, 10)
+  model = methods.make_model(cfg, 10)
   host = helpers.final_state(workdir / "mesh")
-  state = train.TrainState(host["params"], {}, host["opt_state"])
-  placement = train.JitPlacement(cfg, jax.devices(), state, model.param_specs())
+  state = steps.TrainState(host["params"], {}, host["opt_state"])
+  placement = placement_lib.JitPlacement(cfg, jax.devices(), state, model.param_specs())
   flat = jax.tree_util.tree_flatten_with_path(placement.state_sharding)[0]
   specs = {jax.tree_util.keystr(path): str(s.spec) for path, s in flat}
   return {
@@ -173,9 +174,9 @@ def test_vit_has_every_parameter_annotated_and_the_default_prunes_only_kernels_a
   from jax.sharding import PartitionSpec as P
 
   import droppruning_jax as dp
-  from experiments import models, train
+  from experiments import methods, models
 
-  model = train.FunctionalNNX("vit", num_classes=10)
+  model = methods.FunctionalNNX("vit", num_classes=10)
   params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), None))["params"]
   specs = model.param_specs()
   paths = dp.masks.leaf_paths(params)
