@@ -30,7 +30,7 @@ DROP_BACK_SCALES = ("active", "pruned")
 REGROW_INITS = ("zero", "restore")
 # Which pool members drop away, and which pruned weights drop back: with equal
 # probability, or weighted by importance / by the gradient or the magnitude a weight had
-# when it was pruned (see drop.weighted_probabilities).
+# when it was pruned (see weighting.weighted_probabilities).
 DROP_AWAY_RULES = ("uniform", "importance")
 DROP_BACK_RULES = ("uniform", "gradient", "stash")
 # A shortfall this small is rounding noise, not an unreachable schedule.
@@ -285,7 +285,7 @@ def check_drop_rules(drop_away, drop_back, temperature) -> float:
   """Validates the drop rules; returns the temperature (default 1.0).
 
   The weighted rules change *which* weights drop, never how many in expectation (the
-  expected counts are those of the uniform rules, see ``drop.weighted_probabilities``),
+  expected counts are those of the uniform rules, see ``weighting.weighted_probabilities``),
   so the reachability check of the uniform rules holds for them unchanged.
   """
   checks.check_choice("drop_away", drop_away, DROP_AWAY_RULES)

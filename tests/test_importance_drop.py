@@ -19,7 +19,7 @@ import optax
 import pytest
 
 import droppruning_jax as dp
-from droppruning_jax import drop, importance, plan, skeleton
+from droppruning_jax import drop, importance, plan, skeleton, weighting
 from tests.helpers import make_step, random_grads
 
 N = 4000
@@ -31,7 +31,7 @@ def reference_probabilities(scores, candidates, total, temperature):
   """``min(1, lam exp(-z / T))`` over the candidates, ``z`` standardised, summing to ``total``.
 
   Float64 and a plain bisection on ``log lam``: a separate derivation of what
-  ``drop.weighted_probabilities`` computes with a bisection over float32 keys.
+  ``weighting.weighted_probabilities`` computes with a bisection over float32 keys.
   """
   s = np.asarray(scores, np.float64)[candidates]
   x = (s - s.mean()) / s.std() / temperature
@@ -50,7 +50,7 @@ SIZE = 2000
 @jax.jit
 def _probs(scores, candidates, total, temperature):
   """One group of SIZE entries (shorter cases are padded with non-candidates): one compile."""
-  return drop.weighted_probabilities([[scores]], [[candidates]], [total], temperature)[0][0]
+  return weighting.weighted_probabilities([[scores]], [[candidates]], [total], temperature)[0][0]
 
 
 @pytest.mark.parametrize("temperature", [0.05, 0.5, 1.0, 4.0])
@@ -103,7 +103,7 @@ def test_both_layouts_give_the_float64_solution_per_group():
   @jax.jit
   def both(scores, candidates):
     return [
-      drop.weighted_probabilities(scores, candidates, totals, 0.8, layout=layout)
+      weighting.weighted_probabilities(scores, candidates, totals, 0.8, layout=layout)
       for layout in ("blocks", "arrays")
     ]
 
@@ -674,8 +674,8 @@ def test_stash_evidence_probabilities_equal_the_float64_solution(temperature):
   as_jnp = lambda xs: [jnp.asarray(x) for x in xs]  # noqa: E731
 
   # Per leaf: |stash| standardised over the leaf's pruned weights.
-  evidence = drop._evidence(_stash_plan(), as_jnp(grads), as_jnp(stash))
-  got = drop.weighted_probabilities(
+  evidence = weighting.back_evidence(_stash_plan().drop_back, as_jnp(grads), as_jnp(stash))
+  got = weighting.weighted_probabilities(
     [[-e] for e in evidence], [[jnp.asarray(p)] for p in pruned], totals, temperature
   )
   for g, (x, p, total) in enumerate(zip(stash, pruned, totals)):
@@ -688,8 +688,10 @@ def test_stash_evidence_probabilities_equal_the_float64_solution(temperature):
   # One global pool: |stash| divided per leaf by its mean over the leaf's pruned weights
   # (the leaves' scales differ tenfold), then standardised over all pruned weights.
   global_plan = _stash_plan("global", temperature)
-  evidence = drop._global_evidence(global_plan, as_jnp(masks), as_jnp(grads), as_jnp(stash))
-  (got,) = drop.weighted_probabilities(
+  evidence = weighting.global_back_evidence(
+    global_plan.drop_back, as_jnp(masks), as_jnp(grads), as_jnp(stash)
+  )
+  (got,) = weighting.weighted_probabilities(
     [[-e for e in evidence]], [[jnp.asarray(p) for p in pruned]], [sum(totals)], temperature
   )
   normalised = [
