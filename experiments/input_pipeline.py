@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import config_checks, errors
+from experiments import config_checks, errors, preprocessing
 from experiments import data as data_lib
 
 
@@ -60,7 +60,7 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
   train_images, train_labels = dataset["train"]
   test_images, test_labels = dataset["test"]
   try:
-    held_out = data_lib.validation_count(config.validation_examples, len(train_images))
+    held_out = preprocessing.validation_count(config.validation_examples, len(train_images))
   except ValueError as error:
     raise errors.ConfigError(f"invalid config: {error}") from error
   if held_out and len(train_images) - held_out < config.batch_size:
@@ -70,7 +70,7 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
       f"than one batch (batch_size={config.batch_size}); hold out at most "
       f"{len(train_images) - config.batch_size}, or 0 for none."
     )
-  (train_images, train_labels), (val_images, val_labels) = data_lib.split_validation(
+  (train_images, train_labels), (val_images, val_labels) = preprocessing.split_validation(
     train_images, train_labels, held_out
   )
   if config.max_train_examples:
@@ -87,15 +87,15 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
   # Statistics of the images trained on only: the held-out ones must not leak in.
   stats = None
   if config.dataset == "cifar10" and held_out:
-    stats = data_lib.channel_stats(train_images)
+    stats = preprocessing.channel_stats(train_images)
   return Data(
-    train_images=data_lib.normalize(train_images, config.dataset, stats),
+    train_images=preprocessing.normalize(train_images, config.dataset, stats),
     train_labels=train_labels,
-    test_images=data_lib.normalize(test_images, config.dataset, stats),
+    test_images=preprocessing.normalize(test_images, config.dataset, stats),
     test_labels=test_labels,
     image_shape=tuple(dataset["image_shape"]),
     num_classes=dataset["num_classes"],
-    val_images=data_lib.normalize(val_images, config.dataset, stats),
+    val_images=preprocessing.normalize(val_images, config.dataset, stats),
     val_labels=val_labels,
   )
 
@@ -119,11 +119,11 @@ def train_batches(
   rng = epoch_rng(config.seed, epoch)
   per_process = config.batch_size // jax.process_count()
   start = jax.process_index() * per_process
-  for images, labels in data_lib.batches(
+  for images, labels in preprocessing.batches(
     data.train_images, data.train_labels, config.batch_size, rng=rng
   ):
     if config.augment:
-      images = data_lib.random_crop_flip(rng, images)
+      images = preprocessing.random_crop_flip(rng, images)
     images = images[start : start + per_process]
     labels = labels[start : start + per_process]
     yield (

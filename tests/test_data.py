@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import data
+from experiments import data, preprocessing
 
 NUM_TRAIN = 6
 NUM_TEST = 4
@@ -227,7 +227,7 @@ def test_real_fashion_mnist():
 
 def test_normalize_mnist_to_unit_interval():
   images = np.array([0, 51, 255], np.uint8).reshape(1, 3, 1, 1)
-  normalized = data.normalize(images, "mnist")
+  normalized = preprocessing.normalize(images, "mnist")
   assert normalized.dtype == np.float32
   np.testing.assert_allclose(normalized.ravel(), [0.0, 0.2, 1.0], rtol=1e-6)
 
@@ -235,18 +235,18 @@ def test_normalize_mnist_to_unit_interval():
 def test_normalize_cifar10_per_channel():
   mean_pixel = np.round(data.CIFAR10_MEAN * 255).astype(np.uint8)
   images = np.broadcast_to(mean_pixel, (2, 4, 4, 3))
-  normalized = data.normalize(images, "cifar10")
+  normalized = preprocessing.normalize(images, "cifar10")
   assert normalized.dtype == np.float32
   np.testing.assert_allclose(normalized, 0.0, atol=0.01)
-  white = data.normalize(np.full((1, 1, 1, 3), 255, np.uint8), "cifar10")
+  white = preprocessing.normalize(np.full((1, 1, 1, 3), 255, np.uint8), "cifar10")
   np.testing.assert_allclose(white.ravel(), (1 - data.CIFAR10_MEAN) / data.CIFAR10_STD, rtol=1e-6)
 
 
 def test_random_crop_flip_is_deterministic_and_shape_preserving():
   images = np.random.default_rng(0).normal(size=(8, 32, 32, 3))
   images = images.astype(np.float32)
-  first = data.random_crop_flip(np.random.default_rng(1), images)
-  second = data.random_crop_flip(np.random.default_rng(1), images)
+  first = preprocessing.random_crop_flip(np.random.default_rng(1), images)
+  second = preprocessing.random_crop_flip(np.random.default_rng(1), images)
   assert first.shape == images.shape and first.dtype == images.dtype
   np.testing.assert_array_equal(first, second)
 
@@ -262,7 +262,7 @@ def test_random_crop_flip_crops_are_shifted_or_flipped_windows():
       windows.add(window.tobytes())
       windows.add(window[:, ::-1].tobytes())
   rng = np.random.default_rng(0)
-  crops = data.random_crop_flip(rng, np.repeat(image, 64, axis=0), padding=2)
+  crops = preprocessing.random_crop_flip(rng, np.repeat(image, 64, axis=0), padding=2)
   seen = {crop[:, :, 0].tobytes() for crop in crops}
   assert seen <= windows
   assert len(seen) > 10  # Offsets and flips actually vary.
@@ -273,10 +273,10 @@ def test_batches_cover_epoch_deterministically():
   labels = np.arange(10)
 
   def epoch(seed, **kwargs):
-    return list(data.batches(images, labels, 3, rng=np.random.default_rng(seed), **kwargs))
+    return list(preprocessing.batches(images, labels, 3, rng=np.random.default_rng(seed), **kwargs))
 
   first, again = epoch(0), epoch(0)
-  assert len(first) == data.num_batches(10, 3) == 3
+  assert len(first) == preprocessing.num_batches(10, 3) == 3
   for (x, y), (x2, y2) in zip(first, again):
     np.testing.assert_array_equal(x, x2)
     np.testing.assert_array_equal(y, y2)
@@ -286,23 +286,23 @@ def test_batches_cover_epoch_deterministically():
   assert len(set(seen)) == 9  # One example dropped with the remainder.
 
   full = epoch(0, drop_remainder=False)
-  assert len(full) == data.num_batches(10, 3, drop_remainder=False) == 4
+  assert len(full) == preprocessing.num_batches(10, 3, drop_remainder=False) == 4
   np.testing.assert_array_equal(np.sort(np.concatenate([y for _, y in full])), labels)
 
 
 def test_batches_without_shuffle_keep_order():
   images = np.arange(7)
-  ordered = data.batches(images, images, 2, shuffle=False, drop_remainder=False)
+  ordered = preprocessing.batches(images, images, 2, shuffle=False, drop_remainder=False)
   np.testing.assert_array_equal(np.concatenate([x for x, _ in ordered]), images)
 
 
 def test_batches_validate_arguments_eagerly():
   with pytest.raises(ValueError, match="rng"):
-    data.batches(np.zeros(4), np.zeros(4), 2)
+    preprocessing.batches(np.zeros(4), np.zeros(4), 2)
   with pytest.raises(ValueError, match="labels"):
-    data.batches(np.zeros(4), np.zeros(3), 2, shuffle=False)
+    preprocessing.batches(np.zeros(4), np.zeros(3), 2, shuffle=False)
   with pytest.raises(ValueError, match="batch_size"):
-    data.batches(np.zeros(4), np.zeros(4), 0, shuffle=False)
+    preprocessing.batches(np.zeros(4), np.zeros(4), 0, shuffle=False)
 
 
 def test_download_idx_fetches_reads_and_reuses_the_files(tmp_path):

@@ -20,6 +20,7 @@ from experiments import (
   errors,
   input_pipeline,
   methods,
+  preprocessing,
   report,
   results_tables,
   run_folder,
@@ -104,9 +105,11 @@ def test_split_is_the_last_n_training_images_then_the_cap(idx_dir):
   # 0 disables it; unset holds out 10,000 only from splits of at least 50,000 images.
   assert len(input_pipeline.load_data(_config(idx_dir, validation_examples=0)).val_images) == 0
   assert len(input_pipeline.load_data(_config(idx_dir, validation_examples=None)).val_images) == 0
-  assert data_lib.validation_count(None, 60_000) == data_lib.validation_count(None, 50_000)
-  assert data_lib.validation_count(None, 50_000) == 10_000
-  assert data_lib.validation_count(None, 49_999) == 0
+  assert preprocessing.validation_count(None, 60_000) == preprocessing.validation_count(
+    None, 50_000
+  )
+  assert preprocessing.validation_count(None, 50_000) == 10_000
+  assert preprocessing.validation_count(None, 49_999) == 0
 
 
 def test_split_under_mocked_tfds_with_statistics_of_the_training_images(tmp_path):
