@@ -136,7 +136,7 @@ class MaskPolicy(NamedTuple):
   initial_masks: Optional[Callable[[list[str], list[jax.Array]], list[jax.Array]]] = None
 
 
-def _branch_index(policy: MaskPolicy, name: str) -> Callable[[jax.Array], jax.Array]:
+def branch_index_of(policy: MaskPolicy, name: str) -> Callable[[jax.Array], jax.Array]:
   """The policy's ``branch_index``, or the one its static ``steps`` define."""
   if policy.branch_index is not None:
     return policy.branch_index
@@ -315,7 +315,7 @@ def pruning_transformation(
   if policy.regrow_from_stash and not policy.keep_stash:
     raise ValueError(f"{name}: regrow_from_stash needs keep_stash (there is nothing to restore).")
   inner = optax.with_extra_args_support(inner)
-  branch_index = _branch_index(policy, name)
+  branch_index = branch_index_of(policy, name)
 
   def init_fn(params: PyTree) -> PruningState:
     masks = _initial_masks(policy, params, prunable)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import pytest
 
 import droppruning_jax as dp
-from droppruning_jax import dynamic_sparse
+from droppruning_jax import dynamic_sparse, skeleton
 from experiments import config_checks, errors, methods, report, run_folder, train
 from experiments.configs import default
 from tests import helpers
@@ -150,7 +150,9 @@ def test_pruning_step_set_is_the_topology_update_schedule(idx_dir, every, end_ep
   )
   # The count as the skeleton passes it: an int32 scalar.
   updates = {
-    t for t in range(steps_per_epoch) if int(policy.branch_index(jnp.asarray(t, jnp.int32))) == 1
+    t
+    for t in range(steps_per_epoch)
+    if int(skeleton.branch_index_of(policy, "rigl")(jnp.asarray(t, jnp.int32))) == 1
   }
   tx = methods.make_optimizer(config, steps_per_epoch, params=None)
   assert methods.pruning_step_set(tx) == updates

@@ -1,5 +1,6 @@
-"""LeNet-5 (Caffe variant) on MNIST with Drop Pruning at 99.2 % sparsity (107.1x): the
-``lenet5`` recipe's network and budget at 99.2 % with the drop instead of gradual pruning.
+"""LeNet-5 (Caffe variant) on MNIST with Drop Pruning at 99.2 % sparsity (107.1x), 20 epochs
+(masks every 100 steps from epoch 1 to 14): the ``drop_cosine`` cell of
+``lenet5_fmnist_methods`` with MNIST as the dataset.
 
 The drop is the best one on LeNet-5 validation error in ``lenet5_fmnist_methods``
 (Fashion-MNIST, 3 seeds; docs/results.md): uniform drops with one global pool, p annealed
@@ -15,11 +16,16 @@ Offline, pass the IDX files: ``--config.idx_dir=DIR`` (see ``experiments/data.py
 
 import ml_collections
 
-from experiments.configs import lenet5
+from experiments.configs import lenet5_base
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = lenet5.get_config()  # LeNet-5, MNIST, 20 epochs, one global pool
+  config = lenet5_base.get_config()  # LeNet-5 on MNIST, SGD, weight decay 1e-4
+  config.num_epochs = 20
+  config.prune_begin_epoch = 1.0
+  config.prune_end_epoch = 14.0
+  config.update_every = 100
+  config.sparsity_distribution = "global"
   config.target_sparsity = 0.992
   config.method = "drop"
   config.drop_away_prob = 0.25
