@@ -430,7 +430,7 @@ def get_model(name: str, **kwargs) -> nn.Module:
   return factory(**kwargs)
 
 
-def count_params(params) -> int:
+def num_params(params) -> int:
   """Returns the total number of scalars in a parameter pytree.
 
   Works on concrete arrays and on ``jax.ShapeDtypeStruct`` leaves (the output

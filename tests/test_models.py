@@ -23,13 +23,13 @@ def _abstract_variables(model, input_shape):
 )
 def test_param_counts(model, input_shape, expected_params):
   variables = _abstract_variables(model, input_shape)
-  assert models.count_params(variables["params"]) == expected_params
+  assert models.num_params(variables["params"]) == expected_params
 
 
 def test_vgg16_batch_stats_count():
   variables = _abstract_variables(models.VGG16(), (1, 32, 32, 3))
   # Mean and variance for each of the 4,224 conv channels.
-  assert models.count_params(variables["batch_stats"]) == 2 * 4_224
+  assert models.num_params(variables["batch_stats"]) == 2 * 4_224
 
 
 def test_parameter_paths_are_readable():

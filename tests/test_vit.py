@@ -180,7 +180,7 @@ def test_vit_has_every_parameter_annotated_and_the_default_prunes_only_kernels_a
   params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), None))["params"]
   specs = model.param_specs()
   paths = dp.masks.leaf_paths(params)
-  assert len(paths) == 40 and models.count_params(params) == 72_074
+  assert len(paths) == 40 and models.num_params(params) == 72_074
   assert all(spec != P() for spec in jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, P)))
   with nnx.use_eager_sharding(False):
     real = nnx.to_pure_dict(nnx.state(models.ViT(rngs=nnx.Rngs(0)), nnx.Param))
