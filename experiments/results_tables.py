@@ -73,6 +73,10 @@ LABELS = {
   "rigl_erk": "RigL, per-layer targets (ERK)",
   "set": "SET, per-layer targets (uniform)",
   "set_erk": "SET, per-layer targets (ERK)",
+  "gradual_rewind": "gradual, learning-rate rewinding",
+  "drop_weighted_tuned_rewind": "drop, importance-weighted, p 0.5→1 and q 0.4→0, rewinding",
+  "gradual_plain": "gradual (p = 1, q = 0)",
+  "drop_weighted_tuned_plain": "drop, importance-weighted, p 0.5→1 and q 0.4→0 (cosine)",
 }
 # A budget's series (``gradual_e200``): the method's label and the budget.
 for _series, _label in list(LABELS.items()):
@@ -115,6 +119,10 @@ GLANCE_LABELS = {
     "Drop Pruning, importance-weighted drops, p 0.5→1, q 0.4→0, 200 epochs"
   ),
   "dense_e40": "dense (not pruned), 40 epochs",
+  "gradual_rewind_e200": "gradual magnitude pruning, learning-rate rewinding, 200 epochs",
+  "drop_weighted_tuned_rewind_e200": (
+    "Drop Pruning, importance-weighted drops, p 0.5→1, q 0.4→0, rewinding, 200 epochs"
+  ),
   "gradual_rewind": "gradual magnitude pruning, learning-rate rewinding, 40 epochs",
   "drop_weighted_tuned_rewind": (
     "Drop Pruning, importance-weighted drops, p 0.5→1, q 0.4→0, rewinding, 40 epochs"
@@ -174,7 +182,8 @@ def _stats_text(row: dict[str, Any], split: str) -> str:
 
 def _ordered_series(rows: list[dict[str, Any]]) -> list[str]:
   present = list(dict.fromkeys(r["series"] for r in rows))
-  return [s for s in LABELS if s in present] + [s for s in present if s not in LABELS]
+  ordered = [s for s in LABELS if s in present] + [s for s in present if s not in LABELS]
+  return sorted(ordered, key=lambda s: not s.startswith("dense"))  # dense first (stable)
 
 
 def _targets(rows):
