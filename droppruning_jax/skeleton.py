@@ -228,6 +228,28 @@ def _key_entry(entry) -> tuple:
   return ("other", str(entry))
 
 
+def path_key(path) -> tuple:
+  """A key path (``jax.tree_util``) in a hashable, container-independent form."""
+  return tuple(_key_entry(e) for e in path)
+
+
+def map_by_param_path(fn, tree, owners: dict, default):
+  """Maps every leaf of ``tree`` to ``fn(owners[k], leaf)`` where ``k`` is the longest key of
+  ``owners`` (parameter paths, as :func:`path_key`) that the leaf's path ends with, and to
+  ``default(leaf)`` where none is: how the state leaves of a parameter (``mu/dense/kernel``
+  for ``dense/kernel``) are found in any optax state, masked or partitioned ones included."""
+
+  def visit(path, x):
+    key = path_key(path)
+    for start in range(len(key) + 1):  # the longest parameter path that the leaf's ends with
+      hit = owners.get(key[start:])
+      if hit is not None:
+        return fn(hit, x)
+    return default(x)
+
+  return jax.tree_util.tree_map_with_path(visit, tree)
+
+
 def _reset_moments(inner_state, new_masks, masks):
   """Zeroes the optimizer moments of weights pruned now or until now.
 
@@ -240,24 +262,19 @@ def _reset_moments(inner_state, new_masks, masks):
   hyperparameter) is left alone. Fused into the optimizer's own update.
   """
   flat_new, _ = jax.tree_util.tree_flatten_with_path(new_masks)
-  by_path = {
-    tuple(_key_entry(e) for e in path): (new, old)
+  owners = {
+    path_key(path): (new, old)
     for (path, new), old in zip(flat_new, jax.tree.leaves(masks))
     if masks_lib.is_prunable_mask(new)
   }
 
-  def reset(path, x):
-    if not isinstance(x, jax.Array):
+  def reset(hit, x):
+    new, old = hit
+    if not isinstance(x, jax.Array) or x.shape != new.shape:
       return x
-    key = tuple(_key_entry(e) for e in path)
-    for start in range(len(key) + 1):  # the longest parameter path that the leaf's ends with
-      hit = by_path.get(key[start:])
-      if hit is not None:
-        new, old = hit
-        return jnp.where(new & old, x, jnp.zeros_like(x)) if x.shape == new.shape else x
-    return x
+    return jnp.where(new & old, x, jnp.zeros_like(x))
 
-  return jax.tree_util.tree_map_with_path(reset, inner_state)
+  return map_by_param_path(reset, inner_state, owners, default=lambda x: x)
 
 
 def _initial_masks(policy: MaskPolicy, params: PyTree, prunable) -> PyTree:

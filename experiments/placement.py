@@ -20,6 +20,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from droppruning_jax import masks as masks_lib
+from droppruning_jax import skeleton
 from experiments import config_checks, methods
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ def annotated_state_sharding(mesh: jax.sharding.Mesh, state, param_specs) -> Any
     ValueError: an annotated dimension that the mesh axis does not divide, named.
   """
   replicated = NamedSharding(mesh, P())
-  by_path = {}
+  owners = {}
   for (path, leaf), spec in zip(
     jax.tree_util.tree_flatten_with_path(state.params)[0],
     jax.tree.leaves(param_specs, is_leaf=methods.is_spec),
@@ -120,26 +121,20 @@ def annotated_state_sharding(mesh: jax.sharding.Mesh, state, param_specs) -> Any
           f"parameter {masks_lib.path_to_str(path)} of shape {np.shape(leaf)} is annotated "
           f"{spec}, but mesh axis {name!r} of size {mesh.shape[name]} does not divide {dim}."
         )
-    by_path[_path_key(path)] = (np.shape(leaf), NamedSharding(mesh, P(*names)))
+    owners[skeleton.path_key(path)] = (np.shape(leaf), NamedSharding(mesh, P(*names)))
 
-  def sharding(path, leaf):
-    key = _path_key(path)
-    for start in range(len(key)):  # the longest parameter path that the leaf's ends with
-      hit = by_path.get(key[start:])
-      if hit is not None:
-        return hit[1] if np.shape(leaf) == hit[0] else replicated
-    return replicated
+  def sharding(hit, leaf):
+    shape, param_sharding = hit
+    return param_sharding if np.shape(leaf) == shape else replicated
+
+  def by_param(tree):
+    return skeleton.map_by_param_path(sharding, tree, owners, default=lambda _: replicated)
 
   return state._replace(
-    params=jax.tree_util.tree_map_with_path(sharding, state.params),
+    params=by_param(state.params),
     batch_stats=jax.tree.map(lambda _: replicated, state.batch_stats),
-    opt_state=jax.tree_util.tree_map_with_path(sharding, state.opt_state),
+    opt_state=by_param(state.opt_state),
   )
-
-
-def _path_key(path) -> tuple:
-  """A key path as plain names, whatever the containers (dict key, attribute, index)."""
-  return tuple(str(getattr(e, "key", getattr(e, "name", getattr(e, "idx", e)))) for e in path)
 
 
 class JitPlacement:
