@@ -32,6 +32,12 @@ CASES = {
   "drop_random_importance": _drop(importance="random"),
   "drop_global": _drop(sparsity_distribution="global"),
   "drop_global_random": _drop(sparsity_distribution="global", importance="random"),
+  "drop_global_weighted": _drop(
+    sparsity_distribution="global", drop_away="importance", drop_back="gradient"
+  ),
+  "drop_global_stash": _drop(
+    sparsity_distribution="global", drop_away="importance", drop_back="stash", temperature=0.5
+  ),
   "drop_erk": _drop(sparsity_distribution="erk"),
   "drop_mapping": _drop(sparsity_distribution={"dense/*": 0.85, "conv/*": 0.5, "out/*": 0.8}),
   "drop_restore": _drop(regrow_init="restore"),
