@@ -21,7 +21,7 @@ from droppruning_jax.baselines import (
 )
 from droppruning_jax.distribution import erk_sparsities
 from droppruning_jax.drop import DropInfo, drop_pruning, drop_step
-from droppruning_jax.dynamic_sparse import rigl, set_pruning
+from droppruning_jax.dynamic_sparse import dynamic_sparse_training, rigl, set_pruning
 from droppruning_jax.export import (
   SparseLeaf,
   export_sparse,
@@ -83,6 +83,7 @@ __all__ = [
   "drop_back_only",
   "drop_pruning",
   "drop_step",
+  "dynamic_sparse_training",
   "erk_sparsities",
   "expected_trajectory",
   "export_sparse",

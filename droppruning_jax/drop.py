@@ -3,8 +3,9 @@
 The walk from the constructor to a changed mask: :func:`drop_pruning` builds a
 :class:`droppruning_jax.plan.DropPlan` and a policy of two pure updates,
 :func:`per_leaf_update` / :func:`global_update` (stochastic steps) and their exact
-final step; each calls :func:`drop_leaves`, where drop away and drop back change the
-masks. The shared masked-update skeleton (:mod:`droppruning_jax.skeleton`) runs them.
+final step; each calls :func:`drop_groups`, where drop away and drop back change the
+masks of groups of leaves, one pool per group (a leaf, or every leaf). The shared
+masked-update skeleton (:mod:`droppruning_jax.skeleton`) runs them.
 """
 
 from __future__ import annotations
@@ -48,118 +49,187 @@ class DropInfo(NamedTuple):
   shortfall: jax.Array
 
 
+def drop_groups(
+  masks: Sequence[Sequence[jax.Array]],
+  scores: Sequence[Sequence[jax.Array]],
+  uniforms: Sequence[Sequence[jax.Array]],
+  *,
+  step_sparsities: Sequence,
+  drop_away_prob,
+  drop_back_prob,
+  drop_back_scale: str = "active",
+  protected: Optional[Sequence[Sequence[jax.Array]]] = None,
+  drop_away: str = "uniform",
+  back_evidence: Optional[Sequence[Sequence[jax.Array]]] = None,
+  temperature=1.0,
+) -> tuple[list[list[jax.Array]], list[DropInfo]]:
+  """One stochastic drop step on groups of masks, with one selection for all groups.
+
+  A group is one pool: one leaf (per-leaf targets) or every leaf (the global pool). With
+  ``n`` weights in the group, pruned set ``P`` (sparsity ``s``), this step's target
+  ``s'``, drop-away probability ``p`` and per-weight drop-back probability ``q``, the pool
+  (the ``c`` least important active weights of the group) has ``c = round(n (s' - s (1 -
+  q)) / p)`` clipped to ``[0, |A| - 1]``: every group keeps at least one active weight,
+  the most important. Each pool member leaves with probability ``p`` (drop away), each
+  pruned weight returns with probability ``q`` (drop back), so ``E[s_new] = s'`` whenever
+  the clip does not bind. The arrays keep their shapes (and shardings); how they are laid
+  out for the selection is :mod:`droppruning_jax.selection`'s choice.
+
+  Args:
+    masks: per group, current masks (``True`` = active).
+    scores: per group, importance scores, one per mask, of its shape (low = unimportant).
+    uniforms: per group, ``U[0, 1)`` draws, one per mask, of its shape: the draw of a
+      weight decides its removal if it is in the pool and its revival if it is pruned
+      (the two sets are disjoint, so one draw serves both drops independently).
+    step_sparsities: this step's target, one per group (may be traced).
+    drop_away_prob: ``p`` in ``(0, 1]`` (may be traced).
+    drop_back_prob: the drop-back rate (may be traced); see ``drop_back_scale``.
+    drop_back_scale: ``"active"``: the rate is the expected number of revived weights
+      as a fraction of the active ones (probability ``min(1, q |A| / |P|)``);
+      ``"pruned"``: it is the per-weight revival probability.
+    protected: optional, per group, bool arrays, one per mask: entries that are never in
+      the pool (the pool is clipped to the other active entries instead of ``|A| - 1``).
+    drop_away: ``"uniform"``: every pool member leaves with probability ``p``;
+      ``"importance"``: member ``i`` leaves with probability ``min(1, lam exp(-z_i /
+      T))``, ``z_i`` its score standardised over the group's pool, and ``sum_i = p c``:
+      the same expected removals as ``"uniform"`` (:func:`weighted_probabilities`).
+    back_evidence: optional, per group, float arrays, one per mask (e.g. ``|gradient|``
+      or the stashed magnitude): a pruned weight returns with probability ``min(1, lam
+      exp(z_i / T))``, ``z_i`` its evidence standardised over the group's pruned weights,
+      and ``sum_i = q |P|``: the same expected revivals as the uniform drop back.
+      ``None``: every pruned weight returns with ``q``.
+    temperature: ``T > 0`` of the weighted rules.
+
+  Returns:
+    ``(new_masks, infos)``: per group, the new masks, and one :class:`DropInfo`.
+  """
+  plan_lib.checks.check_choice("drop_away", drop_away, plan_lib.DROP_AWAY_RULES)
+  for mask, u in zip(_leaves(masks), _leaves(uniforms)):
+    if u.shape != mask.shape:
+      raise ValueError(f"uniforms has shape {u.shape}, expected the mask's {mask.shape}.")
+  p = jnp.asarray(drop_away_prob, jnp.float32)
+  candidates, pools = [], []
+  for g, (group, target) in enumerate(zip(masks, step_sparsities)):
+    n = sum(mask.size for mask in group)
+    active = selection.total(group)
+    q = plan_lib.effective_drop_back_prob(
+      jnp.asarray(drop_back_prob, jnp.float32), active, n - active, drop_back_scale
+    )
+    if protected is None:
+      candidates.append(list(group))
+      room = jnp.maximum(active - 1, 0)
+    else:
+      candidates.append([mask & ~keep for mask, keep in zip(group, protected[g])])
+      room = selection.total(candidates[-1])
+    wanted = jnp.round(plan_lib.wanted_pool(n, (n - active) / n, target, p, q))
+    pools.append(_Pool(n, active, q, wanted, room, jnp.clip(wanted, 0, room).astype(jnp.int32)))
+  members = selection.lowest_scores_groups(
+    candidates, scores, [pool.size for pool in pools], pruned_first=False
+  )
+  away_probs, back_probs = _weighted_rules(
+    masks, scores, members, pools, p, drop_away, back_evidence, temperature
+  )
+  new_masks, infos = [], []
+  for g, (group, group_u, target, pool) in enumerate(zip(masks, uniforms, step_sparsities, pools)):
+    away = p if away_probs is None else away_probs[g]
+    back = pool.q if back_probs is None else back_probs[g]
+    after_away = [
+      mask & ~(member & (u < a))
+      for mask, member, u, a in zip(group, members[g], group_u, _each(away, group))
+    ]
+    revived = [~mask & (u < b) for mask, u, b in zip(group, group_u, _each(back, group))]
+    new_masks.append([kept | r for kept, r in zip(after_away, revived)])
+    infos.append(_drop_info(pool, target, p, group, after_away, revived))
+  return new_masks, infos
+
+
+class _Pool(NamedTuple):
+  """One group's drop-away pool: sizes (``n``, active count), the effective ``q``, the
+  wanted and the clipped pool size, and the room (the active, unprotected weights)."""
+
+  n: int
+  active: jax.Array
+  q: jax.Array
+  wanted: jax.Array
+  room: jax.Array
+  size: jax.Array
+
+
+def _leaves(groups):
+  return [a for group in groups for a in group]
+
+
+def _each(value, group):
+  """A per-mask list: ``value`` itself if it already is one, else ``value`` for every mask."""
+  return value if isinstance(value, list) else [value] * len(group)
+
+
+def _weighted_rules(masks, scores, members, pools, p, drop_away, back_evidence, temperature):
+  """The probabilities of leaving (pool members) and of returning (pruned weights), per
+  group and mask, where a weighted rule asks for them (else ``None``): one bisection loop
+  for every group and both drops."""
+  groups, group_candidates, totals = [], [], []
+  if drop_away == "importance":
+    groups += scores
+    group_candidates += members
+    totals += [p * pool.size for pool in pools]
+  if back_evidence is not None:
+    groups += [[-e.astype(jnp.float32) for e in group] for group in back_evidence]
+    group_candidates += [[~mask for mask in group] for group in masks]
+    totals += [pool.q * (pool.n - pool.active) for pool in pools]
+  if not groups:
+    return None, None
+  probs = weighted_probabilities(groups, group_candidates, totals, temperature)
+  away_probs = probs[: len(masks)] if drop_away == "importance" else None
+  back_probs = probs[-len(masks) :] if back_evidence is not None else None
+  return away_probs, back_probs
+
+
+def _drop_info(pool: _Pool, target, p, masks, after_away, revived) -> DropInfo:
+  n, active = pool.n, pool.active
+  return DropInfo(
+    pool_size=pool.size,
+    dropped_away=selection.total([mask & ~kept for mask, kept in zip(masks, after_away)]),
+    dropped_back=selection.total(revived),
+    target=jnp.asarray(target, jnp.float32),
+    expected_sparsity=plan_lib.expected_sparsity((n - active) / n, pool.size / n, p, pool.q).astype(
+      jnp.float32
+    ),
+    # Only the clip counts: rounding c to an integer is not a shortfall.
+    shortfall=(p * jnp.maximum(pool.wanted - pool.room, 0) / n).astype(jnp.float32),
+  )
+
+
 def drop_leaves(
   masks: Sequence[jax.Array],
   scores: Sequence[jax.Array],
   uniforms: Sequence[jax.Array],
   *,
   step_sparsities: Sequence,
-  drop_away_prob,
-  drop_back_prob,
-  drop_back_scale: str = "active",
   protected: Optional[Sequence[jax.Array]] = None,
-  drop_away: str = "uniform",
   back_evidence: Optional[Sequence[jax.Array]] = None,
-  temperature=1.0,
+  **kwargs,
 ) -> tuple[list, list[DropInfo]]:
-  """One stochastic drop step on several independent masks, with one selection for all.
+  """:func:`drop_groups` with one group per mask: every mask drops on its own.
 
-  With ``n`` weights, pruned set ``P`` (sparsity ``s``), this step's target ``s'``,
-  drop-away probability ``p`` and per-weight drop-back probability ``q``, the pool
-  (the ``c`` least important active weights) has ``c = round(n (s' - s (1 - q)) / p)``
-  clipped to ``[0, |A| - 1]``: every mask keeps at least one active weight, the most
-  important. Each pool member leaves with probability ``p`` (drop away), each pruned
-  weight returns with probability ``q`` (drop back), so ``E[s_new] = s'`` whenever the
-  clip does not bind.
-
-  Args:
-    masks: current masks (``True`` = active).
-    scores: importance scores, one per mask, of its shape (low = unimportant).
-    uniforms: ``U[0, 1)`` draws, one per mask, of its shape: the draw of a weight
-      decides its removal if it is in the pool and its revival if it is pruned (the
-      two sets are disjoint, so one draw serves both drops independently).
-    step_sparsities: this step's target, one per mask (may be traced).
-    drop_away_prob: ``p`` in ``(0, 1]`` (may be traced).
-    drop_back_prob: the drop-back rate (may be traced); see ``drop_back_scale``.
-    drop_back_scale: ``"active"``: the rate is the expected number of revived weights
-      as a fraction of the active ones (probability ``min(1, q |A| / |P|)``);
-      ``"pruned"``: it is the per-weight revival probability.
-    protected: optional bool arrays, one per mask: entries that are never in the pool
-      (the pool is clipped to the other active entries instead of ``|A| - 1``).
-    drop_away: ``"uniform"``: every pool member leaves with probability ``p``;
-      ``"importance"``: member ``i`` leaves with probability ``min(1, lam exp(-z_i /
-      T))``, ``z_i`` its score standardised over the pool, and ``sum_i = p c``: the same
-      expected removals as ``"uniform"`` (:func:`weighted_probabilities`).
-    back_evidence: optional float arrays, one per mask (e.g. ``|gradient|`` or the
-      stashed magnitude): a pruned weight returns with probability ``min(1, lam exp(z_i /
-      T))``, ``z_i`` its evidence standardised over the pruned weights, and ``sum_i = q
-      |P|``: the same expected revivals as the uniform drop back. ``None``: every pruned
-      weight returns with ``q``.
-    temperature: ``T > 0`` of the weighted rules.
-
-  Returns:
-    ``(new_masks, infos)``, one of each per mask.
+  The same arguments, one array per mask instead of one list per group; ``kwargs`` are
+  :func:`drop_groups`' (``drop_away_prob``, ``drop_back_prob``, ``drop_back_scale``,
+  ``drop_away``, ``temperature``). Returns one new mask and one :class:`DropInfo` per mask.
   """
-  plan_lib.checks.check_choice("drop_away", drop_away, plan_lib.DROP_AWAY_RULES)
-  for mask, u in zip(masks, uniforms):
-    if u.shape != mask.shape:
-      raise ValueError(f"uniforms has shape {u.shape}, expected the mask's {mask.shape}.")
-  p = jnp.asarray(drop_away_prob, jnp.float32)
-  eligible, sizes = [], []
-  for i, (mask, target) in enumerate(zip(masks, step_sparsities)):
-    n = mask.size
-    active = jnp.sum(mask, dtype=jnp.int32)
-    q = plan_lib.effective_drop_back_prob(
-      jnp.asarray(drop_back_prob, jnp.float32), active, n - active, drop_back_scale
-    )
-    if protected is None:
-      candidates, room = mask, jnp.maximum(active - 1, 0)
-    else:
-      candidates = mask & ~protected[i]
-      room = jnp.sum(candidates, dtype=jnp.int32)
-    wanted = jnp.round(plan_lib.wanted_pool(n, (n - active) / n, target, p, q))
-    eligible.append(candidates)
-    sizes.append((n, active, q, wanted, room, jnp.clip(wanted, 0, room).astype(jnp.int32)))
-  pools = selection.lowest_scores_many(eligible, scores, [s[-1] for s in sizes], pruned_first=False)
-  # The probabilities of leaving (pool members) and of returning (pruned weights), where a
-  # weighted rule asks for them: one bisection loop for every mask and both drops.
-  away_probs = back_probs = None
-  groups, group_candidates, totals = [], [], []
-  if drop_away == "importance":
-    groups += [[score] for score in scores]
-    group_candidates += [[pool] for pool in pools]
-    totals += [p * size[-1] for size in sizes]
-  if back_evidence is not None:
-    groups += [[-e.astype(jnp.float32)] for e in back_evidence]
-    group_candidates += [[~mask] for mask in masks]
-    totals += [q * (n - active) for (n, active, q, *_) in sizes]
-  if groups:
-    probs = [g[0] for g in weighted_probabilities(groups, group_candidates, totals, temperature)]
-    if drop_away == "importance":
-      away_probs, probs = probs[: len(masks)], probs[len(masks) :]
-    if back_evidence is not None:
-      back_probs = probs
-  new_masks, infos = [], []
-  for i, (mask, u, pool, target, (n, active, q, wanted, room, c)) in enumerate(
-    zip(masks, uniforms, pools, step_sparsities, sizes)
-  ):
-    after_away = mask & ~(pool & (u < (p if away_probs is None else away_probs[i])))
-    revived = ~mask & (u < (q if back_probs is None else back_probs[i]))
-    new_masks.append(after_away | revived)
-    infos.append(
-      DropInfo(
-        pool_size=c,
-        dropped_away=jnp.sum(mask & ~after_away, dtype=jnp.int32),
-        dropped_back=jnp.sum(revived, dtype=jnp.int32),
-        target=jnp.asarray(target, jnp.float32),
-        expected_sparsity=plan_lib.expected_sparsity((n - active) / n, c / n, p, q).astype(
-          jnp.float32
-        ),
-        # Only the clip counts: rounding c to an integer is not a shortfall.
-        shortfall=(p * jnp.maximum(wanted - room, 0) / n).astype(jnp.float32),
-      )
-    )
-  return new_masks, infos
+
+  def each(arrays):
+    return None if arrays is None else [[a] for a in arrays]
+
+  new, infos = drop_groups(
+    each(masks),
+    each(scores),
+    each(uniforms),
+    step_sparsities=step_sparsities,
+    protected=each(protected),
+    back_evidence=each(back_evidence),
+    **kwargs,
+  )
+  return [group[0] for group in new], infos
 
 
 def drop_step(
@@ -259,10 +329,21 @@ def _max_shortfall(infos) -> jax.Array:
   )
 
 
+def _uniforms(key: jax.Array, params, masks) -> list[jax.Array]:
+  """One ``U[0, 1)`` draw over every prunable weight in leaf order, sliced per leaf: one
+  random-bit generator in the compiled update instead of one per leaf. Sharded, each
+  device draws for the weights it holds (:func:`uniform_slice`), the same bits."""
+  offsets = [int(o) for o in np.cumsum([0] + [m.size for m in masks])]
+  if selection.is_sharded(*params, *masks):
+    return [uniform_slice(key, offsets[-1], o, m) for o, m in zip(offsets, masks)]
+  draws = jax.random.uniform(key, (offsets[-1],))
+  return [draws[o : o + m.size].reshape(m.shape) for o, m in zip(offsets, masks)]
+
+
 def per_leaf_update(
   plan: plan_lib.DropPlan, context: skeleton.UpdateContext, *, final_step: bool
 ) -> skeleton.LeafUpdate:
-  """Every prunable leaf drops on its own, towards its scaled share of the schedule."""
+  """Every prunable leaf is its own pool, towards its scaled share of the schedule."""
   key, count, params, masks, paths, grads, stash = context
   finals = plan.leaf_finals(paths, [m.shape for m in masks])
   score_key, drop_key = jax.random.split(key)
@@ -271,21 +352,12 @@ def per_leaf_update(
     return skeleton.LeafUpdate(
       selection.prune_exact_many(masks, scores, finals), jnp.zeros((), jnp.float32)
     )
-  # One draw for all leaves, sliced per leaf: one random-bit generator in the compiled
-  # update instead of one per leaf.
-  offsets = np.cumsum([0] + [m.size for m in masks])
-  if selection.is_sharded(*params, *masks):  # each device draws for the weights it holds
-    total = int(offsets[-1])
-    uniforms = [uniform_slice(drop_key, total, int(o), m) for o, m in zip(offsets, masks)]
-  else:
-    draws = jax.random.uniform(drop_key, (int(offsets[-1]),))
-    uniforms = [draws[offsets[i] : offsets[i + 1]].reshape(m.shape) for i, m in enumerate(masks)]
   p, q = plan.rates(count)
   overall = plan.overall_target(count)
   new, infos = drop_leaves(
     masks,
     scores,
-    uniforms,
+    _uniforms(drop_key, params, masks),
     drop_away_prob=p,
     drop_back_prob=q,
     drop_back_scale=plan.drop_back_scale,
@@ -298,139 +370,43 @@ def per_leaf_update(
 def global_update(
   plan: plan_lib.DropPlan, context: skeleton.UpdateContext, *, final_step: bool
 ) -> skeleton.LeafUpdate:
-  """One pool over all prunable weights, scores normalised per leaf."""
-  key, count, params, masks, _, grads, stash = context  # one pool: no per-leaf targets
-  if selection.is_sharded(*params, *masks):
-    return _global_update_sharded(
-      plan, key, count, params, masks, grads, stash, final_step=final_step
-    )
-  score_keys = jax.random.split(jax.random.fold_in(key, 0), len(params))
-  flat_scores, flat_masks, tops = [], [], []
-  for param, mask, score_key, grad in zip(params, masks, score_keys, grads):
-    scores = _leaf_scores(plan, param, score_key, grad).reshape(-1)
-    flat_mask = mask.reshape(-1)
-    # Normalise by the mean score of the leaf's active (finite) weights so that layers with
-    # larger weights (e.g. small fan-in) do not win the pool; non-finite scores never count.
-    valid = flat_mask & jnp.isfinite(scores)
-    mean = jnp.sum(jnp.where(valid, scores, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
-    scores = scores / jnp.maximum(mean, jnp.finfo(jnp.float32).tiny)
-    # Each leaf's most important active weight is protected: no leaf is ever emptied.
-    top = jnp.argmax(jnp.where(flat_mask, scores, -jnp.inf))
-    tops.append((jnp.arange(flat_mask.size) == top) & flat_mask[top])
-    flat_scores.append(scores)
-    flat_masks.append(flat_mask)
-  all_scores, all_masks = jnp.concatenate(flat_scores), jnp.concatenate(flat_masks)
-  protected = jnp.concatenate(tops)
-  evidence = weighting.global_back_evidence(plan.drop_back, masks, grads, stash)
-  if evidence is not None:
-    evidence = [jnp.concatenate([e.reshape(-1) for e in evidence])]
-  if final_step:
-    wanted = selection.final_pruned_count(all_masks.size, plan.target_sparsity)
-    count_kept = jnp.minimum(wanted, all_masks.size - jnp.sum(protected, dtype=jnp.int32))
-    pruned = selection.lowest_scores_many(
-      [all_masks], [jnp.where(protected, jnp.inf, all_scores)], [count_kept], pruned_first=True
-    )[0]
-    new_all, shortfall = ~pruned, jnp.zeros((), jnp.float32)
-  else:
-    p, q = plan.rates(count)
-    new, infos = drop_leaves(
-      [all_masks],
-      [all_scores],
-      [jax.random.uniform(jax.random.fold_in(key, 1), all_masks.shape)],
-      step_sparsities=[plan.overall_target(count)],
-      drop_away_prob=p,
-      drop_back_prob=q,
-      drop_back_scale=plan.drop_back_scale,
-      protected=[protected],
-      **_weighting(plan, evidence),
-    )
-    new_all, shortfall = new[0], infos[0].shortfall
-  pieces = jnp.split(new_all, np.cumsum([m.size for m in masks])[:-1])
-  return skeleton.LeafUpdate([piece.reshape(m.shape) for piece, m in zip(pieces, masks)], shortfall)
+  """One pool of every prunable weight (one selection group), scores normalised per leaf.
 
-
-def _sharded_pool_scores(plan: plan_lib.DropPlan, key, params, masks, grads):
-  """The global pool's scores of sharded leaves, normalised per leaf by the mean score of
-  its active finite weights, and each leaf's protected (most important active) weight."""
-  score_keys = jax.random.split(jax.random.fold_in(key, 0), len(params))
-  all_scores, tops = [], []
-  for param, mask, score_key, grad in zip(params, masks, score_keys, grads):
-    scores = _leaf_scores(plan, param, score_key, grad)
-    valid = mask & jnp.isfinite(scores)
-    mean = jnp.sum(jnp.where(valid, scores, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
-    scores = scores / jnp.maximum(mean, jnp.finfo(jnp.float32).tiny)
-    # jnp.argmax without flattening: the lowest flat index of the maximum (NaN first).
-    masked = jnp.where(mask, scores, -jnp.inf)
-    best = jnp.max(masked)
-    at_best = (masked == best) | (jnp.isnan(masked) & jnp.isnan(best))
-    index = selection.flat_index(mask)
-    top = jnp.min(jnp.where(at_best, index, jnp.uint32(0xFFFFFFFF)))
-    tops.append((index == top) & mask)
-    all_scores.append(scores)
-  return all_scores, tops
-
-
-def _global_update_sharded(
-  plan: plan_lib.DropPlan, key, count, params, masks, grads, stash, *, final_step: bool
-) -> skeleton.LeafUpdate:
-  """:func:`global_update` on sharded leaves, in their shapes: nothing is concatenated.
-
-  The same scores, protected weights, pool and draws as the flat pool; the pool is one
-  selection group over all leaves (:func:`droppruning_jax.selection.select_lowest_groups`).
-  The per-leaf mean that normalises the scores is a float sum whose order follows the
-  sharding, so it can differ from a single-device run in the last bit (so can the sums
-  of the weighted drop rules).
+  Each leaf's scores are divided by their mean over its active finite weights and its
+  most important active weight is protected (no leaf is ever emptied). Sharded leaves
+  keep their shapes throughout (nothing is gathered); the per-leaf means are float sums
+  whose order follows the layout, so they can differ from a one-device run in the last
+  bit (so can the sums of the weighted drop rules).
   """
-  all_scores, tops = _sharded_pool_scores(plan, key, params, masks, grads)
-  total = sum(m.size for m in masks)
+  key, count, params, masks, _, grads, stash = context  # one pool: no per-leaf targets
+  score_keys = jax.random.split(jax.random.fold_in(key, 0), len(params))
+  scores, tops = [], []
+  for param, mask, score_key, grad in zip(params, masks, score_keys, grads):
+    leaf_scores = _leaf_scores(plan, param, score_key, grad)
+    scores.append(weighting.divide_by_mean(leaf_scores, mask & jnp.isfinite(leaf_scores)))
+    tops.append(selection.top_entry(mask, scores[-1]))
   if final_step:
-    wanted = selection.final_pruned_count(total, plan.target_sparsity)
-    count_kept = jnp.minimum(wanted, total - selection.total(tops))
+    size = sum(m.size for m in masks)
+    wanted = selection.final_pruned_count(size, plan.target_sparsity)
+    kept_out = [jnp.where(top, jnp.inf, s) for top, s in zip(tops, scores)]
     pruned = selection.lowest_scores_groups(
-      [masks],
-      [[jnp.where(t, jnp.inf, s) for t, s in zip(tops, all_scores)]],
-      [count_kept],
-      pruned_first=True,
+      [masks], [kept_out], [jnp.minimum(wanted, size - selection.total(tops))], pruned_first=True
     )[0]
     return skeleton.LeafUpdate([~x for x in pruned], jnp.zeros((), jnp.float32))
-  p, q_rate = plan.rates(count)
-  p = jnp.asarray(p, jnp.float32)
-  draw_key = jax.random.fold_in(key, 1)
-  offsets = np.cumsum([0] + [m.size for m in masks])
-  uniforms = [uniform_slice(draw_key, total, int(o), m) for o, m in zip(offsets, masks)]
-  # drop_leaves' arithmetic for one mask made of every leaf.
-  active = selection.total(masks)
-  q = plan_lib.effective_drop_back_prob(
-    jnp.asarray(q_rate, jnp.float32), active, total - active, plan.drop_back_scale
-  )
-  candidates = [m & ~t for m, t in zip(masks, tops)]
-  room = selection.total(candidates)
-  target = plan.overall_target(count)
-  wanted = jnp.round(plan_lib.wanted_pool(total, (total - active) / total, target, p, q))
-  c = jnp.clip(wanted, 0, room).astype(jnp.int32)
-  pools = selection.lowest_scores_groups([candidates], [all_scores], [c], pruned_first=False)[0]
-  # The weighted rules of drop_leaves, with every leaf in one group.
-  away_probs, back_probs = [p] * len(masks), [q] * len(masks)
+  p, q = plan.rates(count)
   evidence = weighting.global_back_evidence(plan.drop_back, masks, grads, stash)
-  groups, group_candidates, totals = [], [], []
-  if plan.drop_away == "importance":
-    groups, group_candidates, totals = [all_scores], [pools], [p * c]
-  if evidence is not None:
-    groups.append([-e for e in evidence])
-    group_candidates.append([~m for m in masks])
-    totals.append(q * (total - active))
-  if groups:
-    probs = weighted_probabilities(groups, group_candidates, totals, plan.temperature)
-    if plan.drop_away == "importance":
-      away_probs = probs.pop(0)
-    if evidence is not None:
-      back_probs = probs.pop(0)
-  new = [
-    (m & ~(pool & (u < a))) | (~m & (u < b))
-    for m, pool, u, a, b in zip(masks, pools, uniforms, away_probs, back_probs)
-  ]
-  shortfall = (p * jnp.maximum(wanted - room, 0) / total).astype(jnp.float32)
-  return skeleton.LeafUpdate(new, shortfall)
+  new, infos = drop_groups(
+    [masks],
+    [scores],
+    [_uniforms(jax.random.fold_in(key, 1), params, masks)],
+    step_sparsities=[plan.overall_target(count)],
+    drop_away_prob=p,
+    drop_back_prob=q,
+    drop_back_scale=plan.drop_back_scale,
+    protected=[tops],
+    **_weighting(plan, None if evidence is None else [evidence]),
+  )
+  return skeleton.LeafUpdate(new[0], infos[0].shortfall)
 
 
 def drop_pruning(

@@ -41,21 +41,6 @@ DECAYS = ("cosine", "constant")
 RegrowthKeys = Callable[[jax.Array, list, list], list]
 
 
-def _select_lowest(keys: Sequence[jax.Array], eligible: Sequence[jax.Array], ks) -> list:
-  """The ``k`` eligible entries of lowest uint32 key of each array, ties by flat index.
-
-  One bisection for all arrays (:func:`droppruning_jax.selection.select_lowest_many`), in
-  the arrays' own shapes when they are sharded, as ``lowest_scores_many`` does.
-  """
-  if selection.is_sharded(*keys, *eligible):
-    groups = selection.select_lowest_groups([[k] for k in keys], [[e] for e in eligible], ks)
-    return [group[0] for group in groups]
-  flat = selection.select_lowest_many(
-    [k.reshape(-1) for k in keys], [e.reshape(-1) for e in eligible], ks
-  )
-  return [f.reshape(e.shape) for f, e in zip(flat, eligible)]
-
-
 def random_keys(key: jax.Array, like: Sequence[jax.Array]) -> list[jax.Array]:
   """Independent uniform uint32 keys of each leaf's shape (leaf ``i`` from ``fold_in(key, i)``).
 
@@ -110,7 +95,7 @@ def random_topology(
 def _random_topology(key, masks, counts):
   # Jitted with traced counts: ``init`` runs eagerly, where the bisection loop would be
   # compiled again at every call; this way once per set of leaf shapes.
-  pruned = _select_lowest(
+  pruned = selection.select_lowest_each(
     random_keys(key, masks),
     [jnp.ones_like(m) for m in masks],
     [counts[i] for i in range(len(masks))],
@@ -144,9 +129,9 @@ def drop_and_regrow(
     jnp.round(fraction * jnp.sum(m, dtype=jnp.int32).astype(jnp.float32)).astype(jnp.int32)
     for m in masks
   ]
-  dropped = _select_lowest(drop_keys, masks, ks)
+  dropped = selection.select_lowest_each(drop_keys, masks, ks)
   kept = [m & ~d for m, d in zip(masks, dropped)]
-  grown = _select_lowest(grow_keys, [~k for k in kept], ks)
+  grown = selection.select_lowest_each(grow_keys, [~k for k in kept], ks)
   return [k | g for k, g in zip(kept, grown)]
 
 
@@ -222,25 +207,39 @@ def dynamic_sparse_policy(
   )
 
 
-def _transformation(
-  name: str,
-  regrowth: RegrowthKeys,
+# The regrowth criteria, by the name that dynamic_sparse_training takes.
+REGROWTH = {"gradient": gradient_regrowth, "random": random_regrowth}
+
+
+def dynamic_sparse_training(
   inner: optax.GradientTransformation,
-  prunable: Optional[masks_lib.PrunablePredicate],
-  packed_masks: bool,
-  **kwargs,
+  *,
+  regrowth: str,
+  target_sparsity: float,
+  end_step: int,
+  update_every: int = 100,
+  drop_fraction: float = 0.3,
+  drop_fraction_decay: str = "cosine",
+  sparsity_distribution: distribution_lib.Distribution = "uniform",
+  seed: int = 0,
+  prunable: Optional[masks_lib.PrunablePredicate] = None,
+  packed_masks: bool = False,
+  name: Optional[str] = None,
 ) -> optax.GradientTransformationExtraArgs:
-  policy = dynamic_sparse_policy(regrowth, **kwargs)
-  if prunable is not None and not callable(prunable):
-    raise ValueError(f"prunable={prunable!r} must be None or a callable (path, leaf) -> bool.")
-  return skeleton.pruning_transformation(
-    inner, policy, name=name, prunable=prunable, packed_masks=packed_masks
-  )
+  """Dynamic sparse training: RigL (``regrowth="gradient"``) or SET (``"random"``).
 
+  Sparse from ``init`` (a uniformly random topology); at every ``update_every``-th count
+  below ``end_step`` each leaf drops its ``k = round(d(t) |A|)`` active weights of lowest
+  magnitude and regrows ``k`` weights among those inactive after the drop: those of
+  largest dense ``|gradient|`` (RigL, Evci et al., 2020) or uniformly at random, each with
+  probability ``k / (|P| + k)`` (SET, Mocanu et al., 2018, with RigL's schedule).
+  Regrown weights start at 0 with zero optimizer moments; a weight dropped and regrown
+  in the same update stays active unchanged (as in the RigL reference code). Ties go to
+  the lowest flat index. :func:`rigl` and :func:`set_pruning` name the two criteria.
 
-_COMMON_DOC = """
   Args:
     inner: the optimizer to wrap (extra ``update`` keyword arguments are forwarded to it).
+    regrowth: ``"gradient"`` (RigL) or ``"random"`` (SET).
     target_sparsity: the fraction of pruned weights, in ``(0, 1)``, held from ``init``
       on (per leaf, exactly ``final_pruned_count(n, leaf target)``).
     end_step: the masks are frozen from this count on (``>= 1``).
@@ -260,6 +259,7 @@ _COMMON_DOC = """
       :func:`droppruning_jax.default_prunable` (kernels and embeddings, never biases or
       norm scales).
     packed_masks: keep the masks in the state as bits (identical masks and training).
+    name: the transformation's name in messages (default ``"rigl"`` / ``"set_pruning"``).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is a
@@ -274,37 +274,10 @@ _COMMON_DOC = """
   Raises:
     ValueError: for invalid arguments (at construction), or a mapping that misses a
       prunable leaf or matches none (at ``init``).
-"""
-
-
-def rigl(
-  inner: optax.GradientTransformation,
-  *,
-  target_sparsity: float,
-  end_step: int,
-  update_every: int = 100,
-  drop_fraction: float = 0.3,
-  drop_fraction_decay: str = "cosine",
-  sparsity_distribution: distribution_lib.Distribution = "uniform",
-  seed: int = 0,
-  prunable: Optional[masks_lib.PrunablePredicate] = None,
-  packed_masks: bool = False,
-) -> optax.GradientTransformationExtraArgs:
-  """RigL (Evci et al., 2020, "Rigging the Lottery: Making All Tickets Winners").
-
-  Sparse from ``init`` (a uniformly random topology); at every ``update_every``-th count
-  below ``end_step`` each leaf drops its ``k = round(d(t) |A|)`` active weights of lowest
-  magnitude and regrows the ``k`` weights, inactive after the drop, of largest dense
-  ``|gradient|``. Regrown weights start at 0 with zero optimizer moments; a weight
-  dropped and regrown in the same update stays active unchanged (as in the RigL
-  reference code). Ties go to the lowest flat index.
   """
-  return _transformation(
-    "rigl",
-    gradient_regrowth,
-    inner,
-    prunable,
-    packed_masks,
+  checks.check_choice("regrowth", regrowth, tuple(REGROWTH))
+  policy = dynamic_sparse_policy(
+    REGROWTH[regrowth],
     target_sparsity=target_sparsity,
     end_step=end_step,
     update_every=update_every,
@@ -313,44 +286,31 @@ def rigl(
     sparsity_distribution=sparsity_distribution,
     seed=seed,
   )
+  if prunable is not None and not callable(prunable):
+    raise ValueError(f"prunable={prunable!r} must be None or a callable (path, leaf) -> bool.")
+  name = name or {"gradient": "rigl", "random": "set_pruning"}[regrowth]
+  return skeleton.pruning_transformation(
+    inner, policy, name=name, prunable=prunable, packed_masks=packed_masks
+  )
+
+
+def rigl(inner: optax.GradientTransformation, **kwargs) -> optax.GradientTransformationExtraArgs:
+  """RigL (Evci et al., 2020, "Rigging the Lottery: Making All Tickets Winners"): regrows the
+  inactive weights of largest dense ``|gradient|``.
+
+  ``dynamic_sparse_training(inner, regrowth="gradient", **kwargs)``: the keyword arguments
+  (``target_sparsity``, ``end_step``, ``update_every``, ...) are documented there.
+  """
+  return dynamic_sparse_training(inner, regrowth="gradient", **kwargs)
 
 
 def set_pruning(
-  inner: optax.GradientTransformation,
-  *,
-  target_sparsity: float,
-  end_step: int,
-  update_every: int = 100,
-  drop_fraction: float = 0.3,
-  drop_fraction_decay: str = "cosine",
-  sparsity_distribution: distribution_lib.Distribution = "uniform",
-  seed: int = 0,
-  prunable: Optional[masks_lib.PrunablePredicate] = None,
-  packed_masks: bool = False,
+  inner: optax.GradientTransformation, **kwargs
 ) -> optax.GradientTransformationExtraArgs:
-  """SET, Sparse Evolutionary Training (Mocanu et al., 2018), with RigL's schedule.
+  """SET, Sparse Evolutionary Training (Mocanu et al., 2018), with RigL's schedule: regrows
+  inactive weights uniformly at random.
 
-  As :func:`rigl`, but the ``k`` regrown weights are chosen uniformly at random among
-  those inactive after the drop (from the update's key): each of them is regrown with
-  probability ``k / (|P| + k)``.
+  ``dynamic_sparse_training(inner, regrowth="random", **kwargs)``: the keyword arguments
+  (``target_sparsity``, ``end_step``, ``update_every``, ...) are documented there.
   """
-  return _transformation(
-    "set_pruning",
-    random_regrowth,
-    inner,
-    prunable,
-    packed_masks,
-    target_sparsity=target_sparsity,
-    end_step=end_step,
-    update_every=update_every,
-    drop_fraction=drop_fraction,
-    drop_fraction_decay=drop_fraction_decay,
-    sparsity_distribution=sparsity_distribution,
-    seed=seed,
-  )
-
-
-# One argument list for both docstrings (absent under ``python -OO``).
-for _fn in (rigl, set_pruning):
-  if _fn.__doc__:
-    _fn.__doc__ += _COMMON_DOC
+  return dynamic_sparse_training(inner, regrowth="random", **kwargs)

@@ -81,8 +81,7 @@ def quality_masks(quality: float, params, masks) -> list[jax.Array]:
     mean = jnp.sum(jnp.where(valid, param, 0.0).astype(jnp.float32)) / count
     variance = jnp.sum(jnp.where(valid, (param - mean) ** 2, 0.0)) / count
     new = mask & ~(jnp.abs(param) < quality * jnp.sqrt(variance))
-    top = jnp.argmax(jnp.where(valid, jnp.abs(param), -jnp.inf).reshape(-1))
-    keep_top = (jnp.arange(mask.size) == top).reshape(mask.shape) & valid & ~jnp.any(new)
+    keep_top = selection.top_entry(valid, jnp.abs(param)) & ~jnp.any(new)
     new_masks.append(new | keep_top)
   return new_masks
 

@@ -54,15 +54,20 @@ def effective_drop_back_prob(q, active, pruned, scale: str):
 
   ``scale="pruned"``: ``q`` is that probability. ``scale="active"``: ``q`` is a *rate*,
   the expected number of revived weights as a fraction of the active ones, ``q |A|``,
-  so each pruned weight comes back with probability ``min(1, q |A| / |P|)``. ``active``
-  and ``pruned`` are counts or fractions; Python floats and traced arrays alike.
+  so each pruned weight comes back with probability ``min(1, q |A| / |P|)`` (0 with
+  nothing pruned). ``active`` and ``pruned`` are counts or fractions: Python or NumPy
+  numbers (the expected trajectory) and traced arrays (the masks' update) alike.
   """
   if scale == "pruned":
     return q
-  if isinstance(pruned, (int, float)) and isinstance(active, (int, float)):
-    return 0.0 if pruned <= 0 else min(1.0, q * active / pruned)
-  safe_pruned = jnp.maximum(pruned, 1)
-  return jnp.where(pruned > 0, jnp.minimum(1.0, q * active / safe_pruned), 0.0)
+  xp = jnp if any(isinstance(v, jax.Array) for v in (q, active, pruned)) else np
+  safe_pruned = xp.where(pruned > 0, pruned, 1)
+  return xp.where(pruned > 0, xp.minimum(1.0, q * active / safe_pruned), 0.0)
+
+
+def drop_back_rate(prob, active, pruned, scale: str):
+  """The inverse of :func:`effective_drop_back_prob`: the user's rate giving ``prob``."""
+  return prob if scale == "pruned" else prob * pruned / active
 
 
 def wanted_pool(size, sparsity, target, p, q):
@@ -305,9 +310,8 @@ def check_drop_rules(drop_away, drop_back, temperature) -> float:
 
 def _unreachable_message(plan: DropPlan, leaf_final: float, point: dict[str, Any]) -> str:
   s, p, q, t = point["before"], point["p"], point["q"], point["target"]
-  max_q = max(0.0, (s + p * (1.0 - s) - t) / s) if s > 0 else 0.0
-  if plan.drop_back_scale == "active":
-    max_q = max_q * s / (1.0 - s)  # back to the user's rate relative to |A|
+  max_prob = max(0.0, (s + p * (1.0 - s) - t) / s) if s > 0 else 0.0
+  max_q = drop_back_rate(max_prob, 1.0 - s, s, plan.drop_back_scale)
   min_p = (t - s * (1.0 - q)) / (1.0 - s)
   hint = "" if plan.drop_back_scale == "active" else ", or drop_back_scale='active'"
   return (
@@ -503,7 +507,7 @@ def _expected_path(final, *, targets, away, back, scale, stop_on_shortfall=False
     else:  # one step
       before = np.asarray([s])
     stop = start + len(before)
-    q = _effective_q_array(rate[start:stop], before, scale)
+    q = effective_drop_back_prob(rate[start:stop], 1.0 - before, before, scale)
     unclipped = wanted_pool(1.0, before, targets[start:stop], p[start:stop], q)
     pool = np.clip(unclipped, 0.0, 1.0 - before)
     binds = np.flatnonzero(pool != unclipped)
@@ -518,15 +522,6 @@ def _expected_path(final, *, targets, away, back, scale, stop_on_shortfall=False
     if stop_on_shortfall and targets[stop - 1] - s > _REACHABILITY_TOLERANCE:
       break
   return {"target": targets, "p": p, **out}
-
-
-def _effective_q_array(rate, sparsity, scale):
-  if scale == "pruned":
-    return rate.copy()
-  with np.errstate(divide="ignore", invalid="ignore"):
-    return np.where(
-      sparsity > 0, np.minimum(1.0, rate * (1.0 - sparsity) / np.maximum(sparsity, 1e-300)), 0.0
-    )
 
 
 def _check_schedule(name, schedule, steps, *, low_open, high_open=False):

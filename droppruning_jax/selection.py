@@ -70,72 +70,129 @@ def flat_index(x: jax.Array, offset: int = 0) -> jax.Array:
   return index
 
 
+def top_entry(eligible: jax.Array, scores: jax.Array) -> jax.Array:
+  """The eligible entry of highest score (the lowest flat index among equals; a NaN score
+  is highest), as a bool array of the shape: one ``True``, none if nothing is eligible.
+
+  ``jnp.argmax`` of the flattened scores, written without flattening so that a sharded
+  array stays sharded (one max and one min all-reduce).
+  """
+  masked = jnp.where(eligible, scores, -jnp.inf)
+  best = jnp.max(masked)
+  at_best = (masked == best) | (jnp.isnan(masked) & jnp.isnan(best))
+  index = flat_index(eligible)
+  top = jnp.min(jnp.where(at_best, index, jnp.uint32(0xFFFFFFFF)))
+  return (index == top) & eligible
+
+
 def total(arrays, dtype=jnp.int32) -> jax.Array:
   """The sum of every element of ``arrays`` (a list of arrays), in ``dtype``; 0 if empty."""
   return sum((jnp.sum(a, dtype=dtype) for a in arrays), jnp.zeros((), dtype))
 
 
+def bisect(count_at, wanted: jax.Array, low: jax.Array, high: jax.Array, passes: int):
+  """Per group, the smallest uint32 ``v`` in ``[low, high]`` with ``count_at(v) >= wanted``.
+
+  The one bisection loop of the library (thresholds of the exact selection, their tie
+  cut, and the weighted drop probabilities): ``count_at`` maps a vector of candidate
+  values, one per group, to the vector of counts (or masses), non-decreasing in ``v``.
+  ``passes`` halvings of ``high - low``; 32 cover the whole uint32 range.
+  """
+
+  def halve(_, bounds):
+    low, high = bounds
+    mid = low + (high - low) // 2
+    enough = count_at(mid) >= wanted
+    return jnp.where(enough, low, mid + 1), jnp.where(enough, mid, high)
+
+  return jax.lax.fori_loop(0, passes, halve, (low, high))[0]
+
+
 def select_lowest_groups(
   keys: Sequence[Sequence[jax.Array]], eligible: Sequence[Sequence[jax.Array]], ks
 ) -> list[list[jax.Array]]:
-  """:func:`select_lowest_many` for sharded arrays, in their own shapes, by groups.
+  """Selects the ``k`` eligible entries of lowest key of each group of arrays.
 
   The arrays of a group share one selection of ``k`` entries, ordered by key and then by
-  position in the group's concatenated flat order (leaf, then row-major index), exactly
-  as if the group's flattened arrays were concatenated and passed to
-  :func:`select_lowest_many`. Nothing is reshaped, concatenated or gathered: every
-  bisection pass is an elementwise compare and one sum per group (an all-reduce of an
-  int32 when sharded), and ties at the threshold are resolved by a second bisection
-  over the flat index instead of a prefix count (a ``cumsum`` needs the whole array).
+  position in the group's concatenated flat order (array, then row-major index); a group
+  of one array is one array selected alone. The layout is this function's choice, with
+  the same result: unsharded groups are flattened and concatenated
+  (:func:`select_lowest_many`); sharded arrays stay in their own shapes
+  (:func:`_select_lowest_sharded`): nothing is gathered.
 
   Args:
-    keys: per group, uint32 key arrays of any shapes and shardings.
-    eligible: per group, bool arrays of the keys' shapes.
-    ks: numbers to select, one per group (may be traced).
+    keys: per group, uint32 key arrays (:func:`sortable_keys`) of any shapes.
+    eligible: per group, bool arrays of the keys' shapes; only these can be selected.
+    ks: numbers to select, one per group (may be traced); clipped to the eligible count.
 
   Returns:
     Per group, one bool array per key array, of its shape.
   """
+  if is_sharded(*[a for group in (*keys, *eligible) for a in group]):
+    return _select_lowest_sharded(keys, eligible, ks)
+  flat = select_lowest_many(
+    [_flat_concat(group) for group in keys], [_flat_concat(group) for group in eligible], ks
+  )
+  return [_split_like(f, group) for f, group in zip(flat, keys)]
+
+
+def select_lowest_each(keys: Sequence[jax.Array], eligible: Sequence[jax.Array], ks) -> list:
+  """:func:`select_lowest_groups` with one group per array: each array selects alone."""
+  groups = select_lowest_groups([[k] for k in keys], [[e] for e in eligible], ks)
+  return [group[0] for group in groups]
+
+
+def _flat_concat(arrays: Sequence[jax.Array]) -> jax.Array:
+  return jnp.concatenate([a.reshape(-1) for a in arrays])
+
+
+def _split_like(flat: jax.Array, arrays: Sequence[jax.Array]) -> list[jax.Array]:
+  pieces = jnp.split(flat, list(_offsets(arrays)[1:-1]))
+  return [piece.reshape(a.shape) for piece, a in zip(pieces, arrays)]
+
+
+def _select_lowest_sharded(keys, eligible, ks) -> list[list[jax.Array]]:
+  """:func:`select_lowest_groups` on sharded arrays, in their own shapes.
+
+  Every bisection pass is an elementwise compare and one sum per group (an all-reduce of
+  an int32 when sharded), and ties at the threshold are resolved by a second bisection
+  over the flat index instead of a prefix count (a ``cumsum`` needs the whole array).
+  """
   ks = jnp.stack([jnp.asarray(k, jnp.int32) for k in ks])
-  groups = len(keys)
+  groups = range(len(keys))
 
-  def bisect(_, bounds):
-    low, high = bounds
-    mid = low + (high - low) // 2
-    counts = jnp.stack(
-      [total([e & (k <= mid[g]) for k, e in zip(keys[g], eligible[g])]) for g in range(groups)]
+  def count_keys_at_most(mid):
+    return jnp.stack(
+      [total([e & (k <= mid[g]) for k, e in zip(keys[g], eligible[g])]) for g in groups]
     )
-    enough = counts >= ks
-    return jnp.where(enough, low, mid + 1), jnp.where(enough, mid, high)
 
-  start = (jnp.zeros(groups, jnp.uint32), jnp.full(groups, 0xFFFFFFFF, jnp.uint32))
-  thresholds, _ = jax.lax.fori_loop(0, 32, bisect, start)
-  below = [[e & (k < thresholds[g]) for k, e in zip(keys[g], eligible[g])] for g in range(groups)]
-  at = [[e & (k == thresholds[g]) for k, e in zip(keys[g], eligible[g])] for g in range(groups)]
-  rooms = jnp.stack([ks[g] - total(below[g]) for g in range(groups)])
+  thresholds = bisect(
+    count_keys_at_most,
+    ks,
+    jnp.zeros(len(keys), jnp.uint32),
+    jnp.full(len(keys), 0xFFFFFFFF, jnp.uint32),
+    32,
+  )
+  below = [[e & (k < thresholds[g]) for k, e in zip(keys[g], eligible[g])] for g in groups]
+  at = [[e & (k == thresholds[g]) for k, e in zip(keys[g], eligible[g])] for g in groups]
+  rooms = jnp.stack([ks[g] - total(below[g]) for g in groups])
   offsets = [[int(o) for o in _offsets(group)] for group in keys]
-  index = [[flat_index(k, offsets[g][i]) for i, k in enumerate(keys[g])] for g in range(groups)]
-  totals = [offsets[g][-1] for g in range(groups)]
+  index = [[flat_index(k, offsets[g][i]) for i, k in enumerate(keys[g])] for g in groups]
+  totals = [offsets[g][-1] for g in groups]
 
   def prefix():
-    def cut(_, bounds):
-      low, high = bounds
-      mid = low + (high - low) // 2
-      counts = jnp.stack(
-        [total([a & (i < mid[g]) for a, i in zip(at[g], index[g])]) for g in range(groups)]
-      )
-      enough = counts >= rooms
-      return jnp.where(enough, low, mid + 1), jnp.where(enough, mid, high)
+    def count_index_below(mid):
+      return jnp.stack([total([a & (i < mid[g]) for a, i in zip(at[g], index[g])]) for g in groups])
 
-    start = (jnp.zeros(groups, jnp.uint32), jnp.asarray(totals, jnp.uint32))
     passes = max(1, math.ceil(math.log2(max(totals) + 1)))
-    cuts, _ = jax.lax.fori_loop(0, passes, cut, start)
-    return [[a & (i < cuts[g]) for a, i in zip(at[g], index[g])] for g in range(groups)]
+    start = jnp.zeros(len(keys), jnp.uint32)
+    cuts = bisect(count_index_below, rooms, start, jnp.asarray(totals, jnp.uint32), passes)
+    return [[a & (i < cuts[g]) for a, i in zip(at[g], index[g])] for g in groups]
 
   # Usually every entry at the threshold fits; the index bisection runs only on ties.
-  fits = jnp.all(jnp.stack([total(at[g]) for g in range(groups)]) <= rooms)
+  fits = jnp.all(jnp.stack([total(at[g]) for g in groups]) <= rooms)
   take_at = jax.lax.cond(fits, lambda: at, prefix)
-  return [[(b | t) & (ks[g] > 0) for b, t in zip(below[g], take_at[g])] for g in range(groups)]
+  return [[(b | t) & (ks[g] > 0) for b, t in zip(below[g], take_at[g])] for g in groups]
 
 
 def _offsets(arrays) -> list[int]:
@@ -154,10 +211,21 @@ def lowest_scores_groups(
   *,
   pruned_first: bool,
 ) -> list[list[jax.Array]]:
-  """:func:`lowest_scores_many` on sharded arrays, by groups sharing one selection.
+  """Selects the ``k`` entries of lowest score of each group of masks, ties by position.
 
-  Same keys and tie-break as :func:`lowest_scores_many` (see
-  :func:`select_lowest_groups`), in the arrays' own shapes and shardings.
+  The masks of a group share one selection (:func:`select_lowest_groups`): one group per
+  leaf selects per leaf, one group of every leaf is a global pool.
+
+  Args:
+    masks: per group, current masks (``True`` = active), any shapes.
+    scores: per group, importance scores, one per mask, of its shape.
+    ks: numbers to select, one per group (may be traced).
+    pruned_first: if ``True`` every pruned entry comes before every active one
+      (pruned entries in flat-index order); otherwise only active entries are
+      eligible and ``k`` is clipped to the active count.
+
+  Returns:
+    Per group, one boolean array per mask, of its shape, ``True`` for the selected entries.
   """
   keys, eligible = [], []
   for group_masks, group_scores in zip(masks, scores):
@@ -165,6 +233,9 @@ def lowest_scores_groups(
     for mask, score in zip(group_masks, group_scores):
       key = sortable_keys(score)
       if pruned_first:
+        # Pruned entries get the lowest key, 0, so they come first (in index order); an
+        # active entry's key is at least 1 (key 0 is only the all-ones NaN pattern). One
+        # bisection then serves both.
         key = jnp.where(mask, jnp.maximum(key, jnp.uint32(1)), jnp.uint32(0))
         mask = jnp.ones_like(mask)
       keys[-1].append(key)
@@ -195,17 +266,13 @@ def select_lowest_many(
     )
   ks = jnp.stack([jnp.asarray(k, jnp.int32) for k in ks])
 
-  def bisect(_, bounds):
-    low, high = bounds
-    mid = low + (high - low) // 2
-    counts = jnp.stack(
+  def count_keys_at_most(mid):
+    return jnp.stack(
       [jnp.sum(e & (k <= mid[i]), dtype=jnp.int32) for i, (k, e) in enumerate(zip(keys, eligible))]
     )
-    enough = counts >= ks
-    return jnp.where(enough, low, mid + 1), jnp.where(enough, mid, high)
 
-  start = (jnp.zeros(len(keys), jnp.uint32), jnp.full(len(keys), 0xFFFFFFFF, jnp.uint32))
-  thresholds, _ = jax.lax.fori_loop(0, 32, bisect, start)
+  low = jnp.zeros(len(keys), jnp.uint32)
+  thresholds = bisect(count_keys_at_most, ks, low, jnp.full(len(keys), 0xFFFFFFFF, jnp.uint32), 32)
   return [
     select_at_threshold(k, e, thresholds[i], ks[i]) for i, (k, e) in enumerate(zip(keys, eligible))
   ]
@@ -255,38 +322,11 @@ def tie_prefix_unless_all_fit(at: jax.Array, room) -> jax.Array:
 def lowest_scores_many(
   masks: Sequence[jax.Array], scores: Sequence[jax.Array], ks, *, pruned_first: bool
 ) -> list[jax.Array]:
-  """Selects the ``k`` entries of lowest score of each mask, ties by flat index.
-
-  Args:
-    masks: current masks (``True`` = active), any shapes.
-    scores: importance scores, one per mask, of its shape.
-    ks: numbers to select, one per mask (may be traced).
-    pruned_first: if ``True`` every pruned entry comes before every active one
-      (pruned entries in flat-index order); otherwise only active entries are
-      eligible and ``k`` is clipped to the active count.
-
-  Returns:
-    One boolean array per mask, of its shape, ``True`` for the selected entries.
-  """
-  if is_sharded(*masks, *scores):
-    groups = lowest_scores_groups(
-      [[m] for m in masks], [[s] for s in scores], ks, pruned_first=pruned_first
-    )
-    return [group[0] for group in groups]
-  keys, eligible = [], []
-  for mask, score in zip(masks, scores):
-    flat_mask = mask.reshape(-1)
-    key = sortable_keys(score.reshape(-1))
-    if pruned_first:
-      # Pruned entries get the lowest key, 0, so they come first (in index order); an
-      # active entry's key is at least 1 (key 0 is only the all-ones NaN pattern). One
-      # bisection then serves both groups.
-      key = jnp.where(flat_mask, jnp.maximum(key, jnp.uint32(1)), jnp.uint32(0))
-      flat_mask = jnp.ones_like(flat_mask)
-    keys.append(key)
-    eligible.append(flat_mask)
-  selected = select_lowest_many(keys, eligible, ks)
-  return [sel.reshape(mask.shape) for sel, mask in zip(selected, masks)]
+  """:func:`lowest_scores_groups` with one group per mask: each selects alone."""
+  groups = lowest_scores_groups(
+    [[m] for m in masks], [[s] for s in scores], ks, pruned_first=pruned_first
+  )
+  return [group[0] for group in groups]
 
 
 def final_pruned_count(size: int, target_sparsity: float) -> int:

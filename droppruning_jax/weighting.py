@@ -178,23 +178,16 @@ def weighted_probabilities(
     lambda s, m, d: jnp.clip((s - m) / d / t, -_ENERGY_BOUND, _ENERGY_BOUND), s, mean, scale
   )
 
-  def bisect(_, bounds):
-    low, high = bounds
-    mid = low + (high - low) // 2
-    tau = lay.spread(_key_to_float(mid))
+  def mass_at(mid):
     # f(tau) = sum_i min(1, exp(tau - x_i)) over each group's candidates.
-    mass = lay.sum(
+    tau = lay.spread(_key_to_float(mid))
+    return lay.sum(
       jax.tree.map(lambda x, c, u: jnp.where(c, jnp.exp(jnp.minimum(u - x, 0.0)), 0.0), x, c, tau)
     )
-    enough = mass >= totals
-    return jnp.where(enough, low, mid + 1), jnp.where(enough, mid, high)
 
   groups = len(scores)
-  start = (
-    jnp.full(groups, _KEY_NEG_INF, jnp.uint32),
-    jnp.full(groups, _KEY_POS_INF, jnp.uint32),
-  )
-  keys, _ = jax.lax.fori_loop(0, 32, bisect, start)
+  low = jnp.full(groups, _KEY_NEG_INF, jnp.uint32)
+  keys = selection.bisect(mass_at, totals, low, jnp.full(groups, _KEY_POS_INF, jnp.uint32), 32)
   tau = lay.spread(_key_to_float(keys))
   capped = jax.tree.map(lambda x, c, u: c & (x < u), x, c, tau)
   rest = jax.tree.map(lambda c, u: c & ~u, c, capped)
@@ -230,8 +223,17 @@ def global_back_evidence(drop_back: str, masks, grads, stash) -> Optional[list[j
   evidence = back_evidence(drop_back, grads, stash)
   if evidence is None:
     return None
-  out = []
-  for e, mask in zip(evidence, masks):
-    mean = jnp.sum(jnp.where(mask, 0.0, e)) / jnp.maximum(jnp.sum(~mask, dtype=jnp.int32), 1)
-    out.append(e / jnp.maximum(mean, jnp.finfo(jnp.float32).tiny))
-  return out
+  return [divide_by_mean(e, ~mask) for e, mask in zip(evidence, masks)]
+
+
+def divide_by_mean(values: jax.Array, where: jax.Array) -> jax.Array:
+  """``values`` divided by their mean over ``where`` (a leaf's scale, for a global pool).
+
+  The global pool divides each leaf's scores by their mean over its active finite
+  weights, and its drop-back evidence by the mean over its pruned weights, so that layers
+  of larger weights or gradients (e.g. small fan-in) do not win the pool. An empty
+  ``where`` or a zero mean divides by the smallest normal float32.
+  """
+  count = jnp.maximum(jnp.sum(where, dtype=jnp.int32), 1)
+  mean = jnp.sum(jnp.where(where, values, 0.0)) / count
+  return values / jnp.maximum(mean, jnp.finfo(jnp.float32).tiny)

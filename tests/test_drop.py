@@ -365,14 +365,42 @@ def test_the_update_at_step_t_is_drop_step_with_the_documented_key(weighted):
   )
 
 
-def test_an_unreachable_schedule_raises_its_own_error_type():
-  """UnreachableScheduleError (a ValueError) lets callers tell it from other refusals."""
-  import optax
+def test_a_group_of_leaves_is_one_pool_equal_to_the_leaves_concatenated():
+  """drop_groups' contract: a group of several leaves drops exactly as one flat mask of
+  their concatenation (the global pool), and the layout stays the leaves' own shapes."""
+  shapes = [(12, 5), (2, 3, 4), (9,)]
+  keys = jax.random.split(jax.random.PRNGKey(7), 4 * len(shapes))
+  masks = [jax.random.uniform(k, s) < 0.7 for k, s in zip(keys[0::4], shapes)]
+  scores = [jax.random.normal(k, s) for k, s in zip(keys[1::4], shapes)]
+  uniforms = [jax.random.uniform(k, s) for k, s in zip(keys[2::4], shapes)]
+  evidence = [jnp.abs(jax.random.normal(k, s)) for k, s in zip(keys[3::4], shapes)]
+  protected = [jnp.zeros(s, bool).reshape(-1).at[0].set(True).reshape(s) for s in shapes]
+  kwargs = dict(drop_away_prob=0.7, drop_back_prob=0.1, drop_away="importance", temperature=0.5)
 
-  with pytest.raises(dp.UnreachableScheduleError, match="cannot follow the sparsity schedule"):
-    dp.drop_pruning(
-      optax.sgd(0.1), target_sparsity=0.99, end_step=20, update_every=10, drop_back_prob=0.5
-    )
-  with pytest.raises(ValueError) as other:
-    dp.drop_pruning(optax.sgd(0.1), target_sparsity=1.5, end_step=20)
-  assert not isinstance(other.value, dp.UnreachableScheduleError)
+  def flat(arrays):
+    return [jnp.concatenate([a.reshape(-1) for a in arrays])]
+
+  grouped, infos = drop.drop_groups(
+    [masks],
+    [scores],
+    [uniforms],
+    step_sparsities=[0.6],
+    protected=[protected],
+    back_evidence=[evidence],
+    **kwargs,
+  )
+  together, flat_infos = drop.drop_leaves(
+    flat(masks),
+    flat(scores),
+    flat(uniforms),
+    step_sparsities=[0.6],
+    protected=flat(protected),
+    back_evidence=flat(evidence),
+    **kwargs,
+  )
+  assert [m.shape for m in grouped[0]] == shapes
+  chex.assert_trees_all_equal(flat(grouped[0])[0], together[0])
+  chex.assert_trees_all_equal(infos, flat_infos)
+  assert int(infos[0].dropped_away) > 0 and int(infos[0].pool_size) > 0
+  for new, keep, mask in zip(grouped[0], protected, masks):
+    assert bool(jnp.all(new[keep & mask]))  # an active protected weight never leaves

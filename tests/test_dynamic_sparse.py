@@ -422,3 +422,22 @@ def test_mapping_targets_and_init_errors():
 def test_bad_arguments_raise_at_construction(method, kwargs, match):
   with pytest.raises(ValueError, match=match):
     _tx(method, optax.sgd(0.1), **kwargs)
+
+
+def _masks_after(tx, steps):
+  params, state = _params(), None
+  state = tx.init(params)
+  step = jax.jit(make_step(tx))
+  for t in range(steps):
+    params, state = step(params, state, random_grads(params, t))
+  return dp.get_masks(state)
+
+
+@pytest.mark.parametrize("front, regrowth", [(dp.rigl, "gradient"), (dp.set_pruning, "random")])
+def test_rigl_and_set_are_the_two_regrowth_criteria_of_one_transformation(front, regrowth):
+  kwargs = dict(target_sparsity=0.7, end_step=12, update_every=3, seed=4)
+  named = _masks_after(front(optax.sgd(0.1), **kwargs), steps=9)
+  general = dp.dynamic_sparse_training(optax.sgd(0.1), regrowth=regrowth, **kwargs)
+  chex.assert_trees_all_equal(named, _masks_after(general, steps=9))
+  with pytest.raises(ValueError, match="regrowth.*'magnitude'"):
+    dp.dynamic_sparse_training(optax.sgd(0.1), regrowth="magnitude", **kwargs)

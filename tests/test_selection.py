@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import droppruning_jax as dp
+from droppruning_jax import selection
 
 
 def _reference(mask: np.ndarray, scores: np.ndarray, target: float) -> np.ndarray:
@@ -121,3 +122,27 @@ def test_compiled_mask_update_has_no_sort(name):
   assert "while" in text  # the bisection loop is there: the check looks at the real update
   for op in ("stablehlo.sort", "chlo.top_k", "mhlo.topk"):
     assert op not in text, (name, op)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_top_entry_is_argmax_of_the_eligible_entries(seed):
+  rng = np.random.default_rng(seed)
+  scores = np.round(rng.normal(size=(6, 7)), 1).astype(np.float32)  # ties
+  eligible = rng.random((6, 7)) < 0.5
+  top = np.asarray(selection.top_entry(jnp.asarray(eligible), jnp.asarray(scores)))
+  expected = np.zeros(42, bool)
+  expected[np.argmax(np.where(eligible, scores, -np.inf).reshape(-1))] = True
+  np.testing.assert_array_equal(top.reshape(-1), expected & eligible.reshape(-1))
+  assert not np.any(selection.top_entry(jnp.zeros((3,), bool), jnp.ones(3)))
+
+
+def test_groups_share_one_selection_in_the_concatenated_order():
+  keys = [jnp.asarray([[3, 1], [2, 2]], jnp.uint32), jnp.asarray([2, 0, 5], jnp.uint32)]
+  eligible = [jnp.ones((2, 2), bool), jnp.asarray([True, False, True])]
+  (first, second), (alone,) = selection.select_lowest_groups(
+    [keys, keys[1:]], [eligible, eligible[1:]], [3, 1]
+  )
+  # concatenated keys 3 1 2 2 | 2 (0 ineligible) 5: the 1 and the first two 2s by position
+  np.testing.assert_array_equal(first, [[False, True], [True, True]])
+  np.testing.assert_array_equal(second, [False, False, False])
+  np.testing.assert_array_equal(alone, [True, False, False])
