@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import droppruning_jax as dp
+
 
 def toy_params(seed: int = 0):
   """Two prunable kernels (one conv-shaped), a bias and a norm scale."""
@@ -64,6 +66,24 @@ for name, value in json.loads(sys.argv[1]).items():
   config[name] = tuple(value) if isinstance(value, list) else value
 train.train_and_evaluate(config, sys.argv[2])
 """
+
+
+def run_masks(tx, steps, params=None, check_zeros=True, jit=True):
+  """Trains the toy params ``steps`` steps on ``random_grads``; ``(params, state, masks after
+  each step)``, checking after each step that every pruned weight is exactly 0."""
+  params = toy_params() if params is None else params
+  state = tx.init(params)
+  step = jax.jit(make_step(tx)) if jit else make_step(tx)
+  history = []
+  for t in range(steps):
+    params, state = step(params, state, random_grads(params, t))
+    masks = dp.get_masks(state)
+    if check_zeros:
+      for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks)):
+        if m.ndim:
+          assert np.all(np.asarray(p)[~np.asarray(m)] == 0.0), f"nonzero pruned weight at step {t}"
+    history.append(masks)
+  return params, state, history
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

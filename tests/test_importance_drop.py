@@ -327,37 +327,6 @@ def test_saliency_prunes_the_lowest_w_times_g_not_the_lowest_w():
   assert (mask != lowest["magnitude"]).sum() > 10
 
 
-@pytest.mark.parametrize(
-  "kwargs,message",
-  [
-    (dict(drop_away="weighted"), "drop_away='weighted'"),
-    (dict(drop_back="importance"), "drop_back='importance'"),
-    (dict(drop_back="magnitude"), "drop_back='magnitude'"),
-    (dict(drop_away="importance", temperature=0.0), "temperature=0.0"),
-    (dict(drop_back="gradient", temperature=-1.0), "temperature=-1.0"),
-    (dict(drop_back="gradient", temperature=float("nan")), "temperature=nan"),
-    (dict(drop_away="importance", temperature="hot"), "temperature='hot'"),
-    (dict(temperature=2.0), "temperature=2.0 has no effect"),
-    (dict(importance="salience"), "importance='salience'"),
-  ],
-)
-def test_invalid_drop_rules_are_refused_at_construction(kwargs, message):
-  with pytest.raises(ValueError, match=message):
-    dp.drop_pruning(optax.sgd(0.1), target_sparsity=0.9, end_step=1000, update_every=50, **kwargs)
-
-
-def test_unreachable_schedules_are_refused_with_the_weighted_rules_as_without():
-  # The weighted rules change which weights drop, not how many: the same check applies.
-  common = dict(target_sparsity=0.8, begin_step=2, end_step=14, update_every=3)
-  for kwargs in (
-    dict(),
-    dict(drop_away="importance", drop_back="gradient"),
-    dict(drop_back="stash"),
-  ):
-    with pytest.raises(ValueError, match="cannot follow the sparsity schedule"):
-      dp.drop_pruning(optax.sgd(0.1), **common, **kwargs)
-
-
 # End to end: a small model, every new option at once; per leaf and one global pool.
 STEPS = 22
 WEIGHTED = dict(
@@ -840,14 +809,6 @@ def test_weighted_drop_final_sparsity_is_exact_and_jit_equals_no_jit(distributio
     assert sum(pruned) == round(0.8 * 700)
   else:
     assert pruned == [round(0.8 * 600), round(0.8 * 100)]
-
-
-def test_regrow_from_stash_needs_a_stash():
-  policy = skeleton.MaskPolicy(
-    seed=0, branch_index=lambda count: 0, updates=[], regrow_from_stash=True
-  )
-  with pytest.raises(ValueError, match="regrow_from_stash needs keep_stash"):
-    skeleton.pruning_transformation(optax.sgd(0.1), policy, name="test")
 
 
 @pytest.mark.parametrize("distribution", ["uniform", "global"])

@@ -43,7 +43,7 @@ def test_jit_run_matches_pmap_and_resumes_bitwise(idx_dir, tmp_path, finished_ru
   assert jit_summary["device_count"] == devices
   helpers.assert_exact_final_sparsity(jit_summary, jit_dir, 0.9)
   if devices == 2:  # compared with pmap on 2 devices only (one compile less)
-    pmap_summary, pmap_dir = finished_run(_config(idx_dir, **overrides))
+    pmap_summary, pmap_dir = finished_run(_config(idx_dir, parallel="pmap", **overrides))
     # Same masks for the same seed; the params agree to rounding (another reduction order).
     chex.assert_trees_all_equal(_masks(pmap_dir), _masks(jit_dir))
     chex.assert_trees_all_close(
@@ -78,7 +78,7 @@ def test_jit_run_matches_pmap_and_resumes_bitwise(idx_dir, tmp_path, finished_ru
   )
   # The parallel mode changes results in the last bits: a resume cannot switch it.
   with pytest.raises(errors.ConfigError, match="parallel 'jit' -> 'pmap'"):
-    train.train_and_evaluate(_config(idx_dir, **overrides), resumed_dir)
+    train.train_and_evaluate(_config(idx_dir, parallel="pmap", **overrides), resumed_dir)
 
 
 @needs_two_devices
@@ -91,7 +91,7 @@ def test_fsdp_shards_the_state_and_matches_data_parallel(idx_dir, tmp_path, fini
     num_devices=2,
   )
   config = _config(idx_dir, **fsdp)
-  _, pmap_dir = finished_run(_config(idx_dir, num_devices=2))
+  _, pmap_dir = finished_run(_config(idx_dir, parallel="pmap", num_devices=2))
   summary = train.train_and_evaluate(config, tmp_path / "fsdp")
   chex.assert_trees_all_equal(_masks(pmap_dir), _masks(tmp_path / "fsdp"))
   chex.assert_trees_all_close(

@@ -1,9 +1,9 @@
-"""Schedules: the sparsity schedule, the annealing of p and q, the pruning steps and the
-expected trajectory, each against values derived by hand or from the formula it documents."""
+"""Schedules: the sparsity schedule, the annealing of p and q and the pruning steps, each
+against values derived by hand or from the formula it documents (the expected trajectory:
+test_plan.py)."""
 
 import math
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,83 +72,3 @@ def test_pruning_steps_are_the_grid_from_begin_plus_end(begin, length, every):
   grid = set(range(begin, end + 1, every))
   assert set(steps) == grid | {end}
   assert steps == sorted(set(steps))  # increasing, no repeats
-
-
-def _schedule(values):
-  return lambda step: values[int(step)]
-
-
-def test_expected_trajectory_hand_example_where_the_clip_binds():
-  # Steps 0, 10, 20 with targets 0.5, 0.8, 0.9; p = 0.5, q = 0.2 per pruned weight.
-  # Step 0:  s = 0,    c/n = min((0.5 - 0) / 0.5, 1) = 1,          E = 0.5 * 1 = 0.5.
-  # Step 10: s = 0.5,  c/n = (0.8 - 0.5 * 0.8) / 0.5 = 0.8 > |A|/n = 0.5, so 0.5;
-  #          E = 0.5 * 0.8 + 0.5 * 0.5 = 0.65, a shortfall of 0.15.
-  # Step 20 (last, exact: p = 1, q = 0): c/n = 0.9 - 0.65 = 0.25,   E = 0.9.
-  points = dp.expected_trajectory(
-    0.9,
-    target_sparsity=0.9,
-    sparsity_schedule=_schedule({0: 0.5, 10: 0.8, 20: 0.9}),
-    drop_away_prob=lambda s: 0.5,
-    drop_back_prob=lambda s: 0.2,
-    drop_back_scale="pruned",
-    steps=[0, 10, 20],
-  )
-  assert [point.step for point in points] == [0, 10, 20]
-  got = [
-    (
-      pt.sparsity_before,
-      pt.drop_away_prob,
-      pt.drop_back_prob,
-      pt.pool_fraction,
-      pt.expected_sparsity,
-      pt.shortfall,
-    )
-    for pt in points
-  ]
-  want = [
-    (0.0, 0.5, 0.2, 1.0, 0.5, 0.0),
-    (0.5, 0.5, 0.2, 0.5, 0.65, 0.15),
-    (0.65, 1.0, 0.0, 0.25, 0.9, 0.0),
-  ]
-  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-12)
-
-
-def test_expected_trajectory_active_scale_and_leaf_scaling():
-  # drop_back_scale="active": the per-weight probability is q |A| / |P| (0 while |P| = 0).
-  # A leaf whose final target is half the overall one follows half the schedule.
-  # Step 0: target 0.5 * 0.5 = 0.25, s = 0, q_eff = 0: c/n = 0.25 / 0.5 = 0.5, E = 0.25.
-  # Step 10: target 0.35, q_eff = 0.1 * 0.75 / 0.25 = 0.3: c/n = (0.35 - 0.25 * 0.7) / 0.5 = 0.35.
-  points = dp.expected_trajectory(
-    0.45,
-    target_sparsity=0.9,
-    sparsity_schedule=_schedule({0: 0.5, 10: 0.7, 20: 0.9}),
-    drop_away_prob=lambda s: 0.5,
-    drop_back_prob=lambda s: 0.1,
-    drop_back_scale="active",
-    steps=[0, 10, 20],
-  )
-  np.testing.assert_allclose([pt.target for pt in points], [0.25, 0.35, 0.45], atol=1e-12)
-  np.testing.assert_allclose([pt.drop_back_prob for pt in points], [0.0, 0.3, 0.0], atol=1e-12)
-  np.testing.assert_allclose([pt.pool_fraction for pt in points], [0.5, 0.35, 0.1], atol=1e-12)
-  np.testing.assert_allclose(
-    [pt.expected_sparsity for pt in points], [0.25, 0.35, 0.45], atol=1e-12
-  )
-
-
-@pytest.mark.parametrize("target,every", [(0.5, 1), (0.93, 7), (0.99, 40)])
-def test_expected_trajectory_of_gradual_pruning_is_the_schedule(target, every):
-  # With p = 1 and q = 0 the pool is exactly the missing weights: E[s] is the schedule.
-  steps = dp.pruning_steps(0, 200, every)
-  schedule = dp.polynomial_sparsity(target, 0, 200)
-  points = dp.expected_trajectory(
-    target,
-    target_sparsity=target,
-    sparsity_schedule=schedule,
-    drop_away_prob=lambda s: 1.0,
-    drop_back_prob=lambda s: 0.0,
-    drop_back_scale="active",
-    steps=steps,
-  )
-  expected = [_cubic(step, target, 0, 200, 0.0) for step in steps[:-1]] + [target]
-  np.testing.assert_allclose([pt.expected_sparsity for pt in points], expected, atol=1e-6)
-  assert max(pt.shortfall for pt in points) <= 1e-6
