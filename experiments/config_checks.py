@@ -76,8 +76,8 @@ RUN_CONTROL_FIELDS = (
 # cannot resume from a checkpoint written with another value.
 STATE_LAYOUT_FIELDS = ("packed_masks",)
 # The value a field takes in a run folder whose config.json lacks it, where that is not
-# its default: such a run trained on the whole training split.
-MISSING_FIELD_VALUES = {"validation_examples": 0}
+# its default: such a run trained on the whole training split, under jax.pmap.
+MISSING_FIELD_VALUES = {"validation_examples": 0, "parallel": "pmap"}
 
 
 def is_unset(value: Any) -> bool:

@@ -42,7 +42,6 @@ studies with and without a validation split into one table is refused.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -323,25 +322,6 @@ def within_lines(studies_dir: Path, spec: str) -> list[str]:
   return lines
 
 
-def permutation_p(a, b) -> float:
-  """Two-sided p of ``mean(a) - mean(b)``, exact over every split of the pooled values."""
-  pooled = np.asarray([*a, *b], dtype=np.float64)
-  n, total = len(a), pooled.sum()
-  observed = abs(np.mean(a) - np.mean(b))
-  sums = np.fromiter((sum(c) for c in itertools.combinations(pooled, n)), np.float64)
-  diffs = np.abs(sums / n - (total - sums) / (len(pooled) - n))
-  return float(np.mean(diffs >= observed - 1e-9 * max(1.0, observed)))
-
-
-def sign_flip_p(a, b) -> float:
-  """Two-sided p of the mean paired difference ``a - b``, exact over every sign pattern."""
-  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-  signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(d))))
-  means = np.abs(signs @ d) / len(d)
-  observed = abs(d.mean())
-  return float(np.mean(means >= observed - 1e-9 * max(1.0, observed)))
-
-
 def tests_table(studies_dir: Path, spec: str) -> list[str]:
   """``STUDY:SERIES:FIRST``: SERIES against gradual at each shared target, same seeds.
 
@@ -381,11 +361,11 @@ def tests_table(studies_dir: Path, spec: str) -> list[str]:
       splits = math.comb(2 * len(x), len(x))
       lines.append(
         f"| {study_report.percent(target)} | {label} | {diff} | unpaired: permutation of the "
-        f"means, all {splits:,} splits | {permutation_p(x, y):.3f} |"
+        f"means, all {splits:,} splits | {study_report.permutation_p(x, y):.3f} |"
       )
       lines.append(
         f"| {study_report.percent(target)} | {label} | {diff} | paired by seed: sign flips, "
-        f"all {2 ** len(x):,} patterns | {sign_flip_p(x, y):.3f} |"
+        f"all {2 ** len(x):,} patterns | {study_report.sign_flip_p(x, y):.3f} |"
       )
   return lines
 

@@ -9,12 +9,15 @@ folders. Selection protocol: see :mod:`experiments.study`.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import math
 import re
 import statistics
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 # Written instead of a summary when the library rejects a cell's configuration.
 REJECTED = "rejected.txt"
@@ -222,7 +225,6 @@ def plot_layer_sparsity(rows: list[dict[str, Any]], path: Path, title: str) -> P
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  import numpy as np
 
   rows = [r for r in rows if r["target"] is not None]
   targets = sorted({r["target"] for r in rows})
@@ -563,3 +565,22 @@ def write_report(
   path = report_dir / f"{study['name']}.md"
   path.write_text(markdown_report(study, rows, plot, layers_plot))
   return path
+
+
+def permutation_p(a, b) -> float:
+  """Two-sided p of ``mean(a) - mean(b)``, exact over every split of the pooled values."""
+  pooled = np.asarray([*a, *b], dtype=np.float64)
+  n, total = len(a), pooled.sum()
+  observed = abs(np.mean(a) - np.mean(b))
+  sums = np.fromiter((sum(c) for c in itertools.combinations(pooled, n)), np.float64)
+  diffs = np.abs(sums / n - (total - sums) / (len(pooled) - n))
+  return float(np.mean(diffs >= observed - 1e-9 * max(1.0, observed)))
+
+
+def sign_flip_p(a, b) -> float:
+  """Two-sided p of the mean paired difference ``a - b``, exact over every sign pattern."""
+  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(d))))
+  means = np.abs(signs @ d) / len(d)
+  observed = abs(d.mean())
+  return float(np.mean(means >= observed - 1e-9 * max(1.0, observed)))

@@ -2,9 +2,9 @@
 
 ``train_and_evaluate(config, workdir)`` trains a model from ``experiments.models``
 on a dataset from ``experiments.data`` with one of the pruning methods (or none),
-data-parallel with ``jax.pmap`` over the local devices (``config.parallel="pmap"``)
-or with ``jax.jit`` over a device mesh of all processes' devices
-(``config.parallel="jit"``, optionally FSDP), and writes into ``workdir``:
+with ``jax.jit`` over a device mesh of all processes' devices (``config.parallel="jit"``,
+the default; data parallel, optionally FSDP or a model's own annotations) or data-parallel
+with ``jax.pmap`` over the local devices (``config.parallel="pmap"``), and writes into ``workdir``:
 
 * ``metrics.jsonl``: one JSON line per epoch (losses, validation and test error,
   sparsity, drop counts);

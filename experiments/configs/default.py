@@ -136,10 +136,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.drop_fraction_decay = "cosine"
 
   # ---- devices ---------------------------------------------------------------
-  # How the step is spread over the devices: "pmap" (jax.pmap over the local
-  # devices, params replicated) or "jit" (jax.jit over a device mesh of all devices
-  # of all processes, the batch sharded over every mesh axis; see docs/experiments.md).
-  config.parallel = "pmap"
+  # How the step is spread over the devices: "jit" (jax.jit over a device mesh of all
+  # devices of all processes, the batch sharded over every mesh axis; JAX's current way)
+  # or "pmap" (jax.pmap over the local devices, params replicated; kept and tested).
+  # See docs/experiments.md.
+  config.parallel = "jit"
   # parallel="jit": the mesh's axis sizes (one may be -1: the remaining devices) and
   # names. The product must equal the device count.
   config.mesh_shape = (-1,)

@@ -1,0 +1,40 @@
+"""LeNet-300-100 on Fashion-MNIST at 200 epochs, 5 seeds: the ``lenet300`` recipe (gradual
+pruning with learning-rate rewinding) with weight decay 5e-4 instead of 1e-4.
+
+The setting that passed ``lenet300_fmnist_training``'s rule at 60 epochs (the only one of
+5 tried), checked as that rule's step 3 asks: the same cells as ``lenet300_fmnist_final``'s
+``gradual_rewind_t<target>_e200`` with ``weight_decay=5e-4``, seeds 0-4, 99 % first, then
+98.5 %. It shares the budget study's run folders (``root``), where the shipped recipe's
+runs are, so the comparison is paired seed by seed.
+
+Rule, fixed before these runs: ``configs/lenet300.py`` takes weight decay 5e-4 only if the
+paired validation difference to ``gradual_rewind_t0.99_e200`` over the 5 seeds is
+negative and beyond 2 SE; the 98.5 % cells are reported beside it, and the test
+difference once, for the record. Settings tried for this choice: the 5 of the screen.
+"""
+
+from experiments.studies import FASHION_MNIST_PROTOCOL, METHOD_SERIES, budget
+
+
+def get_study() -> dict:
+  cells = [
+    {
+      "name": f"gradual_rewind{name}_t{target:g}_e200",
+      "target_sparsity": target,
+      **METHOD_SERIES["gradual"],
+      **budget(200),
+      "lr_rewind_epoch": 0.0,
+      **overrides,
+    }
+    for target in (0.99, 0.985)
+    # the shipped recipe's runs (done, not rerun), then weight decay 5e-4
+    for name, overrides in (("", {}), ("_wd5e-4", {"weight_decay": 5e-4}))
+  ]
+  return {
+    "name": "lenet300_fmnist_wd",
+    "root": "runs/studies/lenet300_fmnist_budget",
+    "config": "experiments/configs/lenet300_base.py",
+    "overrides": dict(FASHION_MNIST_PROTOCOL),
+    "cells": cells,
+    "seeds": [0, 1, 2, 3, 4],
+  }
