@@ -6,6 +6,7 @@ markers and is rebuilt from ``docs/studies/<study>.json`` (written by
 
   <!-- table:STUDY+STUDY -->      method x target: error mean ± std over seeds
   <!-- diffs:NET=STUDY+STUDY;NET=STUDY -->   every method against gradual, per network
+                                            (``NET=STUDY@SERIES``: against SERIES)
   <!-- within:NET=STUDY+STUDY;NET=STUDY -->  highest compression within 0.5 points of dense
   <!-- tests:STUDY:SERIES:FIRST -->         SERIES against gradual, seed by seed: exact
                                             permutation tests on all seeds and on the seeds
@@ -247,8 +248,13 @@ def _networks(spec: str) -> list[tuple[str, list[str]]]:
 
 
 def diffs_table(studies_dir: Path, spec: str) -> list[str]:
-  """Every method against gradual at the same target, one block of rows per network."""
-  networks = [(net, load_rows(studies_dir, names)) for net, names in _networks(spec)]
+  """Every method against gradual at the same target, one block of rows per network; a
+  network written ``NET=STUDY+STUDY@SERIES`` is compared with ``SERIES`` instead."""
+  networks, references = [], {}
+  for net, names in _networks(spec):
+    names[-1], _, reference = names[-1].partition("@")
+    networks.append((net, load_rows(studies_dir, names)))
+    references[net] = reference or REFERENCE
   targets = sorted({t for _, rows in networks for t in _targets(rows)})
   splits = {_split(rows) for _, rows in networks}
   if len(splits) > 1:
@@ -265,11 +271,12 @@ def diffs_table(studies_dir: Path, spec: str) -> list[str]:
   ]
   for network, rows in networks:
     by_key = {(r["series"], r["target"]): r for r in rows}
+    reference = references[network]
     for series in _ordered_series(rows):
-      if series in ("dense", REFERENCE):
+      if series in ("dense", reference):
         continue
       cells = [
-        _both_differences(by_key.get((series, t)), by_key.get((REFERENCE, t)), split)
+        _both_differences(by_key.get((series, t)), by_key.get((reference, t)), split)
         for t in targets
       ]
       lines.append(f"| {network} | {series} | " + " | ".join(cells) + " |")

@@ -265,6 +265,11 @@ def test_results_tables_are_rebuilt_from_the_study_json(tmp_path):
   # The first study wins a duplicate (gradual 90 % of `extra` is ignored); without seed
   # lists equal counts pair by position: -0.1, -0.2, -0.3 -> -0.20, SE 0.06, beyond 2 SE.
   assert "| Net | drop_cosine | -0.20 ± 0.13 / -0.20 ± 0.06* | — |" in filled
+  # Against another reference series (@SERIES): gradual against drop at 99 %.
+  against_drop = results_tables.fill("<!-- diffs:Net=grid@drop -->\n<!-- /table -->\n", tmp_path)
+  assert "| Net | gradual | +0.00 ± 0.15 / +0.00 ± 0.10 | -2.00 ± 0.16* / -2.00 ± 0.00 |" in (
+    against_drop
+  )
   assert "- Net (dense 10.20 ± 0.20 %): `gradual` 9.9x (90%, 10.70 %); `drop` 9.9x" in filled
   assert filled.endswith("<!-- /table -->\nend\n") and "old" not in filled
   assert results_tables.fill(filled, tmp_path) == filled  # idempotent
