@@ -345,12 +345,12 @@ def per_leaf_update(
 ) -> skeleton.LeafUpdate:
   """Every prunable leaf is its own pool, towards its scaled share of the schedule."""
   key, count, params, masks, paths, grads, stash = context
-  finals = plan.leaf_finals(paths, [m.shape for m in masks])
+  leaf_targets = plan.leaf_targets(paths, [m.shape for m in masks])
   score_key, drop_key = jax.random.split(key)
   scores = _scores(plan, score_key, params, grads)
   if final_step:
     return skeleton.LeafUpdate(
-      selection.prune_exact_many(masks, scores, finals), jnp.zeros((), jnp.float32)
+      selection.prune_exact_many(masks, scores, leaf_targets), jnp.zeros((), jnp.float32)
     )
   p, q = plan.rates(count)
   overall = plan.overall_target(count)
@@ -361,7 +361,9 @@ def per_leaf_update(
     drop_away_prob=p,
     drop_back_prob=q,
     drop_back_scale=plan.drop_back_scale,
-    step_sparsities=[plan_lib.leaf_step_target(overall, f, plan.target_sparsity) for f in finals],
+    step_sparsities=[
+      plan_lib.leaf_step_target(overall, f, plan.target_sparsity) for f in leaf_targets
+    ],
     **_weighting(plan, weighting.back_evidence(plan.drop_back, grads, stash)),
   )
   return skeleton.LeafUpdate(new, _max_shortfall(infos))
@@ -466,7 +468,7 @@ def drop_pruning(
     initial_sparsity: target of the first pruning step of the default schedule.
     sparsity_schedule: optional ``step -> overall target sparsity``; defaults to the
       cubic schedule of Zhu & Gupta from ``initial_sparsity`` to ``target_sparsity``.
-      Per-leaf targets are scaled by ``leaf_final / target_sparsity``.
+      Per-leaf targets are scaled by ``leaf_target / target_sparsity``.
     drop_back_scale: ``"active"`` or ``"pruned"``; see ``drop_back_prob``.
     drop_away: which pool members leave. ``"uniform"``: each with probability ``p``.
       ``"importance"``: member ``i`` with probability ``min(1, lam exp(-z_i /

@@ -84,10 +84,10 @@ def drop_fraction_at(count, drop_fraction: float, end_step: int, decay: str) -> 
 
 
 def random_topology(
-  key: jax.Array, masks: Sequence[jax.Array], finals: Sequence[float]
+  key: jax.Array, masks: Sequence[jax.Array], leaf_targets: Sequence[float]
 ) -> list[jax.Array]:
   """Masks with exactly ``final_pruned_count(n, final)`` pruned weights each, chosen at random."""
-  counts = [selection.final_pruned_count(m.size, f) for m, f in zip(masks, finals)]
+  counts = [selection.final_pruned_count(m.size, f) for m, f in zip(masks, leaf_targets)]
   return _random_topology(key, list(masks), jnp.asarray(counts, jnp.int32))
 
 
@@ -178,11 +178,11 @@ def dynamic_sparse_policy(
   seed = checks.check_int("seed", seed, -(2**63), 2**64 - 1)
   target_sparsity = float(target_sparsity)
 
-  def finals(paths, shapes) -> list[float]:
+  def leaf_targets(paths, shapes) -> list[float]:
     return distribution_lib.leaf_target_list(paths, shapes, sparsity_distribution, target_sparsity)
 
   def check_leaves(paths, shapes):
-    plan_lib.warn_rounding(paths, shapes, finals(paths, shapes))  # mappings raise here
+    plan_lib.warn_rounding(paths, shapes, leaf_targets(paths, shapes))  # mappings raise here
 
   def topology_update(context: skeleton.UpdateContext) -> skeleton.LeafUpdate:
     key, count, params, masks, _, grads, _ = context  # no stash: the policy keeps none
@@ -196,7 +196,7 @@ def dynamic_sparse_policy(
 
   def initial_masks(paths, masks):
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 0)
-    return random_topology(key, masks, finals(paths, [m.shape for m in masks]))
+    return random_topology(key, masks, leaf_targets(paths, [m.shape for m in masks]))
 
   return skeleton.MaskPolicy(
     seed=seed,

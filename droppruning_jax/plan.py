@@ -4,8 +4,8 @@ Built once by :func:`droppruning_jax.drop_pruning`, it is used both by the stati
 checks (is the schedule reachable? what is the expected trajectory?) and by the traced
 mask update, so every formula of the method exists once, here:
 
-* a leaf's target at a step: the overall schedule scaled by ``leaf_final / target``,
-  capped at ``leaf_final`` (:func:`leaf_step_target`);
+* a leaf's target at a step: the overall schedule scaled by ``leaf_target / target``,
+  capped at ``leaf_target`` (:func:`leaf_step_target`);
 * the per-weight drop-back probability from the user's rate (:func:`effective_drop_back_prob`);
 * the pool size whose expected outcome is the target, and that outcome
   (:func:`wanted_pool`, :func:`expected_sparsity`).
@@ -43,10 +43,10 @@ def _minimum(a, b):
   )
 
 
-def leaf_step_target(overall, leaf_final: float, target_sparsity: float):
-  """A leaf's target at a step: ``min(overall * leaf_final / target, leaf_final)``."""
-  scale = 0.0 if target_sparsity == 0 else leaf_final / target_sparsity
-  return _minimum(overall * scale, leaf_final)
+def leaf_step_target(overall, leaf_target: float, target_sparsity: float):
+  """A leaf's target at a step: ``min(overall * leaf_target / target, leaf_target)``."""
+  scale = 0.0 if target_sparsity == 0 else leaf_target / target_sparsity
+  return _minimum(overall * scale, leaf_target)
 
 
 def effective_drop_back_prob(q, active, pruned, scale: str):
@@ -121,7 +121,7 @@ class DropPlan:
   """Everything :func:`droppruning_jax.drop_pruning` was asked to do, validated.
 
   Create it with :meth:`create`. ``steps`` are the pruning steps (the last one exact);
-  ``leaf_finals`` is filled at ``init`` (per-leaf final targets need the shapes);
+  ``leaf_targets`` is filled at ``init`` (per-leaf final targets need the shapes);
   ``None`` means one global pool.
   """
 
@@ -226,7 +226,7 @@ class DropPlan:
   def is_global(self) -> bool:
     return isinstance(self.distribution, str) and self.distribution == "global"
 
-  def leaf_finals(self, paths: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> list[float]:
+  def leaf_targets(self, paths: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> list[float]:
     """Final sparsity of every prunable leaf (static; the global target for a global pool)."""
     return distribution_lib.leaf_target_list(paths, shapes, self.distribution, self.target_sparsity)
 
@@ -234,9 +234,9 @@ class DropPlan:
     """The checks that need the shapes (at ``init``): reachability per leaf, rounding."""
     if self.is_global:  # one pool: no per-leaf targets (a leaf still keeps one weight)
       return
-    finals = self.leaf_finals(paths, shapes)
-    self.check_reachable(finals)
-    warn_rounding(paths, shapes, finals)
+    leaf_targets = self.leaf_targets(paths, shapes)
+    self.check_reachable(leaf_targets)
+    warn_rounding(paths, shapes, leaf_targets)
 
   def is_pruning_step(self, count):
     """Traced ``count in steps``."""
@@ -255,10 +255,10 @@ class DropPlan:
   def overall_target(self, count) -> jax.Array:
     return jnp.asarray(self.sparsity_schedule(count), jnp.float32)
 
-  def expected_path(self, leaf_final: float, stop_on_shortfall=False) -> dict[str, np.ndarray]:
+  def expected_path(self, leaf_target: float, stop_on_shortfall=False) -> dict[str, np.ndarray]:
     """The expected trajectory of a leaf as arrays (see :func:`expected_trajectory`)."""
     return _path_arrays(
-      leaf_final,
+      leaf_target,
       self.target_sparsity,
       self.sparsity_schedule,
       self.drop_away_prob,
@@ -268,21 +268,21 @@ class DropPlan:
       stop_on_shortfall=stop_on_shortfall,
     )
 
-  def check_reachable(self, leaf_finals: Sequence[float]) -> None:
+  def check_reachable(self, leaf_targets: Sequence[float]) -> None:
     """Raises ``ValueError`` at the first pruning step whose target cannot be met in expectation.
 
     Drop back revives ``q |P|`` weights in expectation while drop away removes at most
     ``p |A|``; late in a schedule towards high sparsity ``|A|`` is tiny, so a drop-back
     rate relative to the pruned set can make the target unreachable.
     """
-    for leaf_final in sorted({float(t) for t in leaf_finals}, reverse=True):
-      path = self.expected_path(leaf_final, stop_on_shortfall=True)
+    for leaf_target in sorted({float(t) for t in leaf_targets}, reverse=True):
+      path = self.expected_path(leaf_target, stop_on_shortfall=True)
       short = np.flatnonzero(path["target"] - path["expected"] > _REACHABILITY_TOLERANCE)
       if short.size:
         i = int(short[0])
         point = {k: v[i] for k, v in path.items()}
         raise UnreachableScheduleError(
-          _unreachable_message(self, leaf_final, {**point, "step": self.steps[i]})
+          _unreachable_message(self, leaf_target, {**point, "step": self.steps[i]})
         )
 
 
@@ -308,7 +308,7 @@ def check_drop_rules(drop_away, drop_back, temperature) -> float:
   )
 
 
-def _unreachable_message(plan: DropPlan, leaf_final: float, point: dict[str, Any]) -> str:
+def _unreachable_message(plan: DropPlan, leaf_target: float, point: dict[str, Any]) -> str:
   s, p, q, t = point["before"], point["p"], point["q"], point["target"]
   max_prob = max(0.0, (s + p * (1.0 - s) - t) / s) if s > 0 else 0.0
   max_q = drop_back_rate(max_prob, 1.0 - s, s, plan.drop_back_scale)
@@ -316,7 +316,7 @@ def _unreachable_message(plan: DropPlan, leaf_final: float, point: dict[str, Any
   hint = "" if plan.drop_back_scale == "active" else ", or drop_back_scale='active'"
   return (
     f"drop pruning cannot follow the sparsity schedule: at pruning step {int(point['step'])} "
-    f"the target sparsity is {t:.4f} (leaf target {leaf_final}) but the expected "
+    f"the target sparsity is {t:.4f} (leaf target {leaf_target}) but the expected "
     f"sparsity is {s:.4f} before the step; drop back revives a fraction {q * s:.4f} "
     f"of the weights while drop away (p={p:.3f}) can remove at most {p * (1 - s):.4f}, "
     f"so the step ends at {point['expected']:.4f}. Fix it with "
@@ -544,11 +544,11 @@ def _check_schedule(name, schedule, steps, *, low_open, high_open=False):
 
 
 def warn_rounding(
-  paths: Sequence[str], shapes: Sequence[tuple[int, ...]], finals: Sequence[float]
+  paths: Sequence[str], shapes: Sequence[tuple[int, ...]], leaf_targets: Sequence[float]
 ) -> None:
   """Warns about leaves whose final target rounds to all of their weights, or to none."""
   messages = []
-  for path, shape, final in zip(paths, shapes, finals):
+  for path, shape, final in zip(paths, shapes, leaf_targets):
     size = int(np.prod(shape))
     wanted = int(round(size * float(final)))
     if size and wanted >= size:

@@ -346,7 +346,7 @@ def pruning_transformation(
     )
 
   def update_fn(
-    updates, state: PruningState, params=None, *, skip_mask_update: bool = False, **extra_args
+    grads, state: PruningState, params=None, *, skip_mask_update: bool = False, **extra_args
   ):
     if params is None:
       raise ValueError(f"{name} needs params: call tx.update(grads, state, params).")
@@ -357,8 +357,8 @@ def pruning_transformation(
       )
     masks = masks_lib.unpack_masks(state.masks, like=params)
     masks_lib.check_masks_match(params, masks)
-    grads = masks_lib.apply_masks(updates, masks)
-    inner_updates, inner_state = inner.update(grads, state.inner_state, params, **extra_args)
+    masked_grads = masks_lib.apply_masks(grads, masks)
+    inner_updates, inner_state = inner.update(masked_grads, state.inner_state, params, **extra_args)
     index = branch_index(state.count)
     if skip_mask_update:
       # No conditional: on a GPU its predicate is read on the host, which stalls the
@@ -377,7 +377,7 @@ def pruning_transformation(
       def run(fn):
         candidate = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, inner_updates)
         return _update_masks(
-          policy, fn, state.count, candidate, masks, state.stash, state.stats, updates
+          policy, fn, state.count, candidate, masks, state.stash, state.stats, grads
         )
 
       new_masks, stash, stats = jax.lax.switch(
