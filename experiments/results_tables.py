@@ -74,6 +74,7 @@ LABELS = {
   "set": "SET, per-layer targets (uniform)",
   "set_erk": "SET, per-layer targets (ERK)",
   "gradual_rewind": "gradual, learning-rate rewinding",
+  "gradual_rewind_wd5e-4": "gradual, learning-rate rewinding, weight decay 5e-4",
   "drop_weighted_tuned_rewind": "drop, importance-weighted, p 0.5→1 and q 0.4→0, rewinding",
   "gradual_plain": "gradual (p = 1, q = 0)",
   "drop_weighted_tuned_plain": "drop, importance-weighted, p 0.5→1 and q 0.4→0 (cosine)",
@@ -120,6 +121,10 @@ GLANCE_LABELS = {
   ),
   "dense_e40": "dense (not pruned), 40 epochs",
   "gradual_rewind_e200": "gradual magnitude pruning, learning-rate rewinding, 200 epochs",
+  "gradual_rewind_wd5e-4_e200": (
+    "gradual magnitude pruning, learning-rate rewinding, weight decay 5e-4, 200 epochs"
+  ),
+  "dense_wd5e-4_e200": "dense (not pruned), weight decay 5e-4, 200 epochs",
   "drop_weighted_tuned_rewind_e200": (
     "Drop Pruning, importance-weighted drops, p 0.5→1, q 0.4→0, rewinding, 200 epochs"
   ),
