@@ -75,6 +75,7 @@ LABELS = {
   "set_erk": "SET, per-layer targets (ERK)",
   "gradual_rewind": "gradual, learning-rate rewinding",
   "gradual_rewind_wd5e-4": "gradual, learning-rate rewinding, weight decay 5e-4",
+  "dense_wd5e-4": "dense, weight decay 5e-4",
   "drop_weighted_tuned_rewind": "drop, importance-weighted, p 0.5→1 and q 0.4→0, rewinding",
   "gradual_plain": "gradual (p = 1, q = 0)",
   "drop_weighted_tuned_plain": "drop, importance-weighted, p 0.5→1 and q 0.4→0 (cosine)",
@@ -278,7 +279,7 @@ def diffs_table(studies_dir: Path, spec: str) -> list[str]:
     by_key = {(r["series"], r["target"]): r for r in rows}
     reference = references[network]
     for series in _ordered_series(rows):
-      if series in ("dense", reference):
+      if series == reference or series.startswith("dense"):
         continue
       cells = [
         _both_differences(by_key.get((series, t)), by_key.get((reference, t)), split)
