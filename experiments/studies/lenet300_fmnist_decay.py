@@ -1,0 +1,43 @@
+"""LeNet-300-100 on Fashion-MNIST at 60 epochs: does more weight decay than 5e-4 help the
+recipe's sparse model further?
+
+``lenet300_fmnist_training`` found weight decay 5e-4 better than 1e-4 (and than none), and
+``lenet300_fmnist_wd`` kept it at 200 epochs. This screen continues the axis for the same
+series (gradual pruning with learning-rate rewinding, ``budget(60)``, 98.5 % and 99 %,
+seeds 0-2): weight decay 1e-3 and 2e-3. It shares ``lenet300_fmnist_finetune``'s run
+folders (``root``): the 5e-4 cells are the training screen's runs, not rerun.
+
+Rule, fixed before these runs: a setting passes when its paired validation difference to
+the 5e-4 cells over the 3 seeds is negative at both targets and beyond 2 SE at one of them
+at least; the passing setting with the lower mean validation error at 99 % goes on to 5
+seeds at 200 epochs against the recipe (``lenet300_fmnist_wd``'s 5e-4 cells), and
+``configs/lenet300.py`` changes only if the paired validation difference at 99 % there is
+beyond 2 SE. Settings tried on this axis: 2 here, after the 5 of the training screen.
+"""
+
+from experiments.studies import FASHION_MNIST_PROTOCOL, METHOD_SERIES, budget
+
+DECAYS = {"wd5e-4": 5e-4, "wd1e-3": 1e-3, "wd2e-3": 2e-3}  # the first is the reference
+
+
+def get_study() -> dict:
+  cells = [
+    {
+      "name": f"gradual_rewind_{name}_t{target:g}",
+      "target_sparsity": target,
+      **METHOD_SERIES["gradual"],
+      **budget(60),
+      "lr_rewind_epoch": 0.0,
+      "weight_decay": decay,
+    }
+    for target in (0.99, 0.985)
+    for name, decay in DECAYS.items()
+  ]
+  return {
+    "name": "lenet300_fmnist_decay",
+    "root": "runs/studies/lenet300_fmnist_finetune",
+    "config": "experiments/configs/lenet300_base.py",
+    "overrides": dict(FASHION_MNIST_PROTOCOL),
+    "cells": cells,
+    "seeds": [0, 1, 2],
+  }
