@@ -74,12 +74,13 @@ LABELS = {
   "set": "SET, per-layer targets (uniform)",
   "set_erk": "SET, per-layer targets (ERK)",
   "gradual_rewind": "gradual, learning-rate rewinding",
-  "gradual_rewind_wd5e-4": "gradual, learning-rate rewinding, weight decay 5e-4",
-  "dense_wd5e-4": "dense, weight decay 5e-4",
   "drop_weighted_tuned_rewind": "drop, importance-weighted, p 0.5→1 and q 0.4→0, rewinding",
   "gradual_plain": "gradual (p = 1, q = 0)",
   "drop_weighted_tuned_plain": "drop, importance-weighted, p 0.5→1 and q 0.4→0 (cosine)",
 }
+# A training variant (``gradual_rewind_wd5e-4``): the series' label and its weight decay.
+for _series in ("dense", "gradual_rewind", "drop_weighted_tuned_rewind"):
+  LABELS[f"{_series}_wd5e-4"] = f"{LABELS[_series]}, weight decay 5e-4"
 # A budget's series (``gradual_e200``): the method's label and the budget.
 for _series, _label in list(LABELS.items()):
   if _series == "drop_weighted_tuned":  # its own label reads after drop_weighted's only
@@ -175,12 +176,6 @@ def load_rows(studies_dir: Path, names: list[str]) -> list[dict[str, Any]]:
   return rows
 
 
-def _split(rows: list[dict[str, Any]]) -> str:
-  """The split to compare on: validation for runs that have one (load_rows refuses a
-  mix), test for runs without a validation split."""
-  return study_report.selection_split(rows)
-
-
 def _stats_text(row: dict[str, Any], split: str) -> str:
   mean, std = study_report.split_stats(row, split)
   return f"{mean:.2f} ± {std:.2f}"
@@ -209,7 +204,7 @@ def method_table(rows: list[dict[str, Any]]) -> list[str]:
     reference = by_key.get((REFERENCE, target), at[0])
     return reference["compression"]
 
-  validated = _split(rows) == VALIDATION
+  validated = study_report.selection_split(rows) == VALIDATION
 
   def cell(row, always_seeds=False):
     text = _stats_text(row, TEST)
@@ -262,7 +257,7 @@ def diffs_table(studies_dir: Path, spec: str) -> list[str]:
     networks.append((net, load_rows(studies_dir, names)))
     references[net] = reference or REFERENCE
   targets = sorted({t for _, rows in networks for t in _targets(rows)})
-  splits = {_split(rows) for _, rows in networks}
+  splits = {study_report.selection_split(rows) for _, rows in networks}
   if len(splits) > 1:
     raise ValueError(
       f"diffs marker {spec!r} mixes networks with and without a validation split; "
@@ -304,7 +299,7 @@ def within_lines(studies_dir: Path, spec: str) -> list[str]:
   lines = []
   for network, names in _networks(spec):
     rows = load_rows(studies_dir, names)
-    split = _split(rows)
+    split = study_report.selection_split(rows)
     dense = next((r for r in rows if r["series"] == "dense"), None)
     if dense is None:
       raise ValueError(f"{network}: studies {names} have no dense row to compare against.")
@@ -353,7 +348,7 @@ def tests_table(studies_dir: Path, spec: str) -> list[str]:
   if not targets:
     raise ValueError(f"{study}: no target holds both {series!r} and {REFERENCE!r}.")
   # The test error of a series the text names (chosen on validation where runs have it).
-  what = "test error: " if _split(rows) == VALIDATION else ""
+  what = "test error: " if study_report.selection_split(rows) == VALIDATION else ""
   lines = [
     f"| target | seeds | {what}{series} − {REFERENCE} (points) | test, two-sided | p |",
     "|---|---|---|---|---|",

@@ -655,3 +655,11 @@ def test_the_lenet300_recipe_takes_weight_decay_5e_4_by_the_rule_fixed_before_it
   )
   assert seeds == 5
   assert lenet300.get_config().weight_decay == (5e-4 if mean < 0 and -mean > 2 * se else 1e-4)
+  # lenet300_fmnist_drop_wd's rule: the weighted drop with the same training replaces gradual
+  # pruning only if it is ahead at 99 % beyond 2 SE (paired, validation, 5 seeds).
+  both = rows("lenet300_fmnist_drop_wd")
+  mean, se, seeds = paired(
+    both["drop_weighted_tuned_rewind_wd5e-4_t0.99_e200"], both["gradual_rewind_wd5e-4_t0.99_e200"]
+  )
+  assert seeds == 5
+  assert lenet300.get_config().method == ("drop" if mean < 0 and -mean > 2 * se else "gradual")
