@@ -77,6 +77,33 @@ def budget(epochs: int) -> dict:
   }
 
 
+def rewound_cells(
+  series: list[str],
+  settings: dict[str, dict],
+  targets: tuple[float, ...],
+  epochs: int,
+  *,
+  epochs_in_name: bool = False,
+) -> list[dict]:
+  """Cells ``<series>_rewind<setting>_t<target>`` (``_e<epochs>`` appended with
+  ``epochs_in_name``): the series with learning-rate rewinding (``lr_rewind_epoch=0``: the
+  cosine restarts over the frozen-mask epochs) on ``budget(epochs)``, plus each setting's
+  overrides (``{"": {}}`` for none); target by target, then series, then setting."""
+  return [
+    {
+      "name": f"{name}_rewind{setting}_t{t:g}" + (f"_e{epochs}" if epochs_in_name else ""),
+      "target_sparsity": t,
+      **METHOD_SERIES[name],
+      **budget(epochs),
+      "lr_rewind_epoch": 0.0,
+      **overrides,
+    }
+    for t in targets
+    for name in series
+    for setting, overrides in settings.items()
+  ]
+
+
 def budget_cells(series: list[str], targets: tuple[float, ...], epochs: tuple[int, ...]) -> list:
   """Cells ``<series>_t<target>_e<epochs>`` (and ``dense_e<epochs>`` for ``"dense"``),
   longest budget first, so that a time-boxed or sharded grid starts the long runs first."""

@@ -15,24 +15,14 @@ seeds at 200 epochs against the recipe (``lenet300_fmnist_wd``'s 5e-4 cells), an
 beyond 2 SE. Settings tried on this axis: 2 here, after the 5 of the training screen.
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL, METHOD_SERIES, budget
+from experiments.studies import FASHION_MNIST_PROTOCOL, rewound_cells
 
 DECAYS = {"wd5e-4": 5e-4, "wd1e-3": 1e-3, "wd2e-3": 2e-3}  # the first is the reference
 
 
 def get_study() -> dict:
-  cells = [
-    {
-      "name": f"gradual_rewind_{name}_t{target:g}",
-      "target_sparsity": target,
-      **METHOD_SERIES["gradual"],
-      **budget(60),
-      "lr_rewind_epoch": 0.0,
-      "weight_decay": decay,
-    }
-    for target in (0.99, 0.985)
-    for name, decay in DECAYS.items()
-  ]
+  settings = {f"_{name}": {"weight_decay": decay} for name, decay in DECAYS.items()}
+  cells = rewound_cells(["gradual"], settings, (0.99, 0.985), 60)
   return {
     "name": "lenet300_fmnist_decay",
     "root": "runs/studies/lenet300_fmnist_finetune",

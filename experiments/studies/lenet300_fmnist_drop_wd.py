@@ -15,22 +15,13 @@ Settings tried: the one drop configuration the earlier studies chose, with the r
 training.
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL, METHOD_SERIES, budget
+from experiments.studies import FASHION_MNIST_PROTOCOL, rewound_cells
 
 
 def get_study() -> dict:
-  cells = [
-    {
-      "name": f"{series}_rewind_wd5e-4_t{target:g}_e200",
-      "target_sparsity": target,
-      **METHOD_SERIES[series],
-      **budget(200),
-      "lr_rewind_epoch": 0.0,
-      "weight_decay": 5e-4,
-    }
-    for target in (0.99, 0.985)
-    for series in ("drop_weighted_tuned", "gradual")
-  ]
+  series = ["drop_weighted_tuned", "gradual"]
+  settings = {"_wd5e-4": {"weight_decay": 5e-4}}
+  cells = rewound_cells(series, settings, (0.99, 0.985), 200, epochs_in_name=True)
   return {
     "name": "lenet300_fmnist_drop_wd",
     "root": "runs/studies/lenet300_fmnist_budget",

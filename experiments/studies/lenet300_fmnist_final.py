@@ -22,22 +22,14 @@ at 60 epochs):
 Settings tried for the recipe here: 2 methods x 2 variants (x 2 targets, ranked together).
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL, METHOD_SERIES, budget, budget_cells
+from experiments.studies import FASHION_MNIST_PROTOCOL, budget_cells, rewound_cells
 
 
 def get_study() -> dict:
   plain = budget_cells(["dense", "gradual", "drop_weighted_tuned"], (0.99, 0.985), (200,))
-  rewound = [
-    {
-      "name": f"{series}_rewind_t{target:g}_e200",
-      "target_sparsity": target,
-      **METHOD_SERIES[series],
-      **budget(200),
-      "lr_rewind_epoch": 0.0,
-    }
-    for target in (0.99, 0.985)
-    for series in ("gradual", "drop_weighted_tuned")
-  ]
+  rewound = rewound_cells(
+    ["gradual", "drop_weighted_tuned"], {"": {}}, (0.99, 0.985), 200, epochs_in_name=True
+  )
   return {
     "name": "lenet300_fmnist_final",
     "root": "runs/studies/lenet300_fmnist_budget",

@@ -17,7 +17,7 @@ error at 99 % goes on to 5 seeds at 200 epochs against the recipe, and
 beyond 2 SE. Settings tried on the recipe's training: 2 here, after 7.
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL, METHOD_SERIES, budget
+from experiments.studies import FASHION_MNIST_PROTOCOL, rewound_cells
 
 SETTINGS = {
   "": {},  # the reference: the training screen's weight-decay-5e-4 cells
@@ -27,19 +27,10 @@ SETTINGS = {
 
 
 def get_study() -> dict:
-  cells = [
-    {
-      "name": f"gradual_rewind_wd5e-4{name}_t{target:g}",
-      "target_sparsity": target,
-      **METHOD_SERIES["gradual"],
-      **budget(60),
-      "lr_rewind_epoch": 0.0,
-      "weight_decay": 5e-4,
-      **overrides,
-    }
-    for target in (0.99, 0.985)
-    for name, overrides in SETTINGS.items()
-  ]
+  settings = {
+    f"_wd5e-4{name}": {"weight_decay": 5e-4, **overrides} for name, overrides in SETTINGS.items()
+  }
+  cells = rewound_cells(["gradual"], settings, (0.99, 0.985), 60)
   return {
     "name": "lenet300_fmnist_schedule",
     "root": "runs/studies/lenet300_fmnist_finetune",

@@ -28,7 +28,7 @@ Rule, fixed before these runs:
 With no passing setting, the recipe stays as it is and this screen is reported as is.
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL, METHOD_SERIES, budget
+from experiments.studies import FASHION_MNIST_PROTOCOL, rewound_cells
 
 EPOCHS = 60
 TEACHER = "{root}/dense_e60_seed{seed}"
@@ -39,24 +39,11 @@ SETTINGS = {
   "kd_w0.9_T2": {"teacher_workdir": TEACHER, "distill_weight": 0.9, "distill_temperature": 2.0},
   "kd_w0.2_T8": {"teacher_workdir": TEACHER, "distill_weight": 0.2, "distill_temperature": 8.0},
 }
-BASELINE = {"": {}}  # the finetune study's gradual_rewind cells
 
 
 def get_study() -> dict:
-  cells = []
-  for target in (0.99, 0.985):
-    for setting, overrides in {**BASELINE, **SETTINGS}.items():
-      suffix = f"_{setting}" if setting else ""
-      cells.append(
-        {
-          "name": f"gradual_rewind{suffix}_t{target:g}",
-          "target_sparsity": target,
-          **METHOD_SERIES["gradual"],
-          **budget(EPOCHS),
-          "lr_rewind_epoch": 0.0,
-          **overrides,
-        }
-      )
+  settings = {"": {}, **{f"_{name}": overrides for name, overrides in SETTINGS.items()}}
+  cells = rewound_cells(["gradual"], settings, (0.99, 0.985), EPOCHS)
   return {
     "name": "lenet300_fmnist_training",
     "root": "runs/studies/lenet300_fmnist_finetune",

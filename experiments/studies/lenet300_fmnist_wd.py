@@ -17,23 +17,13 @@ after the check, to measure the recipe's gap to a dense model trained alike; it 
 nothing.
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL, METHOD_SERIES, budget
+from experiments.studies import FASHION_MNIST_PROTOCOL, budget, rewound_cells
 
 
 def get_study() -> dict:
-  cells = [
-    {
-      "name": f"gradual_rewind{name}_t{target:g}_e200",
-      "target_sparsity": target,
-      **METHOD_SERIES["gradual"],
-      **budget(200),
-      "lr_rewind_epoch": 0.0,
-      **overrides,
-    }
-    for target in (0.99, 0.985)
-    # the shipped recipe's runs (done, not rerun), then weight decay 5e-4
-    for name, overrides in (("", {}), ("_wd5e-4", {"weight_decay": 5e-4}))
-  ]
+  # the shipped recipe's runs (done, not rerun), then weight decay 5e-4
+  settings = {"": {}, "_wd5e-4": {"weight_decay": 5e-4}}
+  cells = rewound_cells(["gradual"], settings, (0.99, 0.985), 200, epochs_in_name=True)
   cells += [  # the dense model of the budget study (done), and with weight decay 5e-4
     {"name": "dense_e200", "method": "dense", **budget(200)},
     {"name": "dense_wd5e-4_e200", "method": "dense", **budget(200), "weight_decay": 5e-4},
