@@ -32,7 +32,8 @@ METHODS = (
 )
 # Dynamic sparse training (droppruning_jax.dynamic_sparse): sparse from the first step,
 # the topology changes every update_every steps until prune_end_epoch.
-DYNAMIC_SPARSE_METHODS = ("rigl", "set")
+# The dynamic sparse methods, by their regrowth (dp.dynamic_sparse_training's ``regrowth``).
+DYNAMIC_SPARSE_METHODS = {"rigl": "gradient", "set": "random"}
 DROP_FRACTION_DECAYS = ("cosine", "constant")
 # config.importance: the library's names; the methods built on drop_pruning take it
 # ("random" is itself random importance).

@@ -164,9 +164,9 @@ def make_optimizer(
     return inner
   begin, end = pruning_window(config, steps_per_epoch)
   if config.method in config_checks.DYNAMIC_SPARSE_METHODS:
-    dynamic_sparse = dp.rigl if config.method == "rigl" else dp.set_pruning
-    return dynamic_sparse(
+    return dp.dynamic_sparse_training(
       inner,
+      regrowth=config_checks.DYNAMIC_SPARSE_METHODS[config.method],
       target_sparsity=config.target_sparsity,
       end_step=end,
       update_every=config.update_every,

@@ -116,13 +116,19 @@ def test_importance_weighted_drop_run_is_exact(idx_dir, finished_run, drop_back)
     ),
     (
       dict(method="rigl", drop_fraction=0.5, drop_fraction_decay="constant"),
-      "rigl",
-      dict(drop_fraction=0.5, drop_fraction_decay="constant", end_step=15, update_every=1),
+      "dynamic_sparse_training",
+      dict(
+        regrowth="gradient",
+        drop_fraction=0.5,
+        drop_fraction_decay="constant",
+        end_step=15,
+        update_every=1,
+      ),
     ),
     (
       dict(method="set", sparsity_distribution="erk"),
-      "set_pruning",
-      dict(sparsity_distribution="erk"),
+      "dynamic_sparse_training",
+      dict(regrowth="random", sparsity_distribution="erk"),
     ),
   ],
 )
