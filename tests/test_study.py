@@ -652,6 +652,9 @@ def test_the_lenet300_recipe_takes_weight_decay_5e_4_by_the_rule_fixed_before_it
   # lenet300_fmnist_schedule's, the same: a longer fine-tuning phase or batch 64 passes none.
   schedule = ("_wd5e-4_end0.5", "_wd5e-4_bs64")
   assert passing("lenet300_fmnist_schedule", schedule, "_wd5e-4") == []
+  # lenet300_fmnist_options's, the same: five more of the runner's options pass none.
+  options = ("_erk", "_saliency", "_nesterov", "_augment", "_every50")
+  assert passing("lenet300_fmnist_options", [f"_wd5e-4{o}" for o in options], "_wd5e-4") == []
   check = rows("lenet300_fmnist_wd")
   mean, se, seeds = paired(
     check["gradual_rewind_wd5e-4_t0.99_e200"], check["gradual_rewind_t0.99_e200"]
