@@ -655,6 +655,8 @@ def test_the_lenet300_recipe_takes_weight_decay_5e_4_by_the_rule_fixed_before_it
   # lenet300_fmnist_options's, the same: five more of the runner's options pass none.
   options = ("_erk", "_saliency", "_nesterov", "_augment", "_every50")
   assert passing("lenet300_fmnist_options", [f"_wd5e-4{o}" for o in options], "_wd5e-4") == []
+  # lenet300_fmnist_adam's, the same: AdamW passes at neither weight decay.
+  assert passing("lenet300_fmnist_adam", ("_adamw_wd0.025", "_adamw_wd0.25"), "_wd5e-4") == []
   check = rows("lenet300_fmnist_wd")
   mean, se, seeds = paired(
     check["gradual_rewind_wd5e-4_t0.99_e200"], check["gradual_rewind_t0.99_e200"]
