@@ -19,9 +19,9 @@ budget study, then 5 training settings, and 11 more that passed no screen (weigh
 and 2e-3, ``lenet300_fmnist_decay``; an earlier last mask update and batch 64,
 ``lenet300_fmnist_schedule``; ERK layer targets, saliency ranking, Nesterov momentum,
 crop-and-flip augmentation, a mask update every 50 steps, ``lenet300_fmnist_options``;
-AdamW at two weight decays, ``lenet300_fmnist_adam``). With the same training the weighted drop is level with this
-recipe (``lenet300_fmnist_drop_wd``). The global pool was compared with per-layer targets on
-test error only (``lenet300_fmnist_global``).
+AdamW at two weight decays, ``lenet300_fmnist_adam``). With the same training the weighted
+drop is level with this recipe (``lenet300_fmnist_drop_wd``). The global pool was compared
+with per-layer targets on test error only (``lenet300_fmnist_global``).
 
 This config is the study cell ``gradual_rewind_wd5e-4_t0.99_e200`` with MNIST as the dataset:
 gradual magnitude pruning (Zhu & Gupta's cubic schedule) with one global pool over the
