@@ -21,7 +21,8 @@ and 2e-3, ``lenet300_fmnist_decay``; an earlier last mask update and batch 64,
 crop-and-flip augmentation, a mask update every 50 steps, ``lenet300_fmnist_options``;
 AdamW at two weight decays, ``lenet300_fmnist_adam``). With the same training the weighted
 drop is level with this recipe (``lenet300_fmnist_drop_wd``). The global pool was compared
-with per-layer targets on test error only (``lenet300_fmnist_global``).
+with uniform per-layer targets on test error (``lenet300_fmnist_global``), and with ERK
+targets on validation, where ERK passed no screen (``lenet300_fmnist_options``).
 
 This config is the study cell ``gradual_rewind_wd5e-4_t0.99_e200`` with MNIST as the dataset:
 gradual magnitude pruning (Zhu & Gupta's cubic schedule) with one global pool over the
