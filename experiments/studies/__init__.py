@@ -104,6 +104,40 @@ def rewound_cells(
   ]
 
 
+# Where the runs of the LeNet-300-100 recipe's series live, by budget: the 60-epoch screens
+# share lenet300_fmnist_finetune's run folders and names; the 200-epoch checks share
+# lenet300_fmnist_budget's, whose cell names carry the budget (that study mixes budgets).
+RECIPE_SERIES_ROOTS = {
+  60: ("runs/studies/lenet300_fmnist_finetune", False),
+  200: ("runs/studies/lenet300_fmnist_budget", True),
+}
+
+
+def recipe_series_study(
+  name: str,
+  settings: dict[str, dict],
+  epochs: int,
+  *,
+  series: tuple[str, ...] = ("gradual",),
+  seeds: tuple[int, ...] = (0, 1, 2),
+) -> dict:
+  """A LeNet-300-100 study of ``rewound_cells(series, settings)`` at 99 % and 98.5 % on
+  ``budget(epochs)`` (60 or 200), in the run folders its budget shares
+  (``RECIPE_SERIES_ROOTS``), under the Fashion-MNIST protocol."""
+  root, epochs_in_name = RECIPE_SERIES_ROOTS[epochs]
+  cells = rewound_cells(
+    list(series), settings, (0.99, 0.985), epochs, epochs_in_name=epochs_in_name
+  )
+  return {
+    "name": name,
+    "root": root,
+    "config": "experiments/configs/lenet300_base.py",
+    "overrides": dict(FASHION_MNIST_PROTOCOL),
+    "cells": cells,
+    "seeds": list(seeds),
+  }
+
+
 def budget_cells(series: list[str], targets: tuple[float, ...], epochs: tuple[int, ...]) -> list:
   """Cells ``<series>_t<target>_e<epochs>`` (and ``dense_e<epochs>`` for ``"dense"``),
   longest budget first, so that a time-boxed or sharded grid starts the long runs first."""

@@ -20,7 +20,7 @@ error at 99 % goes on to 5 seeds at 200 epochs against the recipe, and
 negative beyond 2 SE. Settings tried on the recipe's training: 2 here, after 14.
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL, rewound_cells
+from experiments.studies import recipe_series_study
 
 SETTINGS = {
   "_wd5e-4": {"weight_decay": 5e-4},  # the reference (SGD): the training screen's cells
@@ -30,12 +30,4 @@ SETTINGS = {
 
 
 def get_study() -> dict:
-  cells = rewound_cells(["gradual"], SETTINGS, (0.99, 0.985), 60)
-  return {
-    "name": "lenet300_fmnist_adam",
-    "root": "runs/studies/lenet300_fmnist_finetune",
-    "config": "experiments/configs/lenet300_base.py",
-    "overrides": dict(FASHION_MNIST_PROTOCOL),
-    "cells": cells,
-    "seeds": [0, 1, 2],
-  }
+  return recipe_series_study("lenet300_fmnist_adam", SETTINGS, 60)

@@ -15,19 +15,11 @@ seeds at 200 epochs against the recipe (``lenet300_fmnist_wd``'s 5e-4 cells), an
 beyond 2 SE. Settings tried on this axis: 2 here, after the 5 of the training screen.
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL, rewound_cells
+from experiments.studies import recipe_series_study
 
 DECAYS = {"wd5e-4": 5e-4, "wd1e-3": 1e-3, "wd2e-3": 2e-3}  # the first is the reference
 
 
 def get_study() -> dict:
   settings = {f"_{name}": {"weight_decay": decay} for name, decay in DECAYS.items()}
-  cells = rewound_cells(["gradual"], settings, (0.99, 0.985), 60)
-  return {
-    "name": "lenet300_fmnist_decay",
-    "root": "runs/studies/lenet300_fmnist_finetune",
-    "config": "experiments/configs/lenet300_base.py",
-    "overrides": dict(FASHION_MNIST_PROTOCOL),
-    "cells": cells,
-    "seeds": [0, 1, 2],
-  }
+  return recipe_series_study("lenet300_fmnist_decay", settings, 60)

@@ -15,18 +15,15 @@ Settings tried: the one drop configuration the earlier studies chose, with the r
 training.
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL, rewound_cells
+from experiments.studies import recipe_series_study
 
 
 def get_study() -> dict:
-  series = ["drop_weighted_tuned", "gradual"]
   settings = {"_wd5e-4": {"weight_decay": 5e-4}}
-  cells = rewound_cells(series, settings, (0.99, 0.985), 200, epochs_in_name=True)
-  return {
-    "name": "lenet300_fmnist_drop_wd",
-    "root": "runs/studies/lenet300_fmnist_budget",
-    "config": "experiments/configs/lenet300_base.py",
-    "overrides": dict(FASHION_MNIST_PROTOCOL),
-    "cells": cells,
-    "seeds": [0, 1, 2, 3, 4],
-  }
+  return recipe_series_study(
+    "lenet300_fmnist_drop_wd",
+    settings,
+    200,
+    series=("drop_weighted_tuned", "gradual"),
+    seeds=(0, 1, 2, 3, 4),
+  )

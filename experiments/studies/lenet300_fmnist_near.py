@@ -17,7 +17,7 @@ at 99 %, and stays as it is when neither qualifies. Test error is reported besid
 used. Settings tried on the recipe's training: 16, these 2 among them.
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL, rewound_cells
+from experiments.studies import recipe_series_study
 
 SETTINGS = {
   "_wd5e-4": {"weight_decay": 5e-4},  # the recipe (lenet300_fmnist_wd's runs)
@@ -27,12 +27,4 @@ SETTINGS = {
 
 
 def get_study() -> dict:
-  cells = rewound_cells(["gradual"], SETTINGS, (0.99, 0.985), 200, epochs_in_name=True)
-  return {
-    "name": "lenet300_fmnist_near",
-    "root": "runs/studies/lenet300_fmnist_budget",
-    "config": "experiments/configs/lenet300_base.py",
-    "overrides": dict(FASHION_MNIST_PROTOCOL),
-    "cells": cells,
-    "seeds": [0, 1, 2, 3, 4],
-  }
+  return recipe_series_study("lenet300_fmnist_near", SETTINGS, 200, seeds=(0, 1, 2, 3, 4))

@@ -23,7 +23,7 @@ validation error at 99 %, and stays as it is when none is. Settings tried on the
 training: 5 here, after 9.
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL, rewound_cells
+from experiments.studies import recipe_series_study
 
 OPTIONS = {
   "": {},  # the reference: the training screen's weight-decay-5e-4 cells
@@ -39,12 +39,4 @@ def get_study() -> dict:
   settings = {
     f"_wd5e-4{name}": {"weight_decay": 5e-4, **overrides} for name, overrides in OPTIONS.items()
   }
-  cells = rewound_cells(["gradual"], settings, (0.99, 0.985), 60)
-  return {
-    "name": "lenet300_fmnist_options",
-    "root": "runs/studies/lenet300_fmnist_finetune",
-    "config": "experiments/configs/lenet300_base.py",
-    "overrides": dict(FASHION_MNIST_PROTOCOL),
-    "cells": cells,
-    "seeds": [0, 1, 2],
-  }
+  return recipe_series_study("lenet300_fmnist_options", settings, 60)

@@ -17,7 +17,7 @@ error at 99 % goes on to 5 seeds at 200 epochs against the recipe, and
 beyond 2 SE. Settings tried on the recipe's training: 2 here, after 7.
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL, rewound_cells
+from experiments.studies import recipe_series_study
 
 SETTINGS = {
   "": {},  # the reference: the training screen's weight-decay-5e-4 cells
@@ -30,12 +30,4 @@ def get_study() -> dict:
   settings = {
     f"_wd5e-4{name}": {"weight_decay": 5e-4, **overrides} for name, overrides in SETTINGS.items()
   }
-  cells = rewound_cells(["gradual"], settings, (0.99, 0.985), 60)
-  return {
-    "name": "lenet300_fmnist_schedule",
-    "root": "runs/studies/lenet300_fmnist_finetune",
-    "config": "experiments/configs/lenet300_base.py",
-    "overrides": dict(FASHION_MNIST_PROTOCOL),
-    "cells": cells,
-    "seeds": [0, 1, 2],
-  }
+  return recipe_series_study("lenet300_fmnist_schedule", settings, 60)

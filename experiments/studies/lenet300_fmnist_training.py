@@ -28,7 +28,7 @@ Rule, fixed before these runs:
 With no passing setting, the recipe stays as it is and this screen is reported as is.
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL, rewound_cells
+from experiments.studies import recipe_series_study
 
 EPOCHS = 60
 TEACHER = "{root}/dense_e60_seed{seed}"
@@ -43,12 +43,4 @@ SETTINGS = {
 
 def get_study() -> dict:
   settings = {"": {}, **{f"_{name}": overrides for name, overrides in SETTINGS.items()}}
-  cells = rewound_cells(["gradual"], settings, (0.99, 0.985), EPOCHS)
-  return {
-    "name": "lenet300_fmnist_training",
-    "root": "runs/studies/lenet300_fmnist_finetune",
-    "config": "experiments/configs/lenet300_base.py",
-    "overrides": dict(FASHION_MNIST_PROTOCOL),
-    "cells": cells,
-    "seeds": [0, 1, 2],
-  }
+  return recipe_series_study("lenet300_fmnist_training", settings, EPOCHS)

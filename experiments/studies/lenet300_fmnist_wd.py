@@ -17,22 +17,15 @@ after the check, to measure the recipe's gap to a dense model trained alike; it 
 nothing.
 """
 
-from experiments.studies import FASHION_MNIST_PROTOCOL, budget, rewound_cells
+from experiments.studies import budget, recipe_series_study
 
 
 def get_study() -> dict:
   # the shipped recipe's runs (done, not rerun), then weight decay 5e-4
   settings = {"": {}, "_wd5e-4": {"weight_decay": 5e-4}}
-  cells = rewound_cells(["gradual"], settings, (0.99, 0.985), 200, epochs_in_name=True)
-  cells += [  # the dense model of the budget study (done), and with weight decay 5e-4
+  study = recipe_series_study("lenet300_fmnist_wd", settings, 200, seeds=(0, 1, 2, 3, 4))
+  study["cells"] += [  # the dense model of the budget study (done), and with weight decay 5e-4
     {"name": "dense_e200", "method": "dense", **budget(200)},
     {"name": "dense_wd5e-4_e200", "method": "dense", **budget(200), "weight_decay": 5e-4},
   ]
-  return {
-    "name": "lenet300_fmnist_wd",
-    "root": "runs/studies/lenet300_fmnist_budget",
-    "config": "experiments/configs/lenet300_base.py",
-    "overrides": dict(FASHION_MNIST_PROTOCOL),
-    "cells": cells,
-    "seeds": [0, 1, 2, 3, 4],
-  }
+  return study
