@@ -15,7 +15,6 @@ every placement (pmap, a jit mesh, several processes) shards them like the label
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import jax
@@ -24,12 +23,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments import checkpoints, report, run_folder
-
-# Fields a teacher must share with its student: the same data, and above all the same
-# validation split, so that no image the student is selected on was trained on by the
-# teacher.
-SHARED_FIELDS = ("dataset", "validation_examples", "max_train_examples", "max_test_examples")
+from experiments import finished_runs
 
 
 def distillation_loss(
@@ -56,27 +50,7 @@ def load_teacher(
     ValueError: naming the folder, if it holds no finished run, or a run on other data
       or another validation split than ``config``'s.
   """
-  folder = Path(config.teacher_workdir)
-  if not (folder / report.SUMMARY_FILE).is_file():
-    raise ValueError(
-      f"teacher_workdir={str(folder)!r} holds no finished run (no {report.SUMMARY_FILE}); "
-      "train the teacher to the end first."
-    )
-  teacher_config = ml_collections.ConfigDict(run_folder.saved_config(folder))
-  for name in SHARED_FIELDS:
-    if teacher_config.get(name) != config.get(name):
-      raise ValueError(
-        f"teacher_workdir={str(folder)!r} was trained with {name}="
-        f"{teacher_config.get(name)!r}, this run has {config.get(name)!r}: a teacher must "
-        "share the student's data and validation split."
-      )
-  restored = checkpoints.restore_checkpoint(folder)
-  if restored is None:
-    raise ValueError(f"teacher_workdir={str(folder)!r} has no checkpoint to read the weights from.")
-  state = restored["state"]
-  variables = {"params": state["params"]}
-  if state.get("batch_stats"):
-    variables["batch_stats"] = state["batch_stats"]
+  teacher_config, variables = finished_runs.load_variables(config, "teacher_workdir")
   model = make_model(teacher_config, num_classes)
   # The weights go to the device once; every call then moves only the images there and
   # leaves the logits on the device for the step (no round trip through the host).

@@ -22,7 +22,7 @@ from jax.sharding import PartitionSpec as P
 
 import droppruning_jax as dp
 from droppruning_jax import masks as masks_lib
-from experiments import config_checks, models
+from experiments import config_checks, finished_runs, models
 
 PyTree = Any
 
@@ -238,8 +238,13 @@ def make_optimizer(
 
 
 def init_variables(config: ml_collections.ConfigDict, model, image_shape) -> tuple[PyTree, PyTree]:
-  """``(params, batch_stats)`` of a fresh model; ``batch_stats`` is ``{}`` without batch norm."""
+  """``(params, batch_stats)`` of a fresh model, or of ``config.init_workdir``'s finished
+  run when set (``finished_runs.start_from``: ValueError if it holds another model);
+  ``batch_stats`` is ``{}`` without batch norm."""
   variables = jax.jit(functools.partial(model.init, train=False))(
     jax.random.PRNGKey(config.seed), jnp.zeros((1, *image_shape), jnp.float32)
   )
-  return variables["params"], variables.get("batch_stats", {})
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  if config.init_workdir is not None:
+    return finished_runs.start_from(config, params, batch_stats)
+  return params, batch_stats

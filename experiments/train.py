@@ -225,11 +225,11 @@ def _check_and_build(config: ml_collections.ConfigDict, workdir: Path, fresh: bo
   steps_per_epoch = len(data.train_images) // config.batch_size
   total_steps = config.num_epochs * steps_per_epoch
   model = methods.make_model(config, data.num_classes)
-  params, batch_stats = methods.init_variables(config, model, data.image_shape)
-  try:
+  try:  # ValueError: init_workdir's checks, or the library's of the method's arguments
+    params, batch_stats = methods.init_variables(config, model, data.image_shape)
     tx = methods.make_optimizer(config, steps_per_epoch, params)
     state = steps_lib.TrainState(params, batch_stats, tx.init(params))
-  except ValueError as error:  # the library's checks of the method's arguments
+  except ValueError as error:
     raise errors.ConfigError(str(error)) from error
   state = jax.tree.map(np.asarray, state)
   distill, teacher = None, None

@@ -1,13 +1,17 @@
-"""Learning-rate rewinding and knowledge distillation in the runner.
+"""Learning-rate rewinding, knowledge distillation and starting from a finished run in the
+runner.
 
 The rewound schedule is the one asked for (library function and the learning rate the
 runner logs); the teacher's logits reach the loss (a run with a teacher trains other
 weights than one without, and the loss is the documented mixture); both cost nothing
-when off (the step's program is the one without them); bad settings are refused.
+when off (the step's program is the one without them); a run started from a finished
+run's weights (``init_workdir``) trains on from them and resumes bitwise; bad settings
+are refused.
 """
 
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -159,3 +163,66 @@ def test_a_teacher_on_another_validation_split_is_refused(idx_dir, teacher_dir, 
   config.teacher_workdir = str(tmp_path / "nowhere")
   with pytest.raises(errors.ConfigError, match="holds no finished run"):
     train.train_and_evaluate(config, tmp_path / "student")
+
+
+def _by_path(tree) -> dict:
+  return {
+    jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(tree)
+  }
+
+
+def test_a_run_starts_from_the_finished_runs_weights_and_resumes_bitwise(
+  idx_dir, teacher_dir, tmp_path
+):
+  """init_workdir: the initial weights are the finished run's final ones (not the seed's),
+  the pruned run trains on from that trained model (its first epoch's loss is below a fresh
+  start's) to the exact target, and an interrupted run resumes to the same weights."""
+  config = _config(idx_dir, method="gradual", init_workdir=str(teacher_dir))
+  fresh_config = _config(idx_dir, method="gradual")
+  model = methods.make_model(config, 10)
+  params, batch_stats = methods.init_variables(config, model, (28, 28, 1))
+  trained = _by_path(helpers.final_state(teacher_dir)["params"])
+  assert batch_stats == {} and _by_path(params).keys() == trained.keys()
+  for name, value in _by_path(params).items():
+    np.testing.assert_array_equal(value, trained[name])
+  fresh, _ = methods.init_variables(fresh_config, model, (28, 28, 1))
+  assert not np.array_equal(
+    _by_path(fresh)["['dense1']['kernel']"], trained["['dense1']['kernel']"]
+  )
+
+  warm = train.train_and_evaluate(config, tmp_path / "warm")
+  train.train_and_evaluate(fresh_config, tmp_path / "fresh")
+  first = [_metrics(tmp_path / name)[0]["train_loss"] for name in ("warm", "fresh")]
+  assert first[0] < first[1]
+  helpers.assert_exact_final_sparsity(warm, tmp_path / "warm", config.target_sparsity)
+
+  config.stop_after_epochs = 1
+  assert train.train_and_evaluate(config, tmp_path / "resumed")["stopped"]
+  config.stop_after_epochs = None
+  train.train_and_evaluate(config, tmp_path / "resumed")
+  chex.assert_trees_all_equal(
+    helpers.final_state(tmp_path / "warm")["params"],
+    helpers.final_state(tmp_path / "resumed")["params"],
+  )
+
+
+@pytest.mark.parametrize(
+  "overrides, match",
+  [
+    (dict(validation_examples=32), r"init_workdir=.* was trained with validation_examples=64"),
+    (
+      dict(model="lenet5"),
+      r"init_workdir=.* holds another model: its weight \['params'\]\['conv1'\]",
+    ),
+  ],
+)
+def test_a_start_from_a_run_that_does_not_fit_is_refused(
+  idx_dir, teacher_dir, tmp_path, overrides, match
+):
+  config = _config(idx_dir, method="gradual", init_workdir=str(teacher_dir), **overrides)
+  with pytest.raises(errors.ConfigError, match=match):
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()  # refused before anything was written
+  config.init_workdir = str(tmp_path / "nowhere")
+  with pytest.raises(errors.ConfigError, match="init_workdir=.* holds no finished run"):
+    train.train_and_evaluate(config, tmp_path / "run")

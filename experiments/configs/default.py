@@ -44,6 +44,11 @@ def get_config() -> ml_collections.ConfigDict:
   # networks, experiments.models.NNX*; lenet300 and lenet5). Both train through
   # the same functional loop; the initial weights differ (another init RNG scheme).
   config.model_api = "linen"
+  # A finished run folder (the same data, validation split and model) whose final weights
+  # start this run instead of a random initialisation, e.g. a trained dense model to prune;
+  # the optimizer state and the masks start fresh (experiments/finished_runs.py). A resumed
+  # run restores its own checkpoint. Unset = random initialisation from the seed.
+  config.init_workdir = config_dict.placeholder(str)
 
   # ---- optimisation ----------------------------------------------------------
   config.num_epochs = 20
