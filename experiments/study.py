@@ -31,7 +31,7 @@ from typing import Any
 
 from absl import app, flags, logging
 
-from experiments.study_report import REJECTED, study_cells, write_report
+from experiments.study_report import DIVERGED, REJECTED, study_cells, write_report
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("study", None, "Path of a study file defining get_study().")
@@ -160,7 +160,7 @@ def run_grid(
   cells = shard_cells(select_cells(study_cells(study), cell_patterns), shard)
   for cell in cells:
     workdir = root / cell["run"]
-    if (workdir / "summary.json").exists() or (workdir / REJECTED).exists():
+    if any((workdir / name).exists() for name in ("summary.json", REJECTED, DIVERGED)):
       continue
     if max_runs is not None and started >= max_runs:
       logging.info("max_runs reached; rerun to continue.")
@@ -185,6 +185,12 @@ def run_grid(
       workdir.mkdir(parents=True, exist_ok=True)
       (workdir / REJECTED).write_text(str(error))
       logging.warning("run %s rejected: %s", cell["run"], error)
+      continue
+    except errors.DivergedError as error:
+      # A non-finite loss is a result of the run's setting: recorded (the report lists
+      # it), and the grid goes on; --fresh on that folder retries it by hand.
+      (workdir / DIVERGED).write_text(str(error))
+      logging.warning("run %s diverged: %s", cell["run"], error)
       continue
     logging.info("run %s done in %.0f s", cell["run"], time.time() - start)
     # Every run compiles new programs; without this a long grid in one process ran

@@ -21,6 +21,9 @@ import numpy as np
 
 # Written instead of a summary when the library rejects a cell's configuration.
 REJECTED = "rejected.txt"
+# Written instead of a summary when a run's train loss became non-finite: a result of its
+# setting (the grid goes on), listed in the report and left out of its cell's statistics.
+DIVERGED = "diverged.txt"
 
 
 def study_cells(study: dict[str, Any]) -> list[dict[str, Any]]:
@@ -101,12 +104,15 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
   runs with a validation split only and names the others in ``excluded_runs``.
   """
   by_cell: dict[str, list[dict]] = collections.defaultdict(list)
+  diverged: dict[str, list[int]] = collections.defaultdict(list)
   cell_of = {}
   for cell in study_cells(study):  # seed by seed: each cell's runs in seed order
     path = root / cell["run"] / "summary.json"
     cell_of[cell["name"]] = cell
     if path.exists():
       by_cell[cell["name"]].append({**json.loads(path.read_text()), "_seed": cell["seed"]})
+    elif (root / cell["run"] / DIVERGED).exists():
+      diverged[cell["name"]].append(cell["seed"])
   rows = []
   for name, cell in cell_of.items():
     runs = by_cell.get(name, [])
@@ -151,6 +157,8 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
         "errors": [100 * r["test_error"] for r in runs],
         # The seed of each entry of the per-run lists, for differences paired by seed.
         "seed_list": [r["_seed"] for r in runs],
+        # Seeds whose run diverged (DIVERGED): not in the lists above.
+        **({"diverged_seeds": diverged[name]} if diverged[name] else {}),
         "excluded_runs": excluded,
         "compression": compression_mean,
         "sparsity": statistics.fmean(r["sparsity"] for r in runs),
@@ -439,6 +447,7 @@ def markdown_report(
   rows: list[dict[str, Any]],
   plot: Path | None,
   layers_plot: Path | None = None,
+  diverged: list[tuple[str, str]] | tuple = (),
 ) -> str:
   lines = [
     f"# Study `{study['name']}`",
@@ -518,6 +527,13 @@ def markdown_report(
       "",
     ]
     lines += [f"- `{r['cell']}`: {r['rejected']}" for r in rejected]
+  if diverged:
+    lines += [
+      "",
+      "Diverged (the train loss became non-finite; no result, not in the statistics):",
+      "",
+    ]
+    lines += [f"- `{run}`: {message}" for run, message in diverged]
   if plot is not None:
     lines += ["", f"![error vs compression]({plot.name})"]
   if layers_plot is not None:
@@ -527,6 +543,15 @@ def markdown_report(
 
 def _finished_runs(rows: list[dict[str, Any]]) -> int:
   return sum(r["seeds"] for r in rows if "rejected" not in r)
+
+
+def diverged_runs(study: dict[str, Any], root: Path) -> list[tuple[str, str]]:
+  """``(run, message)`` of every run of the grid that diverged, in grid order."""
+  return [
+    (cell["run"], (root / cell["run"] / DIVERGED).read_text().strip())
+    for cell in study_cells(study)
+    if (root / cell["run"] / DIVERGED).exists()
+  ]
 
 
 def write_report(
@@ -563,7 +588,7 @@ def write_report(
     )
   (report_dir / f"{study['name']}.json").write_text(json.dumps(rows, indent=1))
   path = report_dir / f"{study['name']}.md"
-  path.write_text(markdown_report(study, rows, plot, layers_plot))
+  path.write_text(markdown_report(study, rows, plot, layers_plot, diverged_runs(study, root)))
   return path
 
 
