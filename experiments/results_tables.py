@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from experiments import study as study_lib
-from experiments import study_report
+from experiments import study_plots, study_report
 
 # Row labels, in table order; a series missing here is shown by its own name, last.
 LABELS = {
@@ -387,7 +387,7 @@ def plot_block(studies_dir: Path, spec: str, results_dir: Path, write: bool) -> 
   """``NET=STUDY+STUDY`` (one network): the figure's link and the published MNIST table.
 
   The figure has the studies' error panels (validation and test, see
-  ``study_report.error_panels``) and a third panel with the published MNIST points; it is written
+  ``study_plots.error_panels``) and a third panel with the published MNIST points; it is written
   to ``studies_dir`` only when ``write`` (``--check`` compares text, not pixels).
   """
   networks = _networks(spec)
@@ -421,10 +421,10 @@ def _draw_with_published(rows: list[dict[str, Any]], network: str, path: Path) -
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  panels, rows = study_report.error_panels(rows)
+  panels, rows = study_plots.error_panels(rows)
   fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5.6 * (len(panels) + 1), 4.4))
   for ax, (split, label) in zip(axes, panels):
-    study_report.draw_error_panel(ax, rows, split, label, f"{network}, Fashion-MNIST")
+    study_plots.draw_error_panel(ax, rows, split, label, f"{network}, Fashion-MNIST")
     _clip_outliers(ax, rows, split)
   ax = axes[-1]
   for who, x, err in PUBLISHED_MNIST[network]:

@@ -12,7 +12,7 @@ import pytest
 
 from experiments import data as data_lib
 from experiments import study as study_lib
-from experiments import study_report
+from experiments import study_plots, study_report
 from tests import helpers
 
 
@@ -56,6 +56,31 @@ def _study():
     ],
     "seeds": [0],
   }
+
+
+def test_a_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path, idx_dir):
+  """A run whose loss becomes non-finite leaves DIVERGED (not a failure of the grid: the
+  next cells run, a rerun skips it), the report lists it, and a cell's statistics leave its
+  diverged seeds out and name them."""
+  study = _study()
+  study["cells"] = [{"name": "diverges", "method": "gradual", "learning_rate": 1e30}] + study[
+    "cells"
+  ][:1]
+  root = tmp_path / "runs"
+  study_lib.run_grid(study, root, str(idx_dir), max_runs=None)
+  assert "diverged" in (root / "diverges_seed0" / study_report.DIVERGED).read_text()
+  assert not (root / "diverges_seed0" / "summary.json").exists()
+  summary = root / "gradual_seed0" / "summary.json"
+  before = summary.stat().st_mtime_ns
+  study_lib.run_grid(study, root, str(idx_dir), max_runs=None)  # nothing left to do
+  assert summary.stat().st_mtime_ns == before
+  report = study_report.write_report(study, root, tmp_path / "report").read_text()
+  assert "Diverged" in report and "- `diverges_seed0`: training diverged" in report
+  # A cell with a finished seed and a diverged one: the statistics are the finished run's.
+  (root / "gradual_seed1").mkdir()
+  (root / "gradual_seed1" / study_report.DIVERGED).write_text("training diverged: ...")
+  (row,) = [r for r in study_report.aggregate({**study, "seeds": [0, 1]}, root) if r["seeds"]]
+  assert (row["cell"], row["seed_list"], row["diverged_seeds"]) == ("gradual", [0], [1])
 
 
 def test_grid_runs_skips_finished_and_reports_rejected(tmp_path, idx_dir):
@@ -541,7 +566,7 @@ def test_plot_cuts_the_error_axis_above_a_collapsed_cell_and_names_it():
     _row("set", 0.99, [57.0, 58.0], 88.0),  # collapsed
   ]
   fig, ax = plt.subplots()
-  study_report.draw_error_panel(ax, rows, study_report.TEST, "test error", "Net")
+  study_plots.draw_error_panel(ax, rows, study_report.TEST, "test error", "Net")
   results_tables._clip_outliers(ax, rows, study_report.TEST)
   # Median of the cell means 10.1, 11.1, 12.1, 57.5 is 11.6: the axis stops at 23.2.
   assert ax.get_ylim()[1] == pytest.approx(23.2)
@@ -578,7 +603,7 @@ def test_layer_plot_draws_each_series_sparsity_per_layer(tmp_path, monkeypatch):
     return original(ax, y, width, height, label=label, **kwargs)
 
   monkeypatch.setattr(plt.Axes, "barh", record)
-  path = study_report.plot_layer_sparsity(rows, tmp_path / "s_layers.png", "s")
+  path = study_plots.plot_layer_sparsity(rows, tmp_path / "s_layers.png", "s")
   assert path.stat().st_size > 0
   assert sorted(drawn) == [
     ("gradual", (90.0, 90.0)),
@@ -671,3 +696,53 @@ def test_the_lenet300_recipe_takes_weight_decay_5e_4_by_the_rule_fixed_before_it
   )
   assert seeds == 5
   assert lenet300.get_config().method == ("drop" if mean < 0 and -mean > 2 * se else "gradual")
+  # lenet300_fmnist_near's rule: batch 64 or ERK targets replace the recipe's only if, over 5
+  # seeds at 200 epochs, ahead beyond 2 SE at 99 % and ahead at 98.5 % (paired, validation).
+  near, qualifying = rows("lenet300_fmnist_near"), []
+  for setting, field, value in (
+    ("_bs64", "batch_size", 64),
+    ("_erk", "sparsity_distribution", "erk"),
+  ):
+    at = {
+      t: paired(
+        near[f"gradual_rewind_wd5e-4{setting}_t{t}_e200"], near[f"gradual_rewind_wd5e-4_t{t}_e200"]
+      )
+      for t in ("0.99", "0.985")
+    }
+    assert at["0.99"][2] == at["0.985"][2] == 5
+    if at["0.99"][0] < -2 * at["0.99"][1] and at["0.985"][0] < 0:
+      qualifying.append(
+        (near[f"gradual_rewind_wd5e-4{setting}_t0.99_e200"]["val_error_mean"], field, value)
+      )
+  config = lenet300.get_config()
+  if qualifying:
+    _, field, value = min(qualifying)
+    assert config[field] == value
+  else:
+    assert (config.batch_size, config.sparsity_distribution) == (128, "global")
+
+
+def test_the_lenet5_recipe_keeps_weight_decay_1e_4_by_the_rules_fixed_before_its_checks():
+  """lenet5_fmnist_wd's screen (seeds 0-2) passes weight decay 5e-4 when its paired
+  validation difference to the recipe is negative beyond 2 SE; lenet5_fmnist_wd_check's
+  stricter rule for seeds 3-4: both new seeds ahead, and beyond 2 SE over all 5."""
+  import statistics
+
+  from experiments.configs import lenet5
+
+  path = helpers.REPO_ROOT / "docs" / "studies" / "lenet5_fmnist_wd_check.json"
+  rows = {r["cell"]: r for r in json.loads(path.read_text()) if "cell" in r}
+  candidate, recipe = (
+    dict(zip(rows[c]["seed_list"], rows[c]["val_errors"]))
+    for c in ("gradual_rewind_wd5e-4_t0.995", "gradual_rewind_t0.995")
+  )
+  d = {seed: candidate[seed] - recipe[seed] for seed in candidate}
+
+  def beyond(seeds):
+    x = [d[s] for s in seeds]
+    return statistics.fmean(x) < -2 * statistics.stdev(x) / math.sqrt(len(x))
+
+  screen = beyond([0, 1, 2])
+  passed = sorted(d) == [0, 1, 2, 3, 4] and d[3] < 0 and d[4] < 0 and beyond(range(5))
+  assert lenet5.get_config().weight_decay == (5e-4 if passed else 1e-4)
+  assert not screen  # the screen did not pass: seeds 3-4 ran under the check's rule only
