@@ -682,6 +682,15 @@ def test_the_lenet300_recipe_takes_weight_decay_5e_4_by_the_rule_fixed_before_it
   assert passing("lenet300_fmnist_options", [f"_wd5e-4{o}" for o in options], "_wd5e-4") == []
   # lenet300_fmnist_adam's, the same: AdamW passes at neither weight decay.
   assert passing("lenet300_fmnist_adam", ("_adamw_wd0.025", "_adamw_wd0.25"), "_wd5e-4") == []
+  # lenet300_fmnist_distill_wd's, the same at 200 epochs: distillation from the dense model
+  # trained alike passes none (a pass would not change the one-step recipe either).
+  distill = rows("lenet300_fmnist_distill_wd")
+  for t in ("0.985", "0.99"):
+    mean, se, seeds = paired(
+      distill[f"gradual_rewind_wd5e-4_kd_w0.9_T2_t{t}_e200"],
+      distill[f"gradual_rewind_wd5e-4_t{t}_e200"],
+    )
+    assert seeds == 3 and not (mean < -2 * se)
   check = rows("lenet300_fmnist_wd")
   mean, se, seeds = paired(
     check["gradual_rewind_wd5e-4_t0.99_e200"], check["gradual_rewind_t0.99_e200"]
