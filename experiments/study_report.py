@@ -105,14 +105,14 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
   """
   by_cell: dict[str, list[dict]] = collections.defaultdict(list)
   diverged: dict[str, list[int]] = collections.defaultdict(list)
+  for cell, seed, _, _ in diverged_runs(study, root):
+    diverged[cell].append(seed)
   cell_of = {}
   for cell in study_cells(study):  # seed by seed: each cell's runs in seed order
     path = root / cell["run"] / "summary.json"
     cell_of[cell["name"]] = cell
     if path.exists():
       by_cell[cell["name"]].append({**json.loads(path.read_text()), "_seed": cell["seed"]})
-    elif (root / cell["run"] / DIVERGED).exists():
-      diverged[cell["name"]].append(cell["seed"])
   rows = []
   for name, cell in cell_of.items():
     runs = by_cell.get(name, [])
@@ -360,7 +360,7 @@ def markdown_report(
   rows: list[dict[str, Any]],
   plot: Path | None,
   layers_plot: Path | None = None,
-  diverged: list[tuple[str, str]] | tuple = (),
+  diverged: list[tuple[str, int, str, str]] | tuple = (),
 ) -> str:
   lines = [
     f"# Study `{study['name']}`",
@@ -446,7 +446,7 @@ def markdown_report(
       "Diverged (the train loss became non-finite; no result, not in the statistics):",
       "",
     ]
-    lines += [f"- `{run}`: {message}" for run, message in diverged]
+    lines += [f"- `{run}`: {message}" for _, _, run, message in diverged]
   if plot is not None:
     lines += ["", f"![error vs compression]({plot.name})"]
   if layers_plot is not None:
@@ -458,10 +458,12 @@ def _finished_runs(rows: list[dict[str, Any]]) -> int:
   return sum(r["seeds"] for r in rows if "rejected" not in r)
 
 
-def diverged_runs(study: dict[str, Any], root: Path) -> list[tuple[str, str]]:
-  """``(run, message)`` of every run of the grid that diverged, in grid order."""
+def diverged_runs(study: dict[str, Any], root: Path) -> list[tuple[str, int, str, str]]:
+  """``(cell, seed, run, message)`` of every run of the grid that diverged (``DIVERGED``
+  in its folder), in grid order: what the rows' ``diverged_seeds`` and the report's list
+  both read."""
   return [
-    (cell["run"], (root / cell["run"] / DIVERGED).read_text().strip())
+    (cell["name"], cell["seed"], cell["run"], (root / cell["run"] / DIVERGED).read_text().strip())
     for cell in study_cells(study)
     if (root / cell["run"] / DIVERGED).exists()
   ]
