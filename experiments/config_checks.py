@@ -233,6 +233,11 @@ def _check_optimization(config: ml_collections.ConfigDict) -> None:
     _fail(f"momentum={config.momentum!r} is outside [0, 1).")
   if not _is_number(config.weight_decay) or config.weight_decay < 0:
     _fail(f"weight_decay={config.weight_decay!r} must be a finite number >= 0.")
+  if not _is_number(config.warmup_epochs) or not 0 <= config.warmup_epochs < config.num_epochs:
+    _fail(
+      f"warmup_epochs={config.warmup_epochs!r} must be a number in [0, num_epochs="
+      f"{config.num_epochs!r})."
+    )
   if not _is_number(config.lr_step_factor) or config.lr_step_factor <= 0:
     _fail(f"lr_step_factor={config.lr_step_factor!r} must be a finite number > 0.")
   if config.model == "vgg16" and (

@@ -86,7 +86,20 @@ def make_model(config: ml_collections.ConfigDict, num_classes: int):
 
 def make_learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
   """The learning rate per step: ``lr_schedule`` over the whole training, rewound after
-  the pruning window when ``lr_rewind_epoch`` is set."""
+  the pruning window when ``lr_rewind_epoch`` is set, ramped up over the first
+  ``warmup_epochs``."""
+  schedule = _decay_and_rewind(config, steps_per_epoch)
+  warmup_steps = int(round(config.get("warmup_epochs", 0.0) * steps_per_epoch))
+  if warmup_steps <= 0:
+    return schedule
+  # A linear ramp multiplies the schedule (Goyal et al. 2017): step 0 trains at
+  # 1 / warmup_steps of it, the full rate from step warmup_steps - 1 on. It acts on the
+  # start of training only: a rewind to epoch 0 restarts the decay, not the ramp.
+  ramp = optax.linear_schedule(1.0 / warmup_steps, 1.0, max(warmup_steps - 1, 1))
+  return lambda step: schedule(step) * ramp(step)
+
+
+def _decay_and_rewind(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
   total_steps = config.num_epochs * steps_per_epoch
   if config.lr_schedule == "constant":
     base = optax.constant_schedule(config.learning_rate)

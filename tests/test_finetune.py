@@ -40,6 +40,22 @@ def test_rewound_schedule_replays_the_base_from_the_rewind_step():
   )
 
 
+def test_warmup_ramps_the_rewound_schedule_from_the_first_step_only(idx_dir):
+  config = _config(idx_dir, method="gradual", lr_rewind_epoch=0.0, warmup_epochs=1.5)
+  steps_per_epoch, total = 10, 40  # warmup 15 steps, last mask update at step 20
+  lr = methods.make_learning_rate(config, steps_per_epoch)
+  plain = methods.make_learning_rate(_config(idx_dir, method="gradual", lr_rewind_epoch=0.0), 10)
+  for step in range(total):
+    ramp = min(1.0, (step + 1) / 15)  # 1/15 at step 0, 1 from step 14 on
+    assert float(lr(step)) == pytest.approx(float(plain(step)) * ramp, rel=1e-6)
+  assert float(lr(0)) == pytest.approx(config.learning_rate / 15, rel=1e-6)
+  # the rewind restarts the decay at the full rate: the ramp is not replayed
+  assert float(lr(21)) == pytest.approx(config.learning_rate, rel=1e-6)
+  # warmup_epochs=0 (the default) returns the schedule itself, no ramp
+  no_warmup = _config(idx_dir, method="gradual", lr_rewind_epoch=0.0, warmup_epochs=0.0)
+  assert float(methods.make_learning_rate(no_warmup, 10)(0)) == pytest.approx(config.learning_rate)
+
+
 @pytest.mark.parametrize(
   "kwargs, match",
   [
@@ -91,6 +107,8 @@ def test_runner_logs_the_rewound_learning_rate(idx_dir, tmp_path):
     (dict(method="dense", lr_rewind_epoch=0.0), "lr_rewind_epoch=0.0 rewinds"),
     (dict(lr_rewind_epoch=3.0), "lr_rewind_epoch=3.0"),
     (dict(prune_end_epoch=4.0, lr_rewind_epoch=0.0), "prune_end_epoch=4.0 < num_epochs"),
+    (dict(warmup_epochs=4.0), "warmup_epochs=4.0 must be a number in \\[0, num_epochs=4\\)"),
+    (dict(warmup_epochs=-1.0), "warmup_epochs=-1.0"),
     (dict(teacher_workdir="x", distill_weight=1.5), "distill_weight=1.5"),
     (dict(teacher_workdir="x", distill_temperature=0.0), "distill_temperature=0.0"),
   ],

@@ -66,6 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_schedule = "cosine"
   config.lr_step_fractions = (0.5, 0.75)
   config.lr_step_factor = 0.1
+  # Linear learning-rate warmup over the first epochs (0 = none): it multiplies the
+  # schedule above, so a run starts at a small fraction of the rate.
+  config.warmup_epochs = 0.0
   config.seed = 0
   # Learning-rate rewinding (Renda et al. 2020) for the epochs after prune_end_epoch
   # (the fine-tuning phase, masks frozen, weights kept): they replay the schedule from
