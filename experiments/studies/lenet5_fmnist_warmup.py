@@ -20,8 +20,9 @@ decay 5e-4 with the warmup when no seed diverged and the paired validation diffe
 the reference over the 5 seeds is negative beyond 2 SE; test error is reported beside,
 never used. A dense 40-epoch cell trained alike (weight decay 5e-4, the warmup), added
 after seed 3 ran and before the other runs, measures the gap to a dense model trained like
-the candidate; it chooses nothing. Settings tried for the LeNet-5 recipe: this is the second after the 4 at 40
-epochs and 2 at 60 of ``lenet5_fmnist_finetune`` (the first: weight decay 5e-4 alone).
+the candidate; it chooses nothing. Settings tried for the LeNet-5 recipe: this is the
+second after the 4 at 40 epochs and 2 at 60 of ``lenet5_fmnist_finetune`` (the first: weight
+decay 5e-4 alone).
 """
 
 from experiments.studies import budget, lenet5_fmnist_wd
