@@ -81,6 +81,7 @@ LABELS = {
 # A training variant (``gradual_rewind_wd5e-4``): the series' label and its weight decay.
 for _series in ("dense", "gradual_rewind", "drop_weighted_tuned_rewind"):
   LABELS[f"{_series}_wd5e-4"] = f"{LABELS[_series]}, weight decay 5e-4"
+  LABELS[f"{_series}_wd5e-4_warmup1"] = f"{LABELS[_series]}, weight decay 5e-4, 1-epoch warmup"
 # A budget's series (``gradual_e200``): the method's label and the budget.
 for _series, _label in list(LABELS.items()):
   if _series == "drop_weighted_tuned":  # its own label reads after drop_weighted's only
@@ -135,6 +136,9 @@ GLANCE_LABELS = {
     "Drop Pruning, importance-weighted drops, p 0.5→1, q 0.4→0, rewinding, 40 epochs"
   ),
 }
+_WARMUP = "weight decay 5e-4, 1-epoch warmup, 40 epochs"
+GLANCE_LABELS["gradual_rewind_wd5e-4_warmup1"] = f"gradual magnitude pruning, rewinding, {_WARMUP}"
+GLANCE_LABELS["dense_wd5e-4_warmup1_e40"] = f"dense (not pruned), {_WARMUP}"
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 # Where a glance row's study file (for its dataset) and a recipe's config are found.
 STUDY_MODULES = Path(study_lib.__file__).resolve().parent / "studies"
