@@ -89,7 +89,7 @@ def make_learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int) 
   the pruning window when ``lr_rewind_epoch`` is set, ramped up over the first
   ``warmup_epochs``."""
   schedule = _decay_and_rewind(config, steps_per_epoch)
-  warmup_steps = int(round(config.get("warmup_epochs", 0.0) * steps_per_epoch))
+  warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
   if warmup_steps <= 0:
     return schedule
   # A linear ramp multiplies the schedule (Goyal et al. 2017): step 0 trains at
