@@ -16,6 +16,7 @@ from experiments.study_report import (
   percent,
   row_series,
   selection_split,
+  split_errors,
   split_stats,
 )
 
@@ -66,6 +67,47 @@ def plot_error_vs_compression(rows: list[dict[str, Any]], path: Path, title: str
   fig.tight_layout()
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def plot_cells(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+  """Each cell's error on one line, for a study that compares settings at one target
+  (where error against compression would be a single column): every seed a dot coloured
+  by its seed, so that the pairing across cells shows, and the mean ± std a black bar; a
+  validation and a test panel for rows with a validation split, else test alone."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  panels, rows = error_panels(rows)
+  fig, axes = plt.subplots(
+    1,
+    len(panels),
+    figsize=(6.4 * len(panels), 0.4 * len(rows) + 1.8),
+    squeeze=False,
+    sharey=True,
+  )
+  seeds = sorted({s for r in rows for s in r.get("seed_list") or range(r["seeds"])})
+  colours = dict(zip(seeds, plt.get_cmap("tab10")(np.arange(len(seeds)) % 10)))
+  for ax, (split, label) in zip(axes[0], panels):
+    for y, row in enumerate(rows):
+      mean, std = split_stats(row, split)
+      ax.errorbar(mean, y, xerr=std, fmt="s" if row["method"] == "dense" else "o", color="k")
+      for seed, error in zip(row.get("seed_list") or range(row["seeds"]), split_errors(row, split)):
+        ax.scatter(error, y + 0.15, s=14, color=colours[seed], label=f"seed {seed}")
+    ax.set_xlabel(label, fontsize=8)
+    ax.set_title(f"{title}: {SPLIT_WORDS[split]}")
+    ax.grid(True, axis="x", alpha=0.3)
+  axes[0][0].set_yticks(range(len(rows)), [r["cell"] for r in rows], fontsize=7)
+  axes[0][0].invert_yaxis()
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  unique = dict(zip(labels, handles))  # one entry per seed
+  fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=len(unique), fontsize=7)
+  fig.tight_layout(rect=(0, 0.08, 1, 1))
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
 

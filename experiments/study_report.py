@@ -95,6 +95,11 @@ def split_stats(row: dict[str, Any], split: str) -> tuple[float, float]:
   return row[mean_key], row[std_key]
 
 
+def split_errors(row: dict[str, Any], split: str) -> list[float]:
+  """A row's per-seed errors on ``split`` in percent, in the order of its ``seed_list``."""
+  return row[_STAT_KEYS[split][2]]
+
+
 def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
   """One row per cell: mean/std over the finished seeds.
 
@@ -361,6 +366,7 @@ def markdown_report(
   plot: Path | None,
   layers_plot: Path | None = None,
   diverged: list[tuple[str, int, str, str]] | tuple = (),
+  cells_plot: Path | None = None,
 ) -> str:
   lines = [
     f"# Study `{study['name']}`",
@@ -449,6 +455,8 @@ def markdown_report(
     lines += [f"- `{run}`: {message}" for _, _, run, message in diverged]
   if plot is not None:
     lines += ["", f"![error vs compression]({plot.name})"]
+  if cells_plot is not None:
+    lines += ["", f"![error per cell]({cells_plot.name})"]
   if layers_plot is not None:
     lines += ["", f"![sparsity per layer]({layers_plot.name})"]
   return "\n".join(lines) + "\n"
@@ -492,13 +500,17 @@ def write_report(
   report_dir.mkdir(parents=True, exist_ok=True)
   from experiments import study_plots  # matplotlib only where a report is written
 
-  plot = None
+  plot = cells_plot = None
   finished = [r for r in rows if "rejected" not in r]
   if selection_split(finished) == VALIDATION:
     finished = [r for r in finished if has_validation(r)]  # the plot compares these only
   if finished and len({r["target"] for r in finished if r["target"] is not None}) > 1:
     plot = study_plots.plot_error_vs_compression(
       finished, report_dir / f"{study['name']}.png", study["name"]
+    )
+  elif finished:  # one target: error against compression would be a single column
+    cells_plot = study_plots.plot_cells(
+      finished, report_dir / f"{study['name']}_cells.png", study["name"]
     )
   layers_plot = None
   if study.get("layer_plot") and any(r["target"] is not None for r in finished):
@@ -507,7 +519,9 @@ def write_report(
     )
   (report_dir / f"{study['name']}.json").write_text(json.dumps(rows, indent=1))
   path = report_dir / f"{study['name']}.md"
-  path.write_text(markdown_report(study, rows, plot, layers_plot, diverged_runs(study, root)))
+  path.write_text(
+    markdown_report(study, rows, plot, layers_plot, diverged_runs(study, root), cells_plot)
+  )
   return path
 
 

@@ -98,6 +98,9 @@ def test_grid_runs_skips_finished_and_reports_rejected(tmp_path, idx_dir):
   row = json.loads(summary.read_text())
   assert f"{100 * row['test_error']:.2f} ± 0.00" in report
   assert "`unreachable`" in report and "Rejected" in report
+  # One target: a plot per cell, not error against compression.
+  assert "![error per cell](tiny_cells.png)" in report and "error vs compression" not in report
+  assert (tmp_path / "report" / "tiny_cells.png").stat().st_size > 0
 
   # A machine without the run folders must not replace the report with an empty one.
   empty = tmp_path / "elsewhere"
@@ -604,6 +607,47 @@ def test_series_names_drop_the_target_wherever_it_stands():
   assert study_report.series_name("gradual_t0.99_e200") == "gradual_e200"  # a budget cell
   assert study_report.series_name("weighted_p0.5_q0.4_T1") == "weighted_p0.5_q0.4_T1"
   assert study_report.series_name("dense_e60") == "dense_e60"
+
+
+def test_cells_plot_draws_every_seed_in_its_colour_and_each_cell_mean(tmp_path, monkeypatch):
+  """A one-target study's plot: per cell and panel (validation, then test), one dot per
+  seed at its error, coloured by the seed wherever it runs, and the mean ± std bar."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  rows = [_row("dense", None, [9.0, 9.5], 1.0), _row("gradual", 0.99, [11.0, 12.0, 13.0])]
+  rows[0]["seed_list"], rows[1]["seed_list"] = [1, 2], [0, 1, 2]
+  for row, val in zip(rows, ([8.0, 8.4], [10.0, 10.5, 11.5])):
+    row.update(val_errors=val, val_error_mean=float(np.mean(val)), val_error_std=0.1)
+  dots, bars = [], []
+  scatter, errorbar = plt.Axes.scatter, plt.Axes.errorbar
+
+  def record_dot(ax, x, y, color=None, **kwargs):
+    dots.append((round(x, 6), tuple(color)))
+    return scatter(ax, x, y, color=color, **kwargs)
+
+  def record_bar(ax, x, y, xerr=None, **kwargs):
+    bars.append((round(x, 6), y, xerr))
+    return errorbar(ax, x, y, xerr=xerr, **kwargs)
+
+  monkeypatch.setattr(plt.Axes, "scatter", record_dot)
+  monkeypatch.setattr(plt.Axes, "errorbar", record_bar)
+  path = study_plots.plot_cells(rows, tmp_path / "s_cells.png", "s")
+  assert path.stat().st_size > 0
+  assert bars == [
+    (8.2, 0, 0.1),
+    (10.666667, 1, 0.1),
+    (9.25, 0, rows[0]["error_std"]),
+    (12.0, 1, 1.0),
+  ]
+  values = [x for x, _ in dots]
+  assert values == [8.0, 8.4, 10.0, 10.5, 11.5, 9.0, 9.5, 11.0, 12.0, 13.0]
+  colour = {}
+  for (_, c), seed in zip(dots, [1, 2, 0, 1, 2] * 2):
+    assert colour.setdefault(seed, c) == c  # one colour per seed across cells and panels
+  assert len(set(colour.values())) == 3
 
 
 def test_layer_plot_draws_each_series_sparsity_per_layer(tmp_path, monkeypatch):
