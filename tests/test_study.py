@@ -831,3 +831,18 @@ def test_the_lenet5_recipe_takes_weight_decay_with_warmup_only_by_the_rule_fixed
   passed = trained and mean < -2 * se
   config = lenet5.get_config()
   assert (config.weight_decay, config.warmup_epochs) == ((5e-4, 1.0) if passed else (1e-4, 0.0))
+
+
+def test_the_lenet5_recipe_takes_sixty_epochs_only_by_the_rule_fixed_before():
+  """lenet5_fmnist_long's rule: the recipe trains 60 epochs instead of 40 when all 5 seeds
+  trained and the paired validation difference over them is negative beyond 2 SE."""
+  from experiments.configs import lenet5
+
+  rows = _study_rows("lenet5_fmnist_long")
+  long = rows["gradual_rewind_wd5e-4_warmup1_t0.995_e60"]
+  trained = long["seed_list"] == [0, 1, 2, 3, 4] and not long.get("diverged_seeds")
+  mean, se, _ = (
+    _paired(long, rows["gradual_rewind_wd5e-4_warmup1_t0.995"]) if trained else (0, 0, 0)
+  )
+  passed = trained and mean < -2 * se
+  assert lenet5.get_config().num_epochs == (60 if passed else 40)
