@@ -21,7 +21,13 @@ PyTree = Any
 
 # Fields a run read by another must share with it: the same data, and above all the same
 # validation split.
-SHARED_FIELDS = ("dataset", "validation_examples", "max_train_examples", "max_test_examples")
+SHARED_FIELDS = (
+  "dataset",
+  "validation_examples",
+  "max_train_examples",
+  "max_test_examples",
+  "standardize",  # a teacher's logits, a trained start's weights, are for its inputs
+)
 
 
 def load_variables(

@@ -43,9 +43,10 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
   Order: the last ``validation_count(config.validation_examples, N)`` images of the
   whole training split (``N`` images) become the validation split, then
   ``max_train_examples`` caps the images before them, so the validation images do not
-  depend on the cap. CIFAR-10 with a validation split is standardised with the
-  per-channel statistics of the training images that remain (never the held-out
-  ones); without one, with the constants ``CIFAR10_MEAN`` / ``CIFAR10_STD``.
+  depend on the cap. CIFAR-10 with a validation split, and any dataset with
+  ``config.standardize``, is standardised with the per-channel statistics of the training
+  images that remain (never the held-out ones); CIFAR-10 without one with the constants
+  ``CIFAR10_MEAN`` / ``CIFAR10_STD``, the MNIST-like datasets are scaled to ``[0, 1]``.
 
   Raises:
     DatasetError: if the data is missing or corrupt (the message says how to get it).
@@ -86,7 +87,7 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
     )
   # Statistics of the images trained on only: the held-out ones must not leak in.
   stats = None
-  if config.dataset == "cifar10" and held_out:
+  if (config.dataset == "cifar10" and held_out) or config.standardize:
     stats = preprocessing.channel_stats(train_images)
   return Data(
     train_images=preprocessing.normalize(train_images, config.dataset, stats),

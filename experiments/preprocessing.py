@@ -116,22 +116,22 @@ def normalize(
 
   Args:
     images: Array of shape ``(N, H, W, C)`` with values in ``[0, 255]``.
-    name: Dataset name: MNIST-like datasets are scaled to ``[0, 1]``;
-      ``"cifar10"`` is additionally standardised per channel, with ``stats`` or,
-      without them, ``CIFAR10_MEAN`` and ``CIFAR10_STD``.
-    stats: ``(mean, std)`` per channel of ``"cifar10"`` (e.g. from
-      :func:`channel_stats` of the training images); a zero std counts as 1.
+    name: Dataset name: the pixels are scaled to ``[0, 1]``; ``"cifar10"`` is
+      always standardised per channel too, with ``stats`` or, without them,
+      ``CIFAR10_MEAN`` and ``CIFAR10_STD``.
+    stats: ``(mean, std)`` per channel (e.g. from :func:`channel_stats` of the
+      training images) to standardise with, for any dataset; a zero std counts as 1.
 
   Returns:
     A new ``float32`` array of the same shape.
   """
   check_dataset_name(name)
   scaled = np.asarray(images, dtype=np.float32) / np.float32(255.0)
-  if name == "cifar10":
-    if stats is None:
-      return (scaled - CIFAR10_MEAN) / CIFAR10_STD
+  if stats is not None:
     mean, std = (np.asarray(x, np.float32) for x in stats)
     return (scaled - mean) / np.where(std > 0, std, np.float32(1.0))
+  if name == "cifar10":
+    return (scaled - CIFAR10_MEAN) / CIFAR10_STD
   return scaled
 
 

@@ -228,6 +228,8 @@ def test_a_run_starts_from_the_finished_runs_weights_and_resumes_bitwise(
   "overrides, match",
   [
     (dict(validation_examples=32), r"init_workdir=.* was trained with validation_examples=64"),
+    # Its weights were trained on [0, 1] pixels, not on standardised ones.
+    (dict(standardize=True), r"init_workdir=.* was trained with standardize=False"),
     (
       dict(model="lenet5"),
       r"init_workdir=.* holds another model: its weight \['params'\]\['conv1'\]",

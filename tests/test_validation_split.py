@@ -127,6 +127,27 @@ def test_split_under_mocked_tfds_with_statistics_of_the_training_images(tmp_path
   np.testing.assert_array_equal(data.val_labels, raw_labels[30:])
 
 
+def test_standardize_uses_the_statistics_of_the_images_trained_on_only(idx_dir):
+  raw_images, _ = data_lib.load_idx_split(idx_dir, "train")
+  raw_test, _ = data_lib.load_idx_split(idx_dir, "test")
+  # Capped to 20: neither the held-out images nor the ones after the cap are counted.
+  data = input_pipeline.load_data(_config(idx_dir, standardize=True, max_train_examples=20))
+  trained_on = raw_images[:20].astype(np.float64) / 255
+  mean, std = trained_on.mean(), trained_on.std()
+  assert abs(mean - raw_images[: NUM_TRAIN - HELD_OUT].mean() / 255) > 1e-4  # they differ
+  for got, raw in (
+    (data.train_images, raw_images[:20]),
+    (data.val_images, raw_images[-HELD_OUT:]),
+    (data.test_images, raw_test),
+  ):
+    np.testing.assert_allclose(got, (raw.astype(np.float64) / 255 - mean) / std, atol=1e-5)
+  assert abs(float(data.train_images.mean())) < 1e-5
+  assert abs(float(data.train_images.std()) - 1.0) < 1e-4
+  # Off (the default), the pixels are only scaled to [0, 1].
+  plain = input_pipeline.load_data(_config(idx_dir, max_train_examples=20))
+  np.testing.assert_array_equal(plain.train_images, raw_images[:20] / np.float32(255))
+
+
 @pytest.mark.parametrize(
   "value, message",
   [
