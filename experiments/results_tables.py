@@ -82,6 +82,7 @@ LABELS = {
 for _series in ("dense", "gradual_rewind", "drop_weighted_tuned_rewind"):
   LABELS[f"{_series}_wd5e-4"] = f"{LABELS[_series]}, weight decay 5e-4"
   LABELS[f"{_series}_wd5e-4_warmup1"] = f"{LABELS[_series]}, weight decay 5e-4, 1-epoch warmup"
+  LABELS[f"{_series}_wd5e-4_std"] = f"{LABELS[_series]}, weight decay 5e-4, standardised inputs"
 # A budget's series (``gradual_e200``): the method's label and the budget.
 for _series, _label in list(LABELS.items()):
   if _series == "drop_weighted_tuned":  # its own label reads after drop_weighted's only

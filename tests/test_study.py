@@ -741,6 +741,10 @@ def test_the_lenet300_recipe_takes_weight_decay_5e_4_by_the_rule_fixed_before_it
   assert passing("lenet300_fmnist_options", [f"_wd5e-4{o}" for o in options], "_wd5e-4") == []
   # lenet300_fmnist_adam's, the same: AdamW passes at neither weight decay.
   assert passing("lenet300_fmnist_adam", ("_adamw_wd0.025", "_adamw_wd0.25"), "_wd5e-4") == []
+  # lenet300_fmnist_inputs's, the same: standardised inputs pass none, so the recipe keeps
+  # pixels scaled to [0, 1] (a pass would have gone on to a 5-seed check first).
+  assert passing("lenet300_fmnist_inputs", ("_wd5e-4_std",), "_wd5e-4") == []
+  assert not lenet300.get_config().standardize
   # lenet300_fmnist_distill_wd's, the same at 200 epochs: distillation from the dense model
   # trained alike passes none (a pass would not change the one-step recipe either).
   distill = rows("lenet300_fmnist_distill_wd")
