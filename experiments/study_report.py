@@ -136,6 +136,8 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
       _mean_std([100 * r["val_error"] for r in runs]) if validated else (None,) * 2
     )
     error_mean, error_std = _mean_std([100 * r["test_error"] for r in runs])
+    fitted = all(r.get("train_accuracy") is not None for r in runs)
+    train_errors = [100 * (1 - r["train_accuracy"]) for r in runs] if fitted else None
     compression_mean, _ = _mean_std([r["compression"] for r in runs])
     layers = collections.defaultdict(list)
     for r in runs:
@@ -160,6 +162,11 @@ def aggregate(study: dict[str, Any], root: Path) -> list[dict[str, Any]]:
         "error_mean": error_mean,
         "error_std": error_std,
         "errors": [100 * r["test_error"] for r in runs],
+        # The training error over the last epoch's batches (the running mean the train
+        # steps saw): beside the validation error it tells an underfit model from an
+        # overfit one. None where a run's summary predates it.
+        "train_error_mean": statistics.fmean(train_errors) if fitted else None,
+        "train_errors": train_errors,
         # The seed of each entry of the per-run lists, for differences paired by seed.
         "seed_list": [r["_seed"] for r in runs],
         # Seeds whose run diverged (DIVERGED): not in the lists above.
@@ -421,7 +428,11 @@ def markdown_report(
   columns = ["cell", "method", "target", "seeds"]
   if split == VALIDATION:
     columns.append("validation error % (mean ± std)")
-  columns += ["test error % (mean ± std)", "compression", "sparsity", *layer_names]
+  columns.append("test error % (mean ± std)")
+  fitted = any(r.get("train_error_mean") is not None for r in rows)
+  if fitted:
+    columns.append("training error % (last epoch)")
+  columns += ["compression", "sparsity", *layer_names]
   lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   for r in rows:
     target = "—" if r["target"] is None else percent(r["target"])
@@ -430,8 +441,11 @@ def markdown_report(
       cells.append(
         f"{r['val_error_mean']:.2f} ± {r['val_error_std']:.2f}" if has_validation(r) else "no split"
       )
+    cells.append(f"{r['error_mean']:.2f} ± {r['error_std']:.2f}")
+    if fitted:
+      train = r.get("train_error_mean")
+      cells.append("—" if train is None else f"{train:.2f}")
     cells += [
-      f"{r['error_mean']:.2f} ± {r['error_std']:.2f}",
       f"{r['compression']:.1f}x",
       f"{r['sparsity']:.2%}",
       *(f"{r['layer_sparsity'].get(n, 0):.1%}" for n in layer_names),

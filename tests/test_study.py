@@ -97,6 +97,11 @@ def test_grid_runs_skips_finished_and_reports_rejected(tmp_path, idx_dir):
   report = study_report.write_report(study, root, tmp_path / "report").read_text()
   row = json.loads(summary.read_text())
   assert f"{100 * row['test_error']:.2f} ± 0.00" in report
+  # The training error of the last epoch, beside the held-out errors (fit against overfit).
+  (gradual,) = [r for r in study_report.aggregate(study, root) if r["cell"] == "gradual"]
+  assert gradual["train_errors"] == [100 * (1 - row["train_accuracy"])]
+  assert "training error % (last epoch)" in report
+  assert f"| {gradual['train_error_mean']:.2f} |" in report
   assert "`unreachable`" in report and "Rejected" in report
   # One target: a plot per cell, not error against compression.
   assert "![error per cell](tiny_cells.png)" in report and "error vs compression" not in report
