@@ -89,13 +89,15 @@ def plot_cells(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     squeeze=False,
     sharey=True,
   )
-  seeds = sorted({s for r in rows for s in r.get("seed_list") or range(r["seeds"])})
+  # Reports from before seed_list count their seeds from 0.
+  seeds_of = {r["cell"]: r.get("seed_list") or list(range(r["seeds"])) for r in rows}
+  seeds = sorted({s for row_seeds in seeds_of.values() for s in row_seeds})
   colours = dict(zip(seeds, plt.get_cmap("tab10")(np.arange(len(seeds)) % 10)))
   for ax, (split, label) in zip(axes[0], panels):
     for y, row in enumerate(rows):
       mean, std = split_stats(row, split)
       ax.errorbar(mean, y, xerr=std, fmt="s" if row["method"] == "dense" else "o", color="k")
-      for seed, error in zip(row.get("seed_list") or range(row["seeds"]), split_errors(row, split)):
+      for seed, error in zip(seeds_of[row["cell"]], split_errors(row, split)):
         ax.scatter(error, y + 0.15, s=14, color=colours[seed], label=f"seed {seed}")
     ax.set_xlabel(label, fontsize=8)
     ax.set_title(f"{title}: {SPLIT_WORDS[split]}")
