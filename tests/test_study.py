@@ -855,3 +855,17 @@ def test_the_lenet5_recipe_takes_sixty_epochs_only_by_the_rule_fixed_before():
   )
   passed = trained and mean < -2 * se
   assert lenet5.get_config().num_epochs == (60 if passed else 40)
+
+
+def test_the_lenet5_recipe_takes_the_drop_only_by_the_rule_fixed_before():
+  """lenet5_fmnist_drop_wd's rule: trained as the recipe is, the drop replaces gradual
+  pruning when no run diverged and its paired validation difference over the 5 seeds is
+  negative beyond 2 SE."""
+  from experiments.configs import lenet5
+
+  rows = _study_rows("lenet5_fmnist_drop_wd")
+  drop = rows["drop_weighted_tuned_rewind_wd5e-4_warmup1_t0.995"]
+  mean, se, seeds = _paired(drop, rows["gradual_rewind_wd5e-4_warmup1_t0.995"])
+  assert seeds == 5
+  passed = not drop.get("diverged_seeds") and mean < -2 * se
+  assert lenet5.get_config().method == ("drop" if passed else "gradual")
