@@ -869,3 +869,27 @@ def test_the_lenet5_recipe_takes_the_drop_only_by_the_rule_fixed_before():
   assert seeds == 5
   passed = not drop.get("diverged_seeds") and mean < -2 * se
   assert lenet5.get_config().method == ("drop" if passed else "gradual")
+
+
+def test_lenet5_distillation_passes_its_screen_and_the_recipe_needs_no_teacher():
+  """lenet5_fmnist_distill's rule: distillation passes when none of its runs diverged and
+  its paired validation difference to the recipe over seeds 0-2 is negative beyond 2 SE;
+  even then configs/lenet5.py keeps training without a teacher (it would need a dense run
+  first: a second recipe)."""
+  from experiments.configs import lenet5
+
+  rows = _study_rows("lenet5_fmnist_distill")
+  student = rows["gradual_rewind_wd5e-4_warmup1_kd_w0.9_T2_t0.995"]
+  mean, se, seeds = _paired(student, rows["gradual_rewind_wd5e-4_warmup1_t0.995"])
+  assert seeds == 3
+  assert not student.get("diverged_seeds") and mean < -2 * se
+  assert lenet5.get_config().teacher_workdir is None
+  # lenet5_fmnist_distill_check's rule for seeds 3-4: both new seeds ahead and beyond 2 SE
+  # over all 5; it held, and the recipe still trains without a teacher.
+  rows = _study_rows("lenet5_fmnist_distill_check")
+  student = rows["gradual_rewind_wd5e-4_warmup1_kd_w0.9_T2_t0.995"]
+  recipe = rows["gradual_rewind_wd5e-4_warmup1_t0.995"]
+  new = {s: e for s, e in zip(student["seed_list"], student["val_errors"]) if s in (3, 4)}
+  old = dict(zip(recipe["seed_list"], recipe["val_errors"]))
+  mean, se, seeds = _paired(student, recipe)
+  assert seeds == 5 and all(new[s] < old[s] for s in (3, 4)) and mean < -2 * se
