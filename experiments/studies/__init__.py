@@ -57,6 +57,12 @@ METHOD_SERIES = {
 }
 
 
+def cell_named(study: dict, name: str) -> dict:
+  """The cell of ``study`` called ``name`` (a follow-up study reuses it as its reference)."""
+  (cell,) = [cell for cell in study["cells"] if cell["name"] == name]
+  return cell
+
+
 def method_cells(series: list[str], targets: tuple[float, ...]) -> list[dict]:
   """Cells ``<series>_t<target>``, series by series, each at every target."""
   return [

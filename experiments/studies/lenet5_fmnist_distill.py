@@ -18,15 +18,14 @@ reported beside, never used. Settings tried for the LeNet-5 recipe: this is the 
 training setting after weight decay 5e-4, the warmup with it, and 60 epochs.
 """
 
-from experiments.studies import lenet5_fmnist_warmup
+from experiments.studies import cell_named, lenet5_fmnist_warmup
 
-RECIPE = "gradual_rewind_wd5e-4_warmup1_t0.995"
 TEACHER = "{root}/dense_wd5e-4_warmup1_e40_seed{seed}"
 
 
 def get_study() -> dict:
   warmup = lenet5_fmnist_warmup.get_study()
-  (recipe,) = [cell for cell in warmup["cells"] if cell["name"] == RECIPE]
+  recipe = cell_named(warmup, lenet5_fmnist_warmup.RECIPE)
   student = {
     **recipe,
     "name": "gradual_rewind_wd5e-4_warmup1_kd_w0.9_T2_t0.995",

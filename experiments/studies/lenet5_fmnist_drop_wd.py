@@ -16,16 +16,15 @@ its runs diverged, ``configs/lenet5.py`` becomes it; otherwise it stays. Setting
 the one drop configuration the earlier studies chose, with the recipe's training.
 """
 
-from experiments.studies import lenet5_fmnist_finetune, lenet5_fmnist_warmup
+from experiments.studies import cell_named, lenet5_fmnist_finetune, lenet5_fmnist_warmup
 
-RECIPE = "gradual_rewind_wd5e-4_warmup1_t0.995"
 DROP = "drop_weighted_tuned_rewind_t0.995"
 
 
 def get_study() -> dict:
   warmup = lenet5_fmnist_warmup.get_study()
-  (recipe,) = [cell for cell in warmup["cells"] if cell["name"] == RECIPE]
-  (drop,) = [cell for cell in lenet5_fmnist_finetune.get_study()["cells"] if cell["name"] == DROP]
+  recipe = cell_named(warmup, lenet5_fmnist_warmup.RECIPE)
+  drop = cell_named(lenet5_fmnist_finetune.get_study(), DROP)
   training = {"weight_decay": recipe["weight_decay"], "warmup_epochs": recipe["warmup_epochs"]}
   candidate = {**drop, **training, "name": "drop_weighted_tuned_rewind_wd5e-4_warmup1_t0.995"}
   return {**warmup, "name": "lenet5_fmnist_drop_wd", "cells": [recipe, candidate]}

@@ -27,11 +27,14 @@ decay 5e-4 alone).
 
 from experiments.studies import budget, lenet5_fmnist_wd
 
+# The cell this study added, which configs/lenet5.py ships: the recipe of the later studies.
+RECIPE = "gradual_rewind_wd5e-4_warmup1_t0.995"
+
 
 def get_study() -> dict:
   wd = lenet5_fmnist_wd.get_study()
   reference, candidate = wd["cells"]
-  warmup = {**candidate, "name": "gradual_rewind_wd5e-4_warmup1_t0.995", "warmup_epochs": 1.0}
+  warmup = {**candidate, "name": RECIPE, "warmup_epochs": 1.0}
   dense = {
     "name": "dense_wd5e-4_warmup1_e40",
     "method": "dense",

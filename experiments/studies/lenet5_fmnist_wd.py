@@ -19,14 +19,14 @@ error is reported beside, never used. Settings tried for the LeNet-5 recipe: 1 h
 the 4 at 40 epochs and 2 at 60 of ``lenet5_fmnist_finetune``.
 """
 
-from experiments.studies import lenet5_fmnist_finetune
+from experiments.studies import cell_named, lenet5_fmnist_finetune
 
 REFERENCE = "gradual_rewind_t0.995"
 
 
 def get_study() -> dict:
   finetune = lenet5_fmnist_finetune.get_study()
-  (reference,) = [cell for cell in finetune["cells"] if cell["name"] == REFERENCE]
+  reference = cell_named(finetune, REFERENCE)
   candidate = {**reference, "name": "gradual_rewind_wd5e-4_t0.995", "weight_decay": 5e-4}
   return {
     **finetune,
