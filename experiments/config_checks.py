@@ -138,6 +138,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check_pruning_rules(config)
   if config.lr_rewind_epoch is not None:
     _check_lr_rewind(config)
+  _check_run_folders(config)
   if config.teacher_workdir is not None:
     _check_distillation(config)
   if config.method in DYNAMIC_SPARSE_METHODS:
@@ -348,6 +349,21 @@ def _check_lr_rewind(config: ml_collections.ConfigDict) -> None:
       f"{config.prune_end_epoch} < num_epochs={config.num_epochs} (the rewound schedule "
       "runs after the pruning window)."
     )
+
+
+def _check_run_folders(config: ml_collections.ConfigDict) -> None:
+  """A finished run named as the teacher or the start is a folder, not an empty path.
+
+  A config that cannot know the folder (lenet5_distill.py's teacher) leaves it empty, so
+  that a run without one stops here rather than at ``Path("")``, the current folder.
+  """
+  for field in ("teacher_workdir", "init_workdir"):
+    value = config[field]
+    if value is not None and not str(value).strip():
+      _fail(
+        f"{field}={value!r} names no run folder: pass --config.{field}=DIR, a finished run "
+        "(the config file's docstring says which)."
+      )
 
 
 def _check_distillation(config: ml_collections.ConfigDict) -> None:

@@ -64,6 +64,11 @@ GLANCE_LABELS = {
 _WARMUP = "weight decay 5e-4, 1-epoch warmup, 40 epochs"
 GLANCE_LABELS["gradual_rewind_wd5e-4_warmup1"] = f"gradual magnitude pruning, rewinding, {_WARMUP}"
 GLANCE_LABELS["dense_wd5e-4_warmup1_e40"] = f"dense (not pruned), {_WARMUP}"
+# The second LeNet-5 recipe (lenet5_fmnist_distill_check): the first, distilled.
+GLANCE_LABELS["gradual_rewind_wd5e-4_warmup1_kd_w0.9_T2"] = (
+  f"gradual magnitude pruning, rewinding, {_WARMUP}, "
+  "distilled from the dense model trained alike (the last row)"
+)
 # The drop trained as the recipes are (lenet300_fmnist_drop_wd, lenet5_fmnist_drop_wd).
 _DROP = "Drop Pruning, importance-weighted drops, p 0.5→1, q 0.4→0, rewinding"
 GLANCE_LABELS["drop_weighted_tuned_rewind_wd5e-4_e200"] = f"{_DROP}, weight decay 5e-4, 200 epochs"

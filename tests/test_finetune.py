@@ -111,11 +111,26 @@ def test_runner_logs_the_rewound_learning_rate(idx_dir, tmp_path):
     (dict(warmup_epochs=-1.0), "warmup_epochs=-1.0"),
     (dict(teacher_workdir="x", distill_weight=1.5), "distill_weight=1.5"),
     (dict(teacher_workdir="x", distill_temperature=0.0), "distill_temperature=0.0"),
+    (dict(teacher_workdir=" "), "teacher_workdir=' ' names no run folder"),
+    (dict(init_workdir=""), "init_workdir='' names no run folder"),
   ],
 )
 def test_bad_rewind_or_distillation_settings_are_refused(idx_dir, overrides, match):
   with pytest.raises(errors.ConfigError, match=match):
     config_checks.validate_config(_config(idx_dir, **overrides))
+
+
+def test_the_distillation_recipe_without_a_teacher_is_refused_before_anything_is_written(
+  tmp_path,
+):
+  """configs/lenet5_distill.py cannot know the teacher's folder: left empty, the run stops
+  at the config check, naming the field, with the run folder untouched."""
+  from experiments.configs import lenet5_distill
+
+  workdir = tmp_path / "run"
+  with pytest.raises(errors.ConfigError, match="teacher_workdir='' names no run folder"):
+    train.train_and_evaluate(lenet5_distill.get_config(), workdir)
+  assert not workdir.exists()
 
 
 def test_distillation_loss_is_the_documented_mixture():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import re
@@ -407,7 +408,8 @@ def test_readme_marks_as_recipes_the_cells_the_configs_ship():
     for where, _, recipe in (entry.partition("@") for entry in entries)
     if recipe
   }
-  assert marked == {(config, study, cell) for config, study, cell, *_ in RECIPES}
+  recipes = {(config, study, cell) for config, study, cell, *_ in RECIPES}
+  assert marked == recipes | {DISTILLED_RECIPE}
 
 
 def test_results_tests_marker_gives_exact_permutation_p_values(tmp_path):
@@ -447,6 +449,27 @@ def _paired(a: dict, b: dict) -> tuple[float, float, int]:
   return statistics.fmean(d), statistics.stdev(d) / math.sqrt(len(d)), len(d)
 
 
+# Where a shipped config differs from the study cell it is: the studies' runs were recorded
+# on Fashion-MNIST under jax.pmap (FASHION_MNIST_PROTOCOL pins it), without a progress bar;
+# the configs run on MNIST under the default jit (the same steps, another reduction order).
+_AS_USERS_RUN = {
+  "dataset": ("fashion_mnist", "mnist"),
+  "progress": (False, True),
+  "parallel": ("pmap", "jit"),
+}
+
+
+def _differences_from_cell(config_name: str, study_name: str, cell_name: str) -> dict:
+  """``{field: (the cell's seed-0 value, the config's)}`` where experiments/configs/
+  <config_name>.py differs from the study's cell (a ``{root}`` in it as ``/ROOT``)."""
+  config = importlib.import_module(f"experiments.configs.{config_name}").get_config().to_dict()
+  study = study_lib.load_module(f"experiments/studies/{study_name}.py").get_study()
+  cell = next(c for c in study_report.study_cells(study) if c["run"] == f"{cell_name}_seed0")
+  chosen = study_lib.make_config(study, cell, None, Path("/ROOT")).to_dict()
+  assert set(chosen) == set(config)
+  return {k: (chosen[k], config[k]) for k in chosen if chosen[k] != config[k]}
+
+
 # config, study, cell, the compression the recipe must reach (all / nonzero parameters), and
 # where its method was chosen as the lowest mean validation error at its target: the study
 # and cell, or None where a rule of its own chose (the tests below).
@@ -462,6 +485,15 @@ RECIPES = [
 ]
 
 
+# The second LeNet-5 recipe, which needs a dense run first (config, study, cell): its test
+# is test_the_distilled_lenet5_recipe_and_its_teacher_are_the_study_cells.
+DISTILLED_RECIPE = (
+  "lenet5_distill",
+  "lenet5_fmnist_distill_check",
+  "gradual_rewind_wd5e-4_warmup1_kd_w0.9_T2_t0.995",
+)
+
+
 @pytest.mark.parametrize(
   "config_name,study_name,cell_name,min_compression,lowest", RECIPES, ids=[r[0] for r in RECIPES]
 )
@@ -473,20 +505,8 @@ def test_each_recipe_is_the_study_cell_chosen_on_validation(
   measured compression reaches the recipe's goal; where its method was chosen as the lowest
   mean validation error (3 seeds or more) at its target, that cell is the lowest in the
   committed report (docs/results.md)."""
-  import importlib
-
+  assert _differences_from_cell(config_name, study_name, cell_name) == _AS_USERS_RUN
   recipe = importlib.import_module(f"experiments.configs.{config_name}").get_config().to_dict()
-  study = study_lib.load_module(f"experiments/studies/{study_name}.py").get_study()
-  cell = next(c for c in study_report.study_cells(study) if c["run"] == f"{cell_name}_seed0")
-  chosen = study_lib.make_config(study, cell, None).to_dict()
-  assert set(chosen) == set(recipe)
-  # The studies' runs were recorded under jax.pmap (FASHION_MNIST_PROTOCOL pins it); the
-  # recipe runs under the default jit: the same steps, another reduction order.
-  assert {k: (chosen[k], recipe[k]) for k in chosen if chosen[k] != recipe[k]} == {
-    "dataset": ("fashion_mnist", "mnist"),
-    "progress": (False, True),
-    "parallel": ("pmap", "jit"),
-  }
   assert _study_rows(study_name)[cell_name]["compression"] >= min_compression
   if lowest is None:
     return
@@ -893,3 +913,21 @@ def test_lenet5_distillation_passes_its_screen_and_the_recipe_needs_no_teacher()
   old = dict(zip(recipe["seed_list"], recipe["val_errors"]))
   mean, se, seeds = _paired(student, recipe)
   assert seeds == 5 and all(new[s] < old[s] for s in (3, 4)) and mean < -2 * se
+
+
+def test_the_distilled_lenet5_recipe_and_its_teacher_are_the_study_cells():
+  """It held by its rule (above), so configs/lenet5_distill.py ships the distilled cell as a
+  second recipe, and configs/lenet5_dense.py the cell of its teachers, the dense model trained
+  like the recipe: each the same config as its cell but how users run it, and the teacher's
+  folder, which a user names (left empty, the run is refused: test_finetune.py)."""
+  student = _differences_from_cell(*DISTILLED_RECIPE)
+  _, study_name, cell_name = DISTILLED_RECIPE
+  assert _study_rows(study_name)[cell_name]["compression"] >= 150.0  # the LeNet-5 goal
+  assert student == {
+    **_AS_USERS_RUN,
+    "teacher_workdir": ("/ROOT/dense_wd5e-4_warmup1_e40_seed0", ""),
+  }
+  teacher = _differences_from_cell(
+    "lenet5_dense", "lenet5_fmnist_warmup", "dense_wd5e-4_warmup1_e40"
+  )
+  assert teacher == _AS_USERS_RUN
