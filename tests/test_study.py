@@ -14,6 +14,7 @@ import pytest
 from experiments import data as data_lib
 from experiments import study as study_lib
 from experiments import study_plots, study_report
+from experiments.studies import lenet5_fmnist_distill, lenet5_fmnist_warmup
 from tests import helpers
 
 
@@ -478,7 +479,7 @@ RECIPES = [
   (
     "lenet5",
     "lenet5_fmnist_warmup",
-    "gradual_rewind_wd5e-4_warmup1_t0.995",
+    lenet5_fmnist_warmup.RECIPE,
     150.0,
     ("lenet5_fmnist_final", "gradual_rewind_t0.995"),
   ),
@@ -487,11 +488,7 @@ RECIPES = [
 
 # The second LeNet-5 recipe, which needs a dense run first (config, study, cell): its test
 # is test_the_distilled_lenet5_recipe_and_its_teacher_are_the_study_cells.
-DISTILLED_RECIPE = (
-  "lenet5_distill",
-  "lenet5_fmnist_distill_check",
-  "gradual_rewind_wd5e-4_warmup1_kd_w0.9_T2_t0.995",
-)
+DISTILLED_RECIPE = ("lenet5_distill", "lenet5_fmnist_distill_check", lenet5_fmnist_distill.STUDENT)
 
 
 @pytest.mark.parametrize(
@@ -854,7 +851,7 @@ def test_the_lenet5_recipe_takes_weight_decay_with_warmup_only_by_the_rule_fixed
   from experiments.configs import lenet5
 
   rows = _study_rows("lenet5_fmnist_warmup")
-  warmup = rows["gradual_rewind_wd5e-4_warmup1_t0.995"]
+  warmup = rows[lenet5_fmnist_warmup.RECIPE]
   trained = warmup["seed_list"] == [0, 1, 2, 3, 4] and not warmup.get("diverged_seeds")
   mean, se, _ = _paired(warmup, rows["gradual_rewind_t0.995"]) if trained else (0.0, 0.0, 0)
   passed = trained and mean < -2 * se
@@ -870,9 +867,7 @@ def test_the_lenet5_recipe_takes_sixty_epochs_only_by_the_rule_fixed_before():
   rows = _study_rows("lenet5_fmnist_long")
   long = rows["gradual_rewind_wd5e-4_warmup1_t0.995_e60"]
   trained = long["seed_list"] == [0, 1, 2, 3, 4] and not long.get("diverged_seeds")
-  mean, se, _ = (
-    _paired(long, rows["gradual_rewind_wd5e-4_warmup1_t0.995"]) if trained else (0, 0, 0)
-  )
+  mean, se, _ = _paired(long, rows[lenet5_fmnist_warmup.RECIPE]) if trained else (0, 0, 0)
   passed = trained and mean < -2 * se
   assert lenet5.get_config().num_epochs == (60 if passed else 40)
 
@@ -885,7 +880,7 @@ def test_the_lenet5_recipe_takes_the_drop_only_by_the_rule_fixed_before():
 
   rows = _study_rows("lenet5_fmnist_drop_wd")
   drop = rows["drop_weighted_tuned_rewind_wd5e-4_warmup1_t0.995"]
-  mean, se, seeds = _paired(drop, rows["gradual_rewind_wd5e-4_warmup1_t0.995"])
+  mean, se, seeds = _paired(drop, rows[lenet5_fmnist_warmup.RECIPE])
   assert seeds == 5
   passed = not drop.get("diverged_seeds") and mean < -2 * se
   assert lenet5.get_config().method == ("drop" if passed else "gradual")
@@ -899,16 +894,16 @@ def test_lenet5_distillation_passes_its_screen_and_the_recipe_needs_no_teacher()
   from experiments.configs import lenet5
 
   rows = _study_rows("lenet5_fmnist_distill")
-  student = rows["gradual_rewind_wd5e-4_warmup1_kd_w0.9_T2_t0.995"]
-  mean, se, seeds = _paired(student, rows["gradual_rewind_wd5e-4_warmup1_t0.995"])
+  student = rows[lenet5_fmnist_distill.STUDENT]
+  mean, se, seeds = _paired(student, rows[lenet5_fmnist_warmup.RECIPE])
   assert seeds == 3
   assert not student.get("diverged_seeds") and mean < -2 * se
   assert lenet5.get_config().teacher_workdir is None
   # lenet5_fmnist_distill_check's rule for seeds 3-4: both new seeds ahead and beyond 2 SE
   # over all 5; it held, and the recipe still trains without a teacher.
   rows = _study_rows("lenet5_fmnist_distill_check")
-  student = rows["gradual_rewind_wd5e-4_warmup1_kd_w0.9_T2_t0.995"]
-  recipe = rows["gradual_rewind_wd5e-4_warmup1_t0.995"]
+  student = rows[lenet5_fmnist_distill.STUDENT]
+  recipe = rows[lenet5_fmnist_warmup.RECIPE]
   new = {s: e for s, e in zip(student["seed_list"], student["val_errors"]) if s in (3, 4)}
   old = dict(zip(recipe["seed_list"], recipe["val_errors"]))
   mean, se, seeds = _paired(student, recipe)
@@ -925,9 +920,9 @@ def test_the_distilled_lenet5_recipe_and_its_teacher_are_the_study_cells():
   assert _study_rows(study_name)[cell_name]["compression"] >= 150.0  # the LeNet-5 goal
   assert student == {
     **_AS_USERS_RUN,
-    "teacher_workdir": ("/ROOT/dense_wd5e-4_warmup1_e40_seed0", ""),
+    "teacher_workdir": (f"/ROOT/{lenet5_fmnist_warmup.DENSE}_seed0", ""),
   }
   teacher = _differences_from_cell(
-    "lenet5_dense", "lenet5_fmnist_warmup", "dense_wd5e-4_warmup1_e40"
+    "lenet5_dense", "lenet5_fmnist_warmup", lenet5_fmnist_warmup.DENSE
   )
   assert teacher == _AS_USERS_RUN

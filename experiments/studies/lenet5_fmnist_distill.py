@@ -20,7 +20,10 @@ training setting after weight decay 5e-4, the warmup with it, and 60 epochs.
 
 from experiments.studies import cell_named, lenet5_fmnist_warmup
 
-TEACHER = "{root}/dense_wd5e-4_warmup1_e40_seed{seed}"
+# Each seed's teacher: the same seed's run of the dense cell trained alike.
+TEACHER = "{root}/" + lenet5_fmnist_warmup.DENSE + "_seed{seed}"
+# The distilled cell, which configs/lenet5_distill.py ships.
+STUDENT = "gradual_rewind_wd5e-4_warmup1_kd_w0.9_T2_t0.995"
 
 
 def get_study() -> dict:
@@ -28,7 +31,7 @@ def get_study() -> dict:
   recipe = cell_named(warmup, lenet5_fmnist_warmup.RECIPE)
   student = {
     **recipe,
-    "name": "gradual_rewind_wd5e-4_warmup1_kd_w0.9_T2_t0.995",
+    "name": STUDENT,
     "teacher_workdir": TEACHER,
     "distill_weight": 0.9,
     "distill_temperature": 2.0,

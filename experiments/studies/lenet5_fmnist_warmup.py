@@ -29,6 +29,8 @@ from experiments.studies import budget, lenet5_fmnist_wd
 
 # The cell this study added, which configs/lenet5.py ships: the recipe of the later studies.
 RECIPE = "gradual_rewind_wd5e-4_warmup1_t0.995"
+# Its dense cell trained alike: the gap's reference, and the teachers of lenet5_fmnist_distill.
+DENSE = "dense_wd5e-4_warmup1_e40"
 
 
 def get_study() -> dict:
@@ -36,7 +38,7 @@ def get_study() -> dict:
   reference, candidate = wd["cells"]
   warmup = {**candidate, "name": RECIPE, "warmup_epochs": 1.0}
   dense = {
-    "name": "dense_wd5e-4_warmup1_e40",
+    "name": DENSE,
     "method": "dense",
     **budget(40),
     "weight_decay": 5e-4,
